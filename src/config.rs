@@ -1,0 +1,334 @@
+//! The store registry: DataJoint's `stores` config, read from one JSON file.
+//!
+//! The file is the only source of store locations and credentials, so SQL can
+//! name a store but never point the server at an arbitrary place. It is
+//! re-read when it changes on disk, so a DBA edits it without reloading the
+//! library.
+
+use crate::error::{Error, Result};
+use crate::layout;
+use serde_json::{Map, Value};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Where the server looks when `DJ_UDF_CONFIG` is not set in its environment.
+pub const DEFAULT_PATH: &str = "/etc/mysql/dj_udf.json";
+
+/// The largest object a `*_get` function returns unless the config says otherwise.
+pub const DEFAULT_MAX_GET: u64 = 1 << 30;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    File,
+    S3(S3),
+}
+
+/// S3 settings under DataJoint's key names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3 {
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub secure: bool,
+    pub proxy_server: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub name: String,
+    pub protocol: Protocol,
+    /// A folder (file) or a key prefix (s3), used as DataJoint uses it.
+    pub location: String,
+    pub subfolding: Vec<usize>,
+    /// The local folder that filepath objects are put from and synced to.
+    pub stage: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub file: PathBuf,
+    pub stores: Vec<Store>,
+    pub checksum_size_limit: Option<u64>,
+    pub checksum_size_limit_insert: Option<u64>,
+    /// Extra folders that `dj_file_checksum` and `dj_attach_put_file` may read.
+    pub import_dirs: Vec<PathBuf>,
+    /// Folders that `dj_attach_export` may write into.
+    pub export_dirs: Vec<PathBuf>,
+    /// The secret that authorizes object deletion; deletion is off without it.
+    pub purge_key: Option<String>,
+    pub max_get_bytes: u64,
+}
+
+impl Config {
+    pub fn store(&self, name: &str) -> Result<&Store> {
+        self.stores.iter().find(|s| s.name.eq_ignore_ascii_case(name)).ok_or_else(|| Error::UnknownStore {
+            store: layout::shown(name),
+            file: self.file.clone(),
+            known: self.stores.iter().map(|s| s.name.clone()).collect(),
+        })
+    }
+
+    /// Parses and checks a config document; `file` is only used in messages.
+    pub fn parse(file: &Path, text: &str) -> Result<Config> {
+        let err = |store: Option<&str>, key: Option<&str>, msg: String| Error::Config {
+            file: file.to_path_buf(),
+            store: store.map(str::to_string),
+            key: key.map(str::to_string),
+            msg,
+        };
+        let doc: Value = serde_json::from_str(text).map_err(|e| err(None, None, format!("not valid JSON: {e}")))?;
+        let top = doc.as_object().ok_or_else(|| err(None, None, "the document must be a JSON object".into()))?;
+        let stores_v = top.get("stores").ok_or_else(|| err(None, Some("stores"), "missing".into()))?;
+        let stores_o = stores_v.as_object().ok_or_else(|| err(None, Some("stores"), "must be an object of store name to settings".into()))?;
+        let mut stores = Vec::new();
+        for (name, spec) in stores_o {
+            layout::check_store_name(name).map_err(|e| err(Some(name), None, e.to_string()))?;
+            let spec = spec.as_object().ok_or_else(|| err(Some(name), None, "settings must be an object".into()))?;
+            stores.push(parse_store(name, spec).map_err(|(key, msg)| err(Some(name), key, msg))?);
+        }
+        let limit = |key: &str| -> Result<Option<u64>> {
+            match top.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => v.as_u64().map(Some).ok_or_else(|| err(None, Some(key), "must be a non-negative integer or null".into())),
+            }
+        };
+        let dirs = |key: &str| -> Result<Vec<PathBuf>> {
+            let Some(v) = top.get(key) else { return Ok(Vec::new()) };
+            let list = v.as_array().ok_or_else(|| err(None, Some(key), "must be a list of absolute folders".into()))?;
+            list.iter()
+                .map(|d| {
+                    let d = d.as_str().ok_or_else(|| err(None, Some(key), "entries must be strings".into()))?;
+                    existing_dir(d).map_err(|m| err(None, Some(key), m))
+                })
+                .collect()
+        };
+        let purge_key = match top.get("purge_key") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(k)) if k.len() >= 16 => Some(k.clone()),
+            Some(_) => return Err(err(None, Some("purge_key"), "must be a string of at least 16 characters".into())),
+        };
+        Ok(Config {
+            file: file.to_path_buf(),
+            stores,
+            checksum_size_limit: limit("filepath_checksum_size_limit")?,
+            checksum_size_limit_insert: limit("filepath_checksum_size_limit_insert")?,
+            import_dirs: dirs("import_dirs")?,
+            export_dirs: dirs("export_dirs")?,
+            purge_key,
+            max_get_bytes: limit("max_get_bytes")?.unwrap_or(DEFAULT_MAX_GET),
+        })
+    }
+
+    /// The stores as JSON for `dj_stores()`, with credentials replaced.
+    pub fn redacted_json(&self) -> String {
+        let mut stores = Map::new();
+        for s in &self.stores {
+            let mut o = Map::new();
+            match &s.protocol {
+                Protocol::File => {
+                    o.insert("protocol".into(), "file".into());
+                }
+                Protocol::S3(s3) => {
+                    o.insert("protocol".into(), "s3".into());
+                    o.insert("endpoint".into(), s3.endpoint.clone().into());
+                    o.insert("bucket".into(), s3.bucket.clone().into());
+                    o.insert("access_key".into(), "<redacted>".into());
+                    o.insert("secret_key".into(), "<redacted>".into());
+                    o.insert("secure".into(), s3.secure.into());
+                    if let Some(p) = &s3.proxy_server {
+                        o.insert("proxy_server".into(), p.clone().into());
+                    }
+                }
+            }
+            o.insert("location".into(), s.location.clone().into());
+            o.insert("subfolding".into(), s.subfolding.clone().into());
+            o.insert("stage".into(), s.stage.as_ref().map(|p| p.display().to_string()).into());
+            stores.insert(s.name.clone(), Value::Object(o));
+        }
+        let mut top = Map::new();
+        top.insert("config_file".into(), self.file.display().to_string().into());
+        top.insert("stores".into(), Value::Object(stores));
+        top.insert("filepath_checksum_size_limit".into(), self.checksum_size_limit.into());
+        top.insert("filepath_checksum_size_limit_insert".into(), self.checksum_size_limit_insert.into());
+        let dirs = |d: &[PathBuf]| Value::from(d.iter().map(|p| p.display().to_string()).collect::<Vec<_>>());
+        top.insert("import_dirs".into(), dirs(&self.import_dirs));
+        top.insert("export_dirs".into(), dirs(&self.export_dirs));
+        top.insert("purge_enabled".into(), self.purge_key.is_some().into());
+        top.insert("max_get_bytes".into(), self.max_get_bytes.into());
+        Value::Object(top).to_string()
+    }
+}
+
+type KeyError = (Option<&'static str>, String);
+
+fn parse_store(name: &str, spec: &Map<String, Value>) -> std::result::Result<Store, KeyError> {
+    let text = |key: &'static str| -> std::result::Result<Option<String>, KeyError> {
+        match spec.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err((Some(key), "must be a string".into())),
+        }
+    };
+    let required = |key: &'static str| -> std::result::Result<String, KeyError> {
+        text(key)?.filter(|s| !s.is_empty()).ok_or((Some(key), "missing (required for this protocol)".into()))
+    };
+    let protocol = required("protocol")?;
+    let location = required("location")?;
+    let subfolding = match spec.get("subfolding") {
+        None => vec![2, 2],
+        Some(Value::Null) => Vec::new(),
+        Some(Value::Array(levels)) => levels
+            .iter()
+            .map(|l| l.as_u64().map(|n| n as usize).ok_or((Some("subfolding"), "levels must be positive integers".to_string())))
+            .collect::<std::result::Result<_, _>>()?,
+        Some(_) => return Err((Some("subfolding"), "must be a list of integers or null".into())),
+    };
+    layout::check_subfolding(&subfolding).map_err(|m| (Some("subfolding"), m))?;
+    let stage = match text("stage")? {
+        None => None,
+        Some(s) => Some(existing_dir(&s).map_err(|m| (Some("stage"), m))?),
+    };
+    let protocol = match protocol.to_ascii_lowercase().as_str() {
+        "file" => {
+            existing_dir(&location).map_err(|m| (Some("location"), m))?;
+            Protocol::File
+        }
+        "s3" => {
+            let endpoint = required("endpoint")?;
+            if endpoint.contains("://") || endpoint.contains('/') {
+                return Err((Some("endpoint"), format!("'{endpoint}' must be host[:port] without scheme or path")));
+            }
+            let secure = match spec.get("secure") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err((Some("secure"), "must be true or false".into())),
+            };
+            Protocol::S3(S3 {
+                endpoint,
+                bucket: required("bucket")?,
+                access_key: required("access_key")?,
+                secret_key: required("secret_key")?,
+                secure,
+                proxy_server: text("proxy_server")?,
+            })
+        }
+        other => return Err((Some("protocol"), format!("unknown protocol '{other}' (use 'file' or 's3')"))),
+    };
+    Ok(Store { name: name.to_string(), protocol, location, subfolding, stage })
+}
+
+/// A configured folder must be absolute and exist; it is used canonicalized
+/// so that later prefix checks compare like with like.
+fn existing_dir(path: &str) -> std::result::Result<PathBuf, String> {
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        return Err(format!("'{path}' must be an absolute path"));
+    }
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => p.canonicalize().map_err(|e| format!("'{path}': {e}")),
+        Ok(_) => Err(format!("'{path}' is not a directory")),
+        Err(e) => Err(format!("'{path}' does not exist or cannot be read by the server: {e}")),
+    }
+}
+
+/// The config file the server reads: `$DJ_UDF_CONFIG`, else [`DEFAULT_PATH`].
+pub fn path() -> PathBuf {
+    std::env::var_os("DJ_UDF_CONFIG").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+}
+
+type Stamp = (u64, u64, i64, i64);
+static CACHE: Mutex<Option<(PathBuf, Stamp, Arc<Config>)>> = Mutex::new(None);
+
+/// The current config, re-read only when the file's identity or mtime changed.
+pub fn current() -> Result<Arc<Config>> {
+    let file = path();
+    let meta = std::fs::metadata(&file).map_err(|e| Error::Config {
+        file: file.clone(),
+        store: None,
+        key: None,
+        msg: format!("cannot read it: {e} (set DJ_UDF_CONFIG in the server's environment or create {DEFAULT_PATH})"),
+    })?;
+    let stamp = (meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec() ^ meta.size() as i64);
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((f, s, cfg)) = cache.as_ref() {
+        if *f == file && *s == stamp {
+            return Ok(cfg.clone());
+        }
+    }
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| Error::Config { file: file.clone(), store: None, key: None, msg: format!("cannot read it: {e}") })?;
+    let cfg = Arc::new(Config::parse(&file, &text)?);
+    *cache = Some((file, stamp, cfg.clone()));
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(Path::new("/etc/test.json"), text)
+    }
+
+    fn msg(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn file_store_defaults() {
+        let c = parse(r#"{"stores": {"main": {"protocol": "file", "location": "/tmp"}}, "database.host": "x"}"#).unwrap();
+        let s = c.store("MAIN").unwrap();
+        assert_eq!(s.protocol, Protocol::File);
+        assert_eq!(s.subfolding, vec![2, 2]);
+        assert_eq!(s.stage, None);
+        assert_eq!(c.max_get_bytes, DEFAULT_MAX_GET);
+        let c = parse(r#"{"stores": {"main": {"protocol": "file", "location": "/tmp", "subfolding": null}}}"#).unwrap();
+        assert!(c.stores[0].subfolding.is_empty());
+    }
+
+    #[test]
+    fn errors_name_file_store_and_key() {
+        assert!(msg("{").starts_with("config /etc/test.json: not valid JSON"));
+        assert_eq!(msg("{}"), "config /etc/test.json, key 'stores': missing");
+        assert_eq!(
+            msg(r#"{"stores": {"main": {"protocol": "ftp", "location": "/tmp"}}}"#),
+            "config /etc/test.json, store 'main', key 'protocol': unknown protocol 'ftp' (use 'file' or 's3')"
+        );
+        assert_eq!(
+            msg(r#"{"stores": {"main": {"protocol": "file"}}}"#),
+            "config /etc/test.json, store 'main', key 'location': missing (required for this protocol)"
+        );
+        let m = msg(r#"{"stores": {"main": {"protocol": "file", "location": "/nonexistent/dir"}}}"#);
+        assert!(m.starts_with("config /etc/test.json, store 'main', key 'location': '/nonexistent/dir' does not exist"), "{m}");
+        let m = msg(r#"{"stores": {"main": {"protocol": "file", "location": "relative/dir"}}}"#);
+        assert!(m.contains("must be an absolute path"), "{m}");
+        let m = msg(r#"{"stores": {"main": {"protocol": "s3", "location": "x", "endpoint": "h:9000", "bucket": "b", "access_key": "a"}}}"#);
+        assert_eq!(m, "config /etc/test.json, store 'main', key 'secret_key': missing (required for this protocol)");
+        let m = msg(r#"{"stores": {"main": {"protocol": "file", "location": "/tmp", "subfolding": [0]}}}"#);
+        assert!(m.contains("key 'subfolding'"), "{m}");
+        let m = msg(r#"{"stores": {"bad name": {"protocol": "file", "location": "/tmp"}}}"#);
+        assert!(m.contains("invalid store name"), "{m}");
+        let m = msg(r#"{"stores": {}, "purge_key": "short"}"#);
+        assert!(m.contains("key 'purge_key'"), "{m}");
+    }
+
+    #[test]
+    fn unknown_store_lists_known_ones() {
+        let c = parse(r#"{"stores": {"a": {"protocol": "file", "location": "/tmp"}}}"#).unwrap();
+        assert_eq!(c.store("zz").unwrap_err().to_string(), "unknown store 'zz': /etc/test.json defines only a");
+    }
+
+    #[test]
+    fn redaction_hides_credentials() {
+        let c = parse(
+            r#"{"stores": {"s": {"protocol": "s3", "location": "/x", "endpoint": "127.0.0.1:9000", "bucket": "b",
+                "access_key": "AKIAEXAMPLE", "secret_key": "verysecretvalue"}}}"#,
+        )
+        .unwrap();
+        let j = c.redacted_json();
+        assert!(!j.contains("AKIAEXAMPLE") && !j.contains("verysecretvalue"), "{j}");
+        assert!(j.contains("\"bucket\":\"b\""), "{j}");
+    }
+}

@@ -1,0 +1,101 @@
+//! One error type for the core, worded for the DBA who has to fix the cause.
+//!
+//! Every variant names the thing to look at (config file and key, store and
+//! object key, server path) because the message is all a SQL user ever sees.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Debug)]
+pub enum Error {
+    /// The config file is missing, unreadable or wrong.
+    Config { file: PathBuf, store: Option<String>, key: Option<String>, msg: String },
+    /// SQL named a store the config file does not define.
+    UnknownStore { store: String, file: PathBuf, known: Vec<String> },
+    /// An argument is malformed (bad hash, bad name, wrong kind of value).
+    Argument { what: &'static str, msg: String },
+    /// A server path lies outside every configured root, or tries to leave one.
+    Confinement { path: String, msg: String },
+    /// The object or file that should be there is not.
+    Missing { what: String },
+    /// Contents do not match what the tracking row records.
+    SizeMismatch { what: String, expected: u64, actual: u64 },
+    ChecksumMismatch { what: String, expected: String, actual: String },
+    /// DataJoint's rule: a relative filepath holds one version forever.
+    DifferentVersion { relative: String },
+    /// The result would not fit in what the function may return.
+    TooLarge { what: String, size: u64, limit: u64 },
+    /// The operation is switched off or the caller lacks the key for it.
+    Denied { msg: String },
+    /// An operating-system error during `op` on `path`.
+    Io { op: &'static str, path: String, source: io::Error },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn io(op: &'static str, path: impl Into<String>, source: io::Error) -> Self {
+        Error::Io { op, path: path.into(), source }
+    }
+
+    pub fn arg(what: &'static str, msg: impl Into<String>) -> Self {
+        Error::Argument { what, msg: msg.into() }
+    }
+
+    pub fn confine(path: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Confinement { path: path.into(), msg: msg.into() }
+    }
+
+    /// The short status word used by `dj_verify` for this error.
+    pub fn status(&self) -> String {
+        match self {
+            Error::Missing { .. } => "missing".into(),
+            Error::SizeMismatch { .. } => "size mismatch".into(),
+            Error::ChecksumMismatch { .. } => "checksum mismatch".into(),
+            other => format!("error: {other}"),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config { file, store, key, msg } => {
+                write!(f, "config {}", file.display())?;
+                if let Some(s) = store {
+                    write!(f, ", store '{s}'")?;
+                }
+                if let Some(k) = key {
+                    write!(f, ", key '{k}'")?;
+                }
+                write!(f, ": {msg}")
+            }
+            Error::UnknownStore { store, file, known } => write!(
+                f,
+                "unknown store '{store}': {} defines {}",
+                file.display(),
+                if known.is_empty() { "no stores".to_string() } else { format!("only {}", known.join(", ")) }
+            ),
+            Error::Argument { what, msg } => write!(f, "invalid {what}: {msg}"),
+            Error::Confinement { path, msg } => write!(f, "path '{path}' refused: {msg}"),
+            Error::Missing { what } => write!(f, "{what} does not exist"),
+            Error::SizeMismatch { what, expected, actual } => {
+                write!(f, "{what}: size mismatch, tracking row says {expected} bytes, found {actual}")
+            }
+            Error::ChecksumMismatch { what, expected, actual } => {
+                write!(f, "{what}: checksum mismatch, expected {expected}, contents hash to {actual}")
+            }
+            Error::DifferentVersion { relative } => {
+                write!(f, "A different version of '{relative}' has already been placed.")
+            }
+            Error::TooLarge { what, size, limit } => {
+                write!(f, "{what} is {size} bytes, over the limit of {limit} bytes (config key max_get_bytes)")
+            }
+            Error::Denied { msg } => write!(f, "{msg}"),
+            Error::Io { op, path, source } => write!(f, "{op} '{path}': {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,440 @@
+//! The only place that touches the server's raw UDF structures.
+//!
+//! The server calls `xxx_init`, then `xxx` once per row, then `xxx_deinit`.
+//! Each is a generic trampoline here: it turns raw pointers into safe views,
+//! runs the safe implementation inside `catch_unwind` (a panic crossing
+//! `extern "C"` would abort the whole server), and keeps the row results in
+//! a buffer owned by the call's state, freed in `deinit`.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, c_longlong, c_uint, c_ulong, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// `UDF_ARGS` as MySQL 8 and MariaDB 10.11+ lay it out on 64-bit Linux
+/// (64 bytes; `build.rs` checks this against the server headers when present).
+#[repr(C)]
+pub struct UdfArgs {
+    pub arg_count: c_uint,
+    /// `enum Item_result`, read as a C int: MySQL and MariaDB differ in range.
+    pub arg_type: *mut c_int,
+    pub args: *const *const c_char,
+    pub lengths: *const c_ulong,
+    pub maybe_null: *const c_char,
+    pub attributes: *const *const c_char,
+    pub attribute_lengths: *const c_ulong,
+    pub extension: *mut c_void,
+}
+
+/// `UDF_INIT` (40 bytes).
+#[repr(C)]
+pub struct UdfInit {
+    pub maybe_null: c_char,
+    pub decimals: c_uint,
+    pub max_length: c_ulong,
+    pub ptr: *mut c_char,
+    pub const_item: c_char,
+    pub extension: *mut c_void,
+}
+
+const _: () = assert!(std::mem::size_of::<UdfArgs>() == 64);
+const _: () = assert!(std::mem::size_of::<UdfInit>() == 40);
+
+/// `Item_result` codes shared by both servers.
+pub const STRING_RESULT: c_int = 0;
+pub const REAL_RESULT: c_int = 1;
+pub const INT_RESULT: c_int = 2;
+pub const DECIMAL_RESULT: c_int = 4;
+
+/// The server's message buffer in `_init` is MYSQL_ERRMSG_SIZE (512).
+const MESSAGE_MAX: usize = 511;
+
+/// One argument's value as seen by the safe core.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value<'a> {
+    /// SQL NULL, or (in `init`) an argument that is not a constant.
+    Null,
+    Bytes(&'a [u8]),
+    Int(i64),
+    Real(f64),
+}
+
+/// A safe view of `UDF_ARGS` for one call.
+pub struct Args<'a> {
+    raw: &'a mut UdfArgs,
+}
+
+impl<'a> Args<'a> {
+    pub fn len(&self) -> usize {
+        self.raw.arg_count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The declared type of argument `i` (an `Item_result` code).
+    pub fn kind(&self, i: usize) -> c_int {
+        assert!(i < self.len());
+        unsafe { *self.raw.arg_type.add(i) }
+    }
+
+    /// Asks the server to convert argument `i` before each row call
+    /// (only meaningful in `init`).
+    pub fn coerce(&mut self, i: usize, kind: c_int) {
+        assert!(i < self.len());
+        unsafe { *self.raw.arg_type.add(i) = kind };
+    }
+
+    pub fn get(&self, i: usize) -> Value<'_> {
+        assert!(i < self.len());
+        unsafe {
+            let p = *self.raw.args.add(i);
+            if p.is_null() {
+                return Value::Null;
+            }
+            match self.kind(i) {
+                INT_RESULT => Value::Int(std::ptr::read_unaligned(p as *const c_longlong)),
+                REAL_RESULT => Value::Real(std::ptr::read_unaligned(p as *const f64)),
+                _ => Value::Bytes(std::slice::from_raw_parts(p as *const u8, *self.raw.lengths.add(i) as usize)),
+            }
+        }
+    }
+}
+
+/// What every function states about itself in `init`.
+pub struct Shape {
+    pub max_length: u64,
+    pub maybe_null: bool,
+}
+
+/// A function with a string (binary) result.
+pub trait StringFn: Sized + 'static {
+    /// Checks arity and constant arguments, coerces types, builds the state.
+    fn init(args: &mut Args) -> Result<(Self, Shape), String>;
+    /// Writes one row's result into `out`; `Ok(false)` means SQL NULL.
+    fn row(&mut self, args: &Args, out: &mut Vec<u8>) -> Result<bool, String>;
+}
+
+/// A function with an integer result.
+pub trait IntFn: Sized + 'static {
+    fn init(args: &mut Args) -> Result<(Self, Shape), String>;
+    fn row(&mut self, args: &Args) -> Result<Option<i64>, String>;
+}
+
+/// Per-call state behind `initid->ptr`.
+struct State<T> {
+    f: T,
+    out: Vec<u8>,
+}
+
+thread_local! {
+    /// The last row failure on this server thread, for `dj_last_error()`.
+    /// A statement runs on one thread, so a routine that calls a UDF and then
+    /// `dj_last_error()` in the same statement always sees its own error.
+    static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+pub fn set_last_error(msg: String) {
+    LAST_ERROR.with(|e| *e.borrow_mut() = Some(msg));
+}
+
+pub fn last_error() -> Option<String> {
+    LAST_ERROR.with(|e| e.borrow().clone())
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+    format!("internal error in dj_udf: {}", what.unwrap_or_else(|| "panic".into()))
+}
+
+unsafe fn write_message(message: *mut c_char, text: &str) {
+    let mut n = text.len().min(MESSAGE_MAX);
+    while !text.is_char_boundary(n) {
+        n -= 1;
+    }
+    std::ptr::copy_nonoverlapping(text.as_ptr(), message as *mut u8, n);
+    *message.add(n) = 0;
+}
+
+unsafe fn init_common<T: 'static>(
+    initid: *mut UdfInit,
+    args: *mut UdfArgs,
+    message: *mut c_char,
+    make: fn(&mut Args) -> Result<(T, Shape), String>,
+) -> c_char {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let mut view = Args { raw: &mut *args };
+        make(&mut view)
+    }));
+    match result {
+        Ok(Ok((f, shape))) => {
+            let init = &mut *initid;
+            init.max_length = shape.max_length as c_ulong;
+            init.maybe_null = shape.maybe_null as c_char;
+            init.const_item = 0;
+            init.ptr = Box::into_raw(Box::new(State { f, out: Vec::new() })) as *mut c_char;
+            0
+        }
+        Ok(Err(msg)) => {
+            write_message(message, &msg);
+            1
+        }
+        Err(p) => {
+            write_message(message, &panic_text(&*p));
+            1
+        }
+    }
+}
+
+/// # Safety
+/// Called by the server with valid `UDF_INIT`/`UDF_ARGS` and a 512-byte message buffer.
+pub unsafe fn string_init<T: StringFn>(initid: *mut UdfInit, args: *mut UdfArgs, message: *mut c_char) -> c_char {
+    init_common(initid, args, message, T::init)
+}
+
+/// # Safety
+/// As for [`string_init`].
+pub unsafe fn int_init<T: IntFn>(initid: *mut UdfInit, args: *mut UdfArgs, message: *mut c_char) -> c_char {
+    init_common(initid, args, message, T::init)
+}
+
+/// Frees the state; safe to call when `init` failed or was never completed.
+///
+/// # Safety
+/// `initid` is the pointer the server passed to the matching `init`.
+pub unsafe fn deinit<T: 'static>(initid: *mut UdfInit) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        if initid.is_null() {
+            return;
+        }
+        let p = (*initid).ptr as *mut State<T>;
+        if !p.is_null() {
+            drop(Box::from_raw(p));
+            (*initid).ptr = std::ptr::null_mut();
+        }
+    }));
+}
+
+/// # Safety
+/// Called by the server after a successful `string_init::<T>`.
+pub unsafe fn string_row<T: StringFn>(
+    initid: *mut UdfInit,
+    args: *mut UdfArgs,
+    _result: *mut c_char,
+    length: *mut c_ulong,
+    is_null: *mut c_char,
+    _error: *mut c_char,
+) -> *mut c_char {
+    // Row failures never set *error: that would turn this and every later
+    // row of the statement into NULL with no message. They return NULL and
+    // leave the message for dj_last_error().
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let state = &mut *((*initid).ptr as *mut State<T>);
+        let view = Args { raw: &mut *args };
+        state.out.clear();
+        match state.f.row(&view, &mut state.out) {
+            Ok(true) => Some((state.out.as_mut_ptr() as *mut c_char, state.out.len())),
+            Ok(false) => None,
+            Err(msg) => {
+                set_last_error(msg);
+                None
+            }
+        }
+    }));
+    let outcome = outcome.unwrap_or_else(|p| {
+        set_last_error(panic_text(&*p));
+        None
+    });
+    match outcome {
+        Some((ptr, len)) => {
+            *length = len as c_ulong;
+            *is_null = 0;
+            // A zero-length Vec has a dangling (non-null) pointer; never read.
+            ptr
+        }
+        None => {
+            *length = 0;
+            *is_null = 1;
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// # Safety
+/// Called by the server after a successful `int_init::<T>`.
+pub unsafe fn int_row<T: IntFn>(initid: *mut UdfInit, args: *mut UdfArgs, is_null: *mut c_char, _error: *mut c_char) -> c_longlong {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let state = &mut *((*initid).ptr as *mut State<T>);
+        let view = Args { raw: &mut *args };
+        match state.f.row(&view) {
+            Ok(v) => v,
+            Err(msg) => {
+                set_last_error(msg);
+                None
+            }
+        }
+    }));
+    match outcome.unwrap_or_else(|p| {
+        set_last_error(panic_text(&*p));
+        None
+    }) {
+        Some(v) => {
+            *is_null = 0;
+            v
+        }
+        None => {
+            *is_null = 1;
+            0
+        }
+    }
+}
+
+/// Exports the three C symbols of a string function.
+#[macro_export]
+macro_rules! export_string_fn {
+    ($ty:ty, $name:ident, $init:ident, $deinit:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $init(i: *mut $crate::ffi::UdfInit, a: *mut $crate::ffi::UdfArgs, m: *mut std::ffi::c_char) -> std::ffi::c_char {
+            $crate::ffi::string_init::<$ty>(i, a, m)
+        }
+        #[no_mangle]
+        pub unsafe extern "C" fn $deinit(i: *mut $crate::ffi::UdfInit) {
+            $crate::ffi::deinit::<$ty>(i)
+        }
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            i: *mut $crate::ffi::UdfInit,
+            a: *mut $crate::ffi::UdfArgs,
+            r: *mut std::ffi::c_char,
+            l: *mut std::ffi::c_ulong,
+            n: *mut std::ffi::c_char,
+            e: *mut std::ffi::c_char,
+        ) -> *mut std::ffi::c_char {
+            $crate::ffi::string_row::<$ty>(i, a, r, l, n, e)
+        }
+    };
+}
+
+/// Exports the three C symbols of an integer function.
+#[macro_export]
+macro_rules! export_int_fn {
+    ($ty:ty, $name:ident, $init:ident, $deinit:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $init(i: *mut $crate::ffi::UdfInit, a: *mut $crate::ffi::UdfArgs, m: *mut std::ffi::c_char) -> std::ffi::c_char {
+            $crate::ffi::int_init::<$ty>(i, a, m)
+        }
+        #[no_mangle]
+        pub unsafe extern "C" fn $deinit(i: *mut $crate::ffi::UdfInit) {
+            $crate::ffi::deinit::<$ty>(i)
+        }
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            i: *mut $crate::ffi::UdfInit,
+            a: *mut $crate::ffi::UdfArgs,
+            n: *mut std::ffi::c_char,
+            e: *mut std::ffi::c_char,
+        ) -> std::ffi::c_longlong {
+            $crate::ffi::int_row::<$ty>(i, a, n, e)
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds raw UDF_ARGS over owned data, as the server would.
+    struct Fake {
+        types: Vec<c_int>,
+        ptrs: Vec<*const c_char>,
+        lens: Vec<c_ulong>,
+        _ints: Vec<Box<c_longlong>>,
+        raw: UdfArgs,
+    }
+
+    impl Fake {
+        fn new(vals: &[Option<&[u8]>]) -> Box<Fake> {
+            let mut f = Box::new(Fake {
+                types: vals.iter().map(|_| STRING_RESULT).collect(),
+                ptrs: vals.iter().map(|v| v.map_or(std::ptr::null(), |b| b.as_ptr() as *const c_char)).collect(),
+                lens: vals.iter().map(|v| v.map_or(0, |b| b.len() as c_ulong)).collect(),
+                _ints: Vec::new(),
+                raw: UdfArgs {
+                    arg_count: vals.len() as c_uint,
+                    arg_type: std::ptr::null_mut(),
+                    args: std::ptr::null(),
+                    lengths: std::ptr::null(),
+                    maybe_null: std::ptr::null(),
+                    attributes: std::ptr::null(),
+                    attribute_lengths: std::ptr::null(),
+                    extension: std::ptr::null_mut(),
+                },
+            });
+            f.raw.arg_type = f.types.as_mut_ptr();
+            f.raw.args = f.ptrs.as_ptr();
+            f.raw.lengths = f.lens.as_ptr();
+            f
+        }
+    }
+
+    struct Echo;
+    impl StringFn for Echo {
+        fn init(args: &mut Args) -> Result<(Self, Shape), String> {
+            if args.len() != 1 {
+                return Err("x".repeat(2000));
+            }
+            Ok((Echo, Shape { max_length: 100, maybe_null: true }))
+        }
+        fn row(&mut self, args: &Args, out: &mut Vec<u8>) -> Result<bool, String> {
+            match args.get(0) {
+                Value::Bytes(b) if b == b"panic" => panic!("boom"),
+                Value::Bytes(b) if b == b"fail" => Err("failed".into()),
+                Value::Bytes(b) => {
+                    out.extend_from_slice(b);
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+    }
+
+    fn call(init: &mut UdfInit, f: &mut Fake) -> (Option<Vec<u8>>, c_char) {
+        let (mut len, mut null, mut err) = (0 as c_ulong, 0 as c_char, 0 as c_char);
+        let mut buf = [0 as c_char; 766];
+        let p = unsafe { string_row::<Echo>(init, &mut f.raw, buf.as_mut_ptr(), &mut len, &mut null, &mut err) };
+        let v = (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts(p as *const u8, len as usize).to_vec() });
+        (v, err)
+    }
+
+    #[test]
+    fn trampolines_catch_panics_and_report_errors() {
+        let mut init = UdfInit {
+            maybe_null: 0,
+            decimals: 0,
+            max_length: 0,
+            ptr: std::ptr::null_mut(),
+            const_item: 0,
+            extension: std::ptr::null_mut(),
+        };
+        let mut msg = [0 as c_char; 512];
+        let mut two = Fake::new(&[None, None]);
+        assert_eq!(unsafe { string_init::<Echo>(&mut init, &mut two.raw, msg.as_mut_ptr()) }, 1);
+        let text = unsafe { std::ffi::CStr::from_ptr(msg.as_ptr()) }.to_bytes().len();
+        assert_eq!(text, MESSAGE_MAX, "init message is cut to fit the server's buffer");
+        unsafe { deinit::<Echo>(&mut init) }; // null ptr: must be harmless
+
+        let mut one = Fake::new(&[Some(b"hi")]);
+        assert_eq!(unsafe { string_init::<Echo>(&mut init, &mut one.raw, msg.as_mut_ptr()) }, 0);
+        assert_eq!(init.max_length, 100);
+        assert_eq!(call(&mut init, &mut one), (Some(b"hi".to_vec()), 0));
+        let mut p = Fake::new(&[Some(b"panic")]);
+        assert_eq!(call(&mut init, &mut p), (None, 0));
+        assert!(last_error().unwrap().contains("boom"));
+        let mut f = Fake::new(&[Some(b"fail")]);
+        assert_eq!(call(&mut init, &mut f), (None, 0));
+        assert_eq!(last_error().unwrap(), "failed");
+        assert_eq!(call(&mut init, &mut one).0, Some(b"hi".to_vec()), "later rows still work");
+        unsafe { deinit::<Echo>(&mut init) };
+        assert!(init.ptr.is_null());
+    }
+}

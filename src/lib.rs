@@ -1,0 +1,17 @@
+//! DataJoint external storage inside MariaDB and MySQL.
+//!
+//! The server loads this library with `CREATE FUNCTION … SONAME` and calls the
+//! `dj_*` functions exported from [`udf`]. Everything under it is a safe core
+//! that the unit tests exercise without a server: [`ffi`] alone handles raw
+//! pointers, [`ops`] does the work, [`store`] reaches the objects, and
+//! [`confine`] keeps every server path inside the configured folders.
+
+pub mod config;
+pub mod confine;
+pub mod error;
+pub mod ffi;
+pub mod hash;
+pub mod layout;
+pub mod ops;
+pub mod store;
+pub mod udf;

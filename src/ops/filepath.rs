@@ -1,0 +1,170 @@
+//! `filepath@store`: files managed by relative path below the store's stage,
+//! uploaded to the store once and synced back to the stage on fetch.
+
+use super::open;
+use crate::config::{Config, Store};
+use crate::confine::{self, Confined};
+use crate::error::{Error, Result};
+use crate::hash::{self, to_hex, Hash, Hasher};
+use crate::layout;
+use crate::store::{self, CopyError};
+use std::path::Path;
+
+/// What a tracking row for a staged file will hold.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Info {
+    pub hash: Hash,
+    pub relative: String,
+    pub size: u64,
+    /// `None` above `filepath_checksum_size_limit_insert`, as in DataJoint 0.14.8+.
+    pub contents_hash: Option<Hash>,
+}
+
+impl Info {
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "hash": to_hex(&self.hash),
+            "filepath": self.relative,
+            "size": self.size,
+            "contents_hash": self.contents_hash.as_ref().map(to_hex),
+        })
+        .to_string()
+    }
+}
+
+fn stage(st: &Store) -> Result<&Path> {
+    st.stage.as_deref().ok_or_else(|| Error::Denied {
+        msg: format!("store '{}' has no 'stage' in the config; filepath attributes need one", st.name),
+    })
+}
+
+/// Resolves a server path that must lie in the store's stage, with
+/// DataJoint's wording when it does not.
+fn staged(st: &Store, path: &str) -> Result<Confined> {
+    let stage = stage(st)?;
+    let c = confine::resolve(path, &[stage]).map_err(|e| match e {
+        Error::Confinement { path, msg } if msg.starts_with("it is not inside") => Error::Confinement {
+            msg: format!("The path {path} is not in stage {}", stage.display()),
+            path,
+        },
+        other => other,
+    })?;
+    layout::check_relative_path(&c.relative())?;
+    Ok(c)
+}
+
+pub fn info(cfg: &Config, store: &str, path: &str) -> Result<Info> {
+    let st = cfg.store(store)?;
+    let c = staged(st, path)?;
+    let (dir, name) = c.parent(false)?;
+    let mut f = dir.open_read(name).map_err(|e| Error::io("open", c.display(), e))?;
+    let size = f.metadata().map_err(|e| Error::io("stat", c.display(), e))?.len();
+    let contents_hash = match cfg.checksum_size_limit_insert {
+        Some(limit) if size > limit => None,
+        _ => Some(store::hash_all(&mut f, Hasher::default()).map_err(|e| Error::io("read", c.display(), e))?.0),
+    };
+    let relative = c.relative();
+    Ok(Info { hash: hash::filepath(&relative), relative, size, contents_hash })
+}
+
+/// Uploads a staged file to `location/<relative path>` and returns
+/// MD5(relative path). An object already there is kept if identical and is
+/// never replaced by a different version (DataJoint's rule, enforced here so
+/// that a direct call cannot bypass it).
+pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Result<Hash> {
+    let st = open(cfg, store)?;
+    let c = staged(st.cfg, path)?;
+    let rel = c.relative();
+    let h = hash::filepath(&rel);
+    let same_file = st.io.local_path(&rel).is_some_and(|p| p == c.root.join(&rel));
+    let (dir, name) = c.parent(false)?;
+    let mut src = dir.open_read(name).map_err(|e| Error::io("open", c.display(), e))?;
+    if same_file {
+        // Stage and location are one folder: the file already is the object.
+        if let Some(want) = expect {
+            let (got, _) = store::hash_all(&mut src, Hasher::default()).map_err(|e| Error::io("read", c.display(), e))?;
+            if got != want {
+                return Err(Error::ChecksumMismatch { what: c.display(), expected: to_hex(&want), actual: to_hex(&got) });
+            }
+        }
+        return Ok(h);
+    }
+    if st.io.size(&rel)?.is_some() {
+        let want = match expect {
+            Some(w) => w,
+            None => store::hash_all(&mut src, Hasher::default()).map_err(|e| Error::io("read", c.display(), e))?.0,
+        };
+        let mut existing = st.io.open(&rel)?;
+        let (have, _) = store::hash_all(&mut *existing, Hasher::default()).map_err(|e| Error::io("read", st.io.describe(&rel), e))?;
+        return if have == want { Ok(h) } else { Err(Error::DifferentVersion { relative: rel }) };
+    }
+    st.io.put(&rel, &mut src, Hasher::default(), expect)?;
+    Ok(h)
+}
+
+/// Makes `stage/<relative>` a checked copy of the stored file and returns its
+/// path: an existing local copy is kept when it passes the checks.
+pub fn get(cfg: &Config, store: &str, relative: &str, contents_hash: Option<Hash>, size: u64) -> Result<String> {
+    layout::check_relative_path(relative)?;
+    let st = open(cfg, store)?;
+    let stage = stage(st.cfg)?;
+    let target = confine::below(stage, relative);
+    let shown = target.display();
+    // DataJoint skips the checksum at or above filepath_checksum_size_limit;
+    // a row without contents_hash can only be checked by size.
+    let check = contents_hash.filter(|_| cfg.checksum_size_limit.is_none_or(|limit| size < limit));
+    let passes = |src: &mut dyn std::io::Read| -> Result<Option<Hash>> {
+        let (got, n) = store::hash_all(src, Hasher::default()).map_err(|e| Error::io("read", shown.clone(), e))?;
+        if n != size {
+            return Err(Error::SizeMismatch { what: shown.clone(), expected: size, actual: n });
+        }
+        Ok(check.filter(|want| *want != got))
+    };
+    let (dir, name) = target.parent(true)?;
+    let local = dir.size_of(name).map_err(|e| Error::io("stat", shown.clone(), e))?;
+    let same_file = st.io.local_path(relative).is_some_and(|p| p == stage.join(relative));
+    if local == Some(size) || same_file {
+        let mut f = match dir.open_read(name) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Missing { what: st.io.describe(relative) })
+            }
+            Err(e) => return Err(Error::io("open", shown, e)),
+        };
+        let skip_read = check.is_none() && local == Some(size);
+        match if skip_read { Ok(None) } else { passes(&mut f) } {
+            Ok(None) => return Ok(shown),
+            Ok(Some(want)) if same_file => {
+                return Err(Error::ChecksumMismatch { what: shown.clone(), expected: to_hex(&want), actual: "something else".into() })
+            }
+            Err(e) if same_file => return Err(e),
+            _ => {} // a stale local copy: fetch it again below
+        }
+    }
+    let mut src = st.io.open(relative)?;
+    let (tmp, mut f) = dir.create_temp().map_err(|e| Error::io("create temporary file in", &dir.path, e))?;
+    let mut hasher = Hasher::default();
+    let result = (|| {
+        let n = store::copy_hashing(&mut *src, &mut f, &mut hasher).map_err(|e| match e {
+            CopyError::Read(e) => Error::io("read", st.io.describe(relative), e),
+            CopyError::Write(e) => Error::io("write", dir.display(&tmp), e),
+        })?;
+        f.sync_all().map_err(|e| Error::io("fsync", dir.display(&tmp), e))?;
+        if n != size {
+            return Err(Error::SizeMismatch { what: st.io.describe(relative), expected: size, actual: n });
+        }
+        let got = hasher.finish();
+        if let Some(want) = check.filter(|w| *w != got) {
+            return Err(Error::ChecksumMismatch {
+                what: format!("'{shown}' downloaded but did not pass checksum"),
+                expected: to_hex(&want),
+                actual: to_hex(&got),
+            });
+        }
+        dir.rename_into(&tmp, &dir, name).map_err(|e| Error::io("rename into place", shown.clone(), e))
+    })();
+    if result.is_err() {
+        let _ = dir.remove(&tmp);
+    }
+    result.map(|_| shown)
+}

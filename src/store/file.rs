@@ -1,0 +1,148 @@
+//! The `file` protocol: objects are files below the store's location folder.
+
+use super::{copy_hashing, CopyError, ObjectStore};
+use crate::config;
+use crate::confine::{self, Dir};
+use crate::error::{Error, Result};
+use crate::hash::{to_hex, Hash, Hasher};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+pub struct FileStore {
+    name: String,
+    root: PathBuf,
+}
+
+impl FileStore {
+    pub fn new(store: &config::Store) -> Self {
+        // The location was checked to exist when the config was read; it is
+        // used canonical so that messages and prefix checks agree.
+        let root = PathBuf::from(&store.location);
+        let root = root.canonicalize().unwrap_or(root);
+        FileStore { name: store.name.clone(), root }
+    }
+
+    fn locate(&self, key: &str, create: bool) -> Result<(Dir, String)> {
+        let c = confine::below(&self.root, key);
+        let (dir, name) = c.parent(create)?;
+        Ok((dir, name.to_string()))
+    }
+
+    /// Writes `src` to a temporary file in `tmp_dir`, hashing it, and fsyncs it.
+    fn write_temp(&self, tmp_dir: &Dir, src: &mut dyn Read, hasher: &mut Hasher) -> Result<(String, u64)> {
+        let (tmp, mut f) = tmp_dir.create_temp().map_err(|e| Error::io("create temporary file in", &tmp_dir.path, e))?;
+        let res = copy_hashing(src, &mut f, hasher)
+            .map_err(|e| match e {
+                CopyError::Read(e) => Error::io("read source for", self.describe_dir(tmp_dir), e),
+                CopyError::Write(e) => Error::io("write", tmp_dir.display(&tmp), e),
+            })
+            .and_then(|n| f.flush().and_then(|_| f.sync_all()).map(|_| n).map_err(|e| Error::io("fsync", tmp_dir.display(&tmp), e)));
+        match res {
+            Ok(n) => Ok((tmp, n)),
+            Err(e) => {
+                let _ = tmp_dir.remove(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    fn describe_dir(&self, d: &Dir) -> String {
+        format!("store '{}' folder {}", self.name, d.path)
+    }
+}
+
+impl ObjectStore for FileStore {
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        let (dir, name) = match self.locate(key, false) {
+            Ok(v) => v,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        dir.size_of(&name).map_err(|e| Error::io("stat", self.describe(key), e))
+    }
+
+    fn open(&self, key: &str) -> Result<Box<dyn Read>> {
+        let missing = || Error::Missing { what: self.describe(key) };
+        let (dir, name) = match self.locate(key, false) {
+            Ok(v) => v,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+            Err(e) => return Err(e),
+        };
+        match dir.open_read(&name) {
+            Ok(f) => Ok(Box::new(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing()),
+            Err(e) => Err(Error::io("open", self.describe(key), e)),
+        }
+    }
+
+    fn put(&self, key: &str, src: &mut dyn Read, mut hasher: Hasher, expect: Option<Hash>) -> Result<(Hash, u64)> {
+        let (dir, name) = self.locate(key, true)?;
+        let (tmp, n) = self.write_temp(&dir, src, &mut hasher)?;
+        let got = hasher.finish();
+        if let Some(want) = expect {
+            if want != got {
+                let _ = dir.remove(&tmp);
+                return Err(Error::ChecksumMismatch {
+                    what: format!("source for {}", self.describe(key)),
+                    expected: to_hex(&want),
+                    actual: to_hex(&got),
+                });
+            }
+        }
+        if let Err(e) = dir.rename_into(&tmp, &dir, &name) {
+            let _ = dir.remove(&tmp);
+            return Err(Error::io("rename into place", self.describe(key), e));
+        }
+        Ok((got, n))
+    }
+
+    fn put_by_hash(
+        &self,
+        scope: &str,
+        src: &mut dyn Read,
+        mut hasher: Hasher,
+        key_of: &dyn Fn(&Hash) -> String,
+    ) -> Result<(Hash, u64, bool)> {
+        // The temporary file lives in the scope (schema) folder, on the same
+        // file system as the final folder, so the rename stays atomic.
+        let scope_dir = confine::below(&self.root, scope);
+        let root = Dir::open_root(&self.root).map_err(|e| Error::io("open store location", self.root.display().to_string(), e))?;
+        let scope_dir = root
+            .walk(scope_dir.components.iter().map(String::as_str), true)
+            .map_err(|e| Error::io("create folder", self.describe(scope), e))?;
+        let (tmp, n) = self.write_temp(&scope_dir, src, &mut hasher)?;
+        let hash = hasher.finish();
+        let key = key_of(&hash);
+        let result = (|| {
+            let (dir, name) = self.locate(&key, true)?;
+            if dir.size_of(&name).map_err(|e| Error::io("stat", self.describe(&key), e))? == Some(n) {
+                return Ok(false);
+            }
+            scope_dir.rename_into(&tmp, &dir, &name).map_err(|e| Error::io("rename into place", self.describe(&key), e))?;
+            Ok(true)
+        })();
+        if !matches!(result, Ok(true)) {
+            let _ = scope_dir.remove(&tmp);
+        }
+        result.map(|written| (hash, n, written))
+    }
+
+    fn delete(&self, key: &str) -> Result<bool> {
+        let (dir, name) = match self.locate(key, false) {
+            Ok(v) => v,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let gone = dir.remove(&name).map_err(|e| Error::io("delete", self.describe(key), e))?;
+        dir.sync().map_err(|e| Error::io("fsync folder of", self.describe(key), e))?;
+        Ok(gone)
+    }
+
+    fn describe(&self, key: &str) -> String {
+        format!("{}/{key}", self.root.display())
+    }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        Some(self.root.join(key))
+    }
+}

@@ -1,0 +1,109 @@
+//! Object stores behind one small interface, so every function works the same
+//! on each protocol; keys come from [`crate::layout`].
+
+pub mod file;
+
+use crate::config::{self, Protocol};
+use crate::error::{Error, Result};
+use crate::hash::{Hash, Hasher};
+use std::io::{self, Read, Write};
+
+/// Transfer buffer size: large enough for full disk and hash speed, small
+/// enough to allocate per call on the heap (server threads have small stacks).
+pub const CHUNK: usize = 1 << 20;
+
+/// What a protocol must do. Writes are all-or-nothing: a reader never sees a
+/// partial object under its final key.
+pub trait ObjectStore {
+    /// The object's size, `None` when it does not exist.
+    fn size(&self, key: &str) -> Result<Option<u64>>;
+    /// A streaming reader; `Error::Missing` when it does not exist.
+    fn open(&self, key: &str) -> Result<Box<dyn Read>>;
+    /// Stores `size` bytes from `src` under `key`, feeding them to `hasher`,
+    /// and replaces the object only once it is complete and durable. When
+    /// `expect` is given and the bytes hash otherwise, nothing is stored.
+    fn put(&self, key: &str, src: &mut dyn Read, hasher: Hasher, expect: Option<Hash>) -> Result<(Hash, u64)>;
+    /// Stores bytes whose hash, and so whose key, is known only at the end:
+    /// one pass over the data, `key_of` names the object once it is hashed.
+    /// Returns the hash, the size and whether anything new was written.
+    fn put_by_hash(
+        &self,
+        scope: &str,
+        src: &mut dyn Read,
+        hasher: Hasher,
+        key_of: &dyn Fn(&Hash) -> String,
+    ) -> Result<(Hash, u64, bool)>;
+    /// Removes the object; `false` when it was already gone.
+    fn delete(&self, key: &str) -> Result<bool>;
+    /// Where the object lives, for messages (never with credentials).
+    fn describe(&self, key: &str) -> String;
+    /// The server-local path of the object, when the protocol has one.
+    fn local_path(&self, key: &str) -> Option<std::path::PathBuf>;
+}
+
+/// The implementation for a configured store.
+pub fn open(store: &config::Store) -> Result<Box<dyn ObjectStore>> {
+    match &store.protocol {
+        Protocol::File => Ok(Box::new(file::FileStore::new(store))),
+        Protocol::S3(_) => Err(Error::Denied {
+            msg: format!("store '{}': the s3 protocol is not available in this build", store.name),
+        }),
+    }
+}
+
+/// Copies `src` to `dst`, hashing on the way, with one heap buffer.
+/// Read and write errors are told apart because they point at different places.
+pub fn copy_hashing(src: &mut dyn Read, dst: &mut dyn Write, hasher: &mut Hasher) -> std::result::Result<u64, CopyError> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        hasher.update(&buf[..n]);
+        dst.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        total += n as u64;
+    }
+}
+
+/// Hashes everything `src` yields; returns the hash and the byte count.
+pub fn hash_all(src: &mut dyn Read, mut hasher: Hasher) -> io::Result<(Hash, u64)> {
+    let (mut sink, hasher_ref) = (io::sink(), &mut hasher);
+    let n = copy_hashing(src, &mut sink, hasher_ref).map_err(CopyError::into_io)?;
+    Ok((hasher.finish(), n))
+}
+
+/// Reads at most `limit` bytes into memory, hashing them; more is an error.
+pub fn read_limited(src: &mut dyn Read, hasher: &mut Hasher, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", what, e)),
+        };
+        if out.len() as u64 + n as u64 > limit {
+            return Err(Error::TooLarge { what: what.to_string(), size: out.len() as u64 + n as u64, limit });
+        }
+        hasher.update(&buf[..n]);
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+pub enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+impl CopyError {
+    pub fn into_io(self) -> io::Error {
+        match self {
+            CopyError::Read(e) | CopyError::Write(e) => e,
+        }
+    }
+}
