@@ -248,7 +248,7 @@ pub fn current() -> Result<Arc<Config>> {
         file: file.clone(),
         store: None,
         key: None,
-        msg: format!("cannot read it: {e} (set DJ_UDF_CONFIG in the server's environment or create {DEFAULT_PATH})"),
+        msg: format!("{e} (set DJ_UDF_CONFIG in the server's environment or create {DEFAULT_PATH})"),
     })?;
     let stamp = (meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec() ^ meta.size() as i64);
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
@@ -258,7 +258,7 @@ pub fn current() -> Result<Arc<Config>> {
         }
     }
     let text = std::fs::read_to_string(&file)
-        .map_err(|e| Error::Config { file: file.clone(), store: None, key: None, msg: format!("cannot read it: {e}") })?;
+        .map_err(|e| Error::Config { file: file.clone(), store: None, key: None, msg: e.to_string() })?;
     let cfg = Arc::new(Config::parse(&file, &text)?);
     *cache = Some((file, stamp, cfg.clone()));
     Ok(cfg)
@@ -290,22 +290,22 @@ mod tests {
 
     #[test]
     fn errors_name_file_store_and_key() {
-        assert!(msg("{").starts_with("config /etc/test.json: not valid JSON"));
-        assert_eq!(msg("{}"), "config /etc/test.json, key 'stores': missing");
+        assert!(msg("{").starts_with("config file /etc/test.json: not valid JSON"));
+        assert_eq!(msg("{}"), "key 'stores': missing; config file /etc/test.json");
         assert_eq!(
             msg(r#"{"stores": {"main": {"protocol": "ftp", "location": "/tmp"}}}"#),
-            "config /etc/test.json, store 'main', key 'protocol': unknown protocol 'ftp' (use 'file' or 's3')"
+            "store 'main', key 'protocol': unknown protocol 'ftp' (use 'file' or 's3'); config file /etc/test.json"
         );
         assert_eq!(
             msg(r#"{"stores": {"main": {"protocol": "file"}}}"#),
-            "config /etc/test.json, store 'main', key 'location': missing (required for this protocol)"
+            "store 'main', key 'location': missing (required for this protocol); config file /etc/test.json"
         );
         let m = msg(r#"{"stores": {"main": {"protocol": "file", "location": "/nonexistent/dir"}}}"#);
-        assert!(m.starts_with("config /etc/test.json, store 'main', key 'location': '/nonexistent/dir' does not exist"), "{m}");
+        assert!(m.starts_with("store 'main', key 'location': '/nonexistent/dir' does not exist"), "{m}");
         let m = msg(r#"{"stores": {"main": {"protocol": "file", "location": "relative/dir"}}}"#);
         assert!(m.contains("must be an absolute path"), "{m}");
         let m = msg(r#"{"stores": {"main": {"protocol": "s3", "location": "x", "endpoint": "h:9000", "bucket": "b", "access_key": "a"}}}"#);
-        assert_eq!(m, "config /etc/test.json, store 'main', key 'secret_key': missing (required for this protocol)");
+        assert_eq!(m, "store 'main', key 'secret_key': missing (required for this protocol); config file /etc/test.json");
         let m = msg(r#"{"stores": {"main": {"protocol": "file", "location": "/tmp", "subfolding": [0]}}}"#);
         assert!(m.contains("key 'subfolding'"), "{m}");
         let m = msg(r#"{"stores": {"bad name": {"protocol": "file", "location": "/tmp"}}}"#);
@@ -317,7 +317,7 @@ mod tests {
     #[test]
     fn unknown_store_lists_known_ones() {
         let c = parse(r#"{"stores": {"a": {"protocol": "file", "location": "/tmp"}}}"#).unwrap();
-        assert_eq!(c.store("zz").unwrap_err().to_string(), "unknown store 'zz': /etc/test.json defines only a");
+        assert_eq!(c.store("zz").unwrap_err().to_string(), "unknown store 'zz'; configured: a; file /etc/test.json");
     }
 
     #[test]

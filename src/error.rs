@@ -61,21 +61,23 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // Store and key first: the server shows only the start of a
+            // message raised while a statement is prepared.
+            Error::Config { file, store: None, key: None, msg } => write!(f, "config file {}: {msg}", file.display()),
             Error::Config { file, store, key, msg } => {
-                write!(f, "config {}", file.display())?;
                 if let Some(s) = store {
-                    write!(f, ", store '{s}'")?;
+                    write!(f, "store '{s}'")?;
                 }
                 if let Some(k) = key {
-                    write!(f, ", key '{k}'")?;
+                    write!(f, "{}key '{k}'", if store.is_some() { ", " } else { "" })?;
                 }
-                write!(f, ": {msg}")
+                write!(f, ": {msg}; config file {}", file.display())
             }
             Error::UnknownStore { store, file, known } => write!(
                 f,
-                "unknown store '{store}': {} defines {}",
-                file.display(),
-                if known.is_empty() { "no stores".to_string() } else { format!("only {}", known.join(", ")) }
+                "unknown store '{store}'; configured: {}; file {}",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") },
+                file.display()
             ),
             Error::Argument { what, msg } => write!(f, "invalid {what}: {msg}"),
             Error::Confinement { path, msg } => write!(f, "path '{path}' refused: {msg}"),

@@ -74,16 +74,17 @@ fn init_call(def: &Def, args: &mut Args) -> Result<Option<Arc<Config>>, String> 
     let (max, min) = (def.params.len(), def.params.len() - def.optional);
     if n < min || n > max {
         let count = if min == max { format!("{max}") } else { format!("{min} to {max}") };
-        return Err(format!("{} takes {count} argument{}, got {n}", def.signature(), if max == 1 { "" } else { "s" }));
+        return Err(format!("takes {count} argument{}, got {n}: {}", if max == 1 { "" } else { "s" }, def.signature()));
     }
     let cfg = if def.needs_config { Some(config::current().map_err(|e| e.to_string())?) } else { None };
     for (i, (pname, kind)) in def.params.iter().take(n).enumerate() {
-        let wrong = |what: &str| format!("{}: argument {} ({pname}) {what}", def.name, i + 1);
+        // The server shows only ~80 characters of an init message, after the
+        // function's name: the cause comes first, without the name again.
+        let wrong = |what: &str| format!("argument {} ({pname}) {what}", i + 1);
         match (kind, args.kind(i)) {
-            (Kind::Size, REAL_RESULT) => return Err(wrong("must be an integer")),
-            (Kind::Size, INT_RESULT | STRING_RESULT | DECIMAL_RESULT) => {}
+            (Kind::Size, INT_RESULT | STRING_RESULT) => {}
             (Kind::Hash, INT_RESULT | REAL_RESULT | DECIMAL_RESULT) => {
-                return Err(wrong("must be a binary(16) hash, 32 hex digits or a UUID, not a number"))
+                return Err(wrong("must be binary(16), hex or a UUID, not a number"))
             }
             (Kind::Size, _) => return Err(wrong("must be an integer")),
             _ => args.coerce(i, STRING_RESULT),
@@ -106,14 +107,35 @@ fn init_call(def: &Def, args: &mut Args) -> Result<Option<Arc<Config>>, String> 
             Kind::Hash => hash::parse(b).map(|_| ()).ok_or_else(|| Error::arg("hash", "expected 16 bytes, 32 hex digits or a UUID")),
             Kind::Bytes | Kind::Size => Ok(()),
         };
-        checked.map_err(|e| format!("{}: {e}", def.name))?;
+        checked.map_err(|e| e.to_string())?;
     }
     Ok(cfg)
 }
 
+/// The server prints at most this many bytes of an `init` message.
+const INIT_SHOWN: usize = 80;
+
+/// Runs the `init` checks. A failure's full text is kept for dj_last_error()
+/// and the message itself is shortened to what the server will show.
+fn init_checked(def: &Def, args: &mut Args) -> Result<Option<Arc<Config>>, String> {
+    init_call(def, args).map_err(|full| {
+        crate::ffi::set_last_error(format!("{}: {full}", def.name));
+        const MORE: &str = "... (see dj_last_error())";
+        if full.len() <= INIT_SHOWN {
+            full
+        } else {
+            let mut cut = INIT_SHOWN - MORE.len();
+            while !full.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!("{}{MORE}", &full[..cut])
+        }
+    })
+}
+
 impl<F: Func> StringFn for Call<F> {
     fn init(args: &mut Args) -> Result<(Self, Shape), String> {
-        let cfg = init_call(&F::DEF, args)?;
+        let cfg = init_checked(&F::DEF, args)?;
         Ok((Call { cfg, _f: PhantomData }, Shape { max_length: F::DEF.max_length, maybe_null: true }))
     }
 
@@ -124,7 +146,7 @@ impl<F: Func> StringFn for Call<F> {
 
 impl<F: IntFunc> IntFn for Call<F> {
     fn init(args: &mut Args) -> Result<(Self, Shape), String> {
-        let cfg = init_call(&F::DEF, args)?;
+        let cfg = init_checked(&F::DEF, args)?;
         Ok((Call { cfg, _f: PhantomData }, Shape { max_length: 21, maybe_null: true }))
     }
 

@@ -1,0 +1,431 @@
+-- Installs the DataJoint storage functions and the dj_udf routines.
+-- Run as an account with INSERT on mysql.func and CREATE ROUTINE, e.g.
+--   mariadb -u root < sql/install.sql
+-- Safe to run again: it replaces what it created, and keeps the purge queue.
+-- The library file dj_udf.so must already be in the server's plugin_dir.
+
+-- ---------------------------------------------------------------------------
+-- Loadable functions (global to the server, callable by every account).
+-- ---------------------------------------------------------------------------
+DROP FUNCTION IF EXISTS dj_checksum;
+DROP FUNCTION IF EXISTS dj_file_checksum;
+DROP FUNCTION IF EXISTS dj_blob_put;
+DROP FUNCTION IF EXISTS dj_blob_get;
+DROP FUNCTION IF EXISTS dj_attach_put;
+DROP FUNCTION IF EXISTS dj_attach_put_file;
+DROP FUNCTION IF EXISTS dj_attach_get;
+DROP FUNCTION IF EXISTS dj_attach_export;
+DROP FUNCTION IF EXISTS dj_filepath_info;
+DROP FUNCTION IF EXISTS dj_filepath_put;
+DROP FUNCTION IF EXISTS dj_filepath_get;
+DROP FUNCTION IF EXISTS dj_verify;
+DROP FUNCTION IF EXISTS dj_object_size;
+DROP FUNCTION IF EXISTS dj_delete_object;
+DROP FUNCTION IF EXISTS dj_last_error;
+DROP FUNCTION IF EXISTS dj_stores;
+DROP FUNCTION IF EXISTS dj_version;
+
+CREATE FUNCTION dj_checksum RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_file_checksum RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_blob_put RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_blob_get RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_attach_put RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_attach_put_file RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_attach_get RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_attach_export RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_filepath_info RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_filepath_put RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_filepath_get RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_verify RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_object_size RETURNS INTEGER SONAME 'dj_udf.so';
+CREATE FUNCTION dj_delete_object RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_last_error RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_stores RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_version RETURNS STRING SONAME 'dj_udf.so';
+
+-- ---------------------------------------------------------------------------
+-- The dj_udf database: routines that turn UDF results into tracking rows and
+-- SQL errors, and the queue that makes object deletion follow a commit.
+-- ---------------------------------------------------------------------------
+CREATE DATABASE IF NOT EXISTS dj_udf CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+
+-- Objects whose tracking rows were deleted by dj_udf.delete_unused, in the
+-- same transaction as the deletion: an object is only ever removed from its
+-- store after its row's deletion committed, and never while a row for it
+-- exists again.
+CREATE TABLE IF NOT EXISTS dj_udf.purge_queue (
+  id bigint unsigned NOT NULL AUTO_INCREMENT,
+  schema_name varchar(64) NOT NULL,
+  store varchar(64) NOT NULL,
+  hash binary(16) NOT NULL,
+  size bigint unsigned NOT NULL,
+  attachment_name varchar(255) DEFAULT NULL,
+  filepath varchar(1000) DEFAULT NULL,
+  contents_hash binary(16) DEFAULT NULL,
+  queued_at timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  last_error varchar(1000) DEFAULT NULL,
+  PRIMARY KEY (id),
+  KEY by_target (schema_name, store, id)
+) ENGINE=InnoDB COMMENT "objects whose tracking rows are deleted and await removal";
+
+-- The purge key (the config file's purge_key). Granting SELECT on this table
+-- is what allows an account to delete objects.
+CREATE TABLE IF NOT EXISTS dj_udf.purge_key (
+  purge_key varchar(255) NOT NULL,
+  PRIMARY KEY (purge_key)
+) ENGINE=InnoDB COMMENT "secret that authorizes dj_delete_object";
+
+DELIMITER $$
+
+-- Raises the last UDF failure as a SQL error, prefixed with what failed.
+DROP PROCEDURE IF EXISTS dj_udf.fail $$
+CREATE PROCEDURE dj_udf.fail(IN what varchar(200))
+  SQL SECURITY INVOKER NO SQL
+BEGIN
+  DECLARE msg varchar(512) DEFAULT LEFT(CONCAT(what, ': ', COALESCE(dj_last_error(), 'failed without a message')), 512);
+  SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
+END $$
+
+-- Checks names before they are quoted into dynamic SQL.
+DROP PROCEDURE IF EXISTS dj_udf.check_target $$
+CREATE PROCEDURE dj_udf.check_target(IN schema_name varchar(64), IN store varchar(64))
+  SQL SECURITY INVOKER NO SQL
+BEGIN
+  DECLARE msg varchar(512);
+  IF schema_name IS NULL OR schema_name NOT REGEXP '^[A-Za-z0-9_$-]{1,64}$' THEN
+    SET msg = CONCAT('invalid schema name: ', COALESCE(schema_name, 'NULL'));
+    SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = msg;
+  END IF;
+  IF store IS NULL OR store NOT REGEXP '^[A-Za-z][A-Za-z0-9_-]{0,53}$' THEN
+    SET msg = CONCAT('invalid store name: ', COALESCE(store, 'NULL'));
+    SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = msg;
+  END IF;
+END $$
+
+-- Creates `<schema>`.`~external_<store>` exactly as DataJoint 0.14 does.
+DROP PROCEDURE IF EXISTS dj_udf.create_tracking_table $$
+CREATE PROCEDURE dj_udf.create_tracking_table(IN schema_name varchar(64), IN store varchar(64))
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  DECLARE msg varchar(512);
+  CALL dj_udf.check_target(schema_name, store);
+  IF NOT JSON_CONTAINS_PATH(dj_stores(), 'one', CONCAT('$.stores."', store, '"')) THEN
+    SET msg = LEFT(CONCAT('store ''', store, ''' is not configured: ', COALESCE(dj_last_error(), JSON_EXTRACT(dj_stores(), '$.config_file'))), 512);
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
+  END IF;
+  SET @dj_udf_sql = CONCAT('CREATE TABLE IF NOT EXISTS `', schema_name, '`.`~external_', store, '` (',
+    '`hash` binary(16) NOT NULL COMMENT ":uuid:hash of contents (blob), of filename + contents (attach), or relative filepath (filepath)",',
+    '`size` bigint unsigned NOT NULL COMMENT "size of object in bytes",',
+    '`attachment_name` varchar(255) DEFAULT NULL COMMENT "the filename of an attachment",',
+    '`filepath` varchar(1000) DEFAULT NULL COMMENT "relative filepath or attachment filename",',
+    '`contents_hash` binary(16) DEFAULT NULL COMMENT ":uuid:used for the filepath datatype",',
+    '`timestamp` timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP COMMENT "automatic timestamp",',
+    'PRIMARY KEY (`hash`)',
+    ') ENGINE=InnoDB, COMMENT "external storage tracking"');
+  PREPARE dj_udf_stmt FROM @dj_udf_sql;
+  EXECUTE dj_udf_stmt;
+  DEALLOCATE PREPARE dj_udf_stmt;
+  SET @dj_udf_sql = NULL;
+END $$
+
+-- Inserts or refreshes a tracking row the way DataJoint does.
+DROP PROCEDURE IF EXISTS dj_udf.track $$
+CREATE PROCEDURE dj_udf.track(IN schema_name varchar(64), IN store varchar(64), IN h binary(16), IN sz bigint unsigned,
+                              IN attachment_name varchar(255), IN filepath varchar(1000), IN contents_hash binary(16))
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  CALL dj_udf.check_target(schema_name, store);
+  SET @dj_udf_h = h, @dj_udf_size = sz, @dj_udf_name = attachment_name, @dj_udf_fp = filepath, @dj_udf_ch = contents_hash;
+  SET @dj_udf_sql = CONCAT('INSERT INTO `', schema_name, '`.`~external_', store,
+    '` (hash, size, attachment_name, filepath, contents_hash) VALUES (?, ?, ?, ?, ?)',
+    ' ON DUPLICATE KEY UPDATE timestamp = CURRENT_TIMESTAMP');
+  PREPARE dj_udf_stmt FROM @dj_udf_sql;
+  EXECUTE dj_udf_stmt USING @dj_udf_h, @dj_udf_size, @dj_udf_name, @dj_udf_fp, @dj_udf_ch;
+  DEALLOCATE PREPARE dj_udf_stmt;
+  SET @dj_udf_h = NULL, @dj_udf_size = NULL, @dj_udf_name = NULL, @dj_udf_fp = NULL, @dj_udf_ch = NULL, @dj_udf_sql = NULL;
+END $$
+
+-- blob@store: stores serialized blob bytes, tracks them, returns the hash.
+DROP PROCEDURE IF EXISTS dj_udf.blob_put $$
+CREATE PROCEDURE dj_udf.blob_put(IN store varchar(64), IN schema_name varchar(64), IN data longblob, OUT hash binary(16))
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  DECLARE h binary(16);
+  CALL dj_udf.check_target(schema_name, store);
+  IF data IS NULL THEN
+    SET hash = NULL;
+  ELSE
+    SET h = dj_blob_put(store, schema_name, data);
+    IF h IS NULL THEN CALL dj_udf.fail('dj_udf.blob_put'); END IF;
+    CALL dj_udf.track(schema_name, store, h, LENGTH(data), NULL, NULL, NULL);
+    -- A purge that ran between the write and the insert may have removed the
+    -- object; with the row in place no later purge can, so write it again.
+    IF dj_object_size(store, schema_name, h, NULL, NULL) IS NULL THEN
+      IF dj_blob_put(store, schema_name, data) IS NULL THEN CALL dj_udf.fail('dj_udf.blob_put'); END IF;
+    END IF;
+    SET hash = h;
+  END IF;
+END $$
+
+-- attach@store from bytes sent by the client.
+DROP PROCEDURE IF EXISTS dj_udf.attach_put $$
+CREATE PROCEDURE dj_udf.attach_put(IN store varchar(64), IN schema_name varchar(64), IN attachment_name varchar(255),
+                                   IN data longblob, OUT hash binary(16))
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  DECLARE h binary(16);
+  CALL dj_udf.check_target(schema_name, store);
+  IF data IS NULL THEN
+    SET hash = NULL;
+  ELSE
+    SET h = dj_attach_put(store, schema_name, attachment_name, data);
+    IF h IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put'); END IF;
+    CALL dj_udf.track(schema_name, store, h, LENGTH(data), attachment_name, NULL, NULL);
+    IF dj_object_size(store, schema_name, h, attachment_name, NULL) IS NULL THEN
+      IF dj_attach_put(store, schema_name, attachment_name, data) IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put'); END IF;
+    END IF;
+    SET hash = h;
+  END IF;
+END $$
+
+-- attach@store from a file on the database server (inside a configured folder).
+DROP PROCEDURE IF EXISTS dj_udf.attach_put_file $$
+CREATE PROCEDURE dj_udf.attach_put_file(IN store varchar(64), IN schema_name varchar(64), IN server_path varchar(4096),
+                                        OUT hash binary(16))
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  DECLARE h binary(16);
+  DECLARE name varchar(255);
+  DECLARE sz bigint;
+  CALL dj_udf.check_target(schema_name, store);
+  SET h = dj_attach_put_file(store, schema_name, server_path);
+  IF h IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_file'); END IF;
+  SET name = SUBSTRING_INDEX(server_path, '/', -1);
+  SET sz = dj_object_size(store, schema_name, h, name, NULL);
+  IF sz IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_file'); END IF;
+  CALL dj_udf.track(schema_name, store, h, sz, name, NULL, NULL);
+  IF dj_object_size(store, schema_name, h, name, NULL) IS NULL THEN
+    IF dj_attach_put_file(store, schema_name, server_path) IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_file'); END IF;
+  END IF;
+  SET hash = h;
+END $$
+
+-- filepath@store: a file below the store's stage, uploaded once; a different
+-- version under the same relative path is refused, as DataJoint refuses it.
+DROP PROCEDURE IF EXISTS dj_udf.filepath_put $$
+CREATE PROCEDURE dj_udf.filepath_put(IN store varchar(64), IN schema_name varchar(64), IN server_path varchar(4096),
+                                     OUT hash binary(16))
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  DECLARE info text;
+  DECLARE h, ch binary(16);
+  DECLARE rel varchar(1000);
+  DECLARE sz bigint unsigned;
+  DECLARE msg varchar(512);
+  CALL dj_udf.check_target(schema_name, store);
+  SET info = dj_filepath_info(store, server_path);
+  IF info IS NULL THEN CALL dj_udf.fail('dj_udf.filepath_put'); END IF;
+  SET h = UNHEX(JSON_UNQUOTE(JSON_EXTRACT(info, '$.hash')));
+  SET rel = JSON_UNQUOTE(JSON_EXTRACT(info, '$.filepath'));
+  SET sz = JSON_EXTRACT(info, '$.size');
+  SET ch = IF(JSON_TYPE(JSON_EXTRACT(info, '$.contents_hash')) = 'NULL', NULL,
+              UNHEX(JSON_UNQUOTE(JSON_EXTRACT(info, '$.contents_hash'))));
+  SET @dj_udf_h = h, @dj_udf_n = 0, @dj_udf_ch = NULL;
+  SET @dj_udf_sql = CONCAT('SELECT COUNT(*), MAX(contents_hash) INTO @dj_udf_n, @dj_udf_ch FROM `', schema_name,
+                           '`.`~external_', store, '` WHERE hash = ?');
+  PREPARE dj_udf_stmt FROM @dj_udf_sql;
+  EXECUTE dj_udf_stmt USING @dj_udf_h;
+  DEALLOCATE PREPARE dj_udf_stmt;
+  IF @dj_udf_n > 0 THEN
+    IF NOT (@dj_udf_ch <=> ch) THEN
+      SET msg = LEFT(CONCAT('A different version of ''', rel, ''' has already been placed.'), 512);
+      SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
+    END IF;
+  ELSE
+    IF dj_filepath_put(store, server_path, ch) IS NULL THEN CALL dj_udf.fail('dj_udf.filepath_put'); END IF;
+    CALL dj_udf.track(schema_name, store, h, sz, NULL, rel, ch);
+  END IF;
+  SET @dj_udf_h = NULL, @dj_udf_n = NULL, @dj_udf_ch = NULL, @dj_udf_sql = NULL;
+  SET hash = h;
+END $$
+
+-- Verified reads for SELECT lists: a failure is a SQL error, never a NULL.
+DROP FUNCTION IF EXISTS dj_udf.blob_get $$
+CREATE FUNCTION dj_udf.blob_get(store varchar(64), schema_name varchar(64), hash binary(16)) RETURNS longblob
+  NOT DETERMINISTIC NO SQL SQL SECURITY INVOKER
+BEGIN
+  DECLARE r longblob;
+  IF hash IS NULL THEN RETURN NULL; END IF;
+  SET r = dj_blob_get(store, schema_name, hash);
+  IF r IS NULL THEN CALL dj_udf.fail('dj_udf.blob_get'); END IF;
+  RETURN r;
+END $$
+
+DROP FUNCTION IF EXISTS dj_udf.attach_get $$
+CREATE FUNCTION dj_udf.attach_get(store varchar(64), schema_name varchar(64), hash binary(16), attachment_name varchar(255))
+  RETURNS longblob
+  NOT DETERMINISTIC NO SQL SQL SECURITY INVOKER
+BEGIN
+  DECLARE r longblob;
+  IF hash IS NULL THEN RETURN NULL; END IF;
+  SET r = dj_attach_get(store, schema_name, hash, attachment_name);
+  IF r IS NULL THEN CALL dj_udf.fail('dj_udf.attach_get'); END IF;
+  RETURN r;
+END $$
+
+DROP FUNCTION IF EXISTS dj_udf.attach_export $$
+CREATE FUNCTION dj_udf.attach_export(store varchar(64), schema_name varchar(64), hash binary(16),
+                                     attachment_name varchar(255), server_dir varchar(4096))
+  RETURNS varchar(4096) CHARACTER SET utf8mb4
+  NOT DETERMINISTIC NO SQL SQL SECURITY INVOKER
+BEGIN
+  DECLARE r varchar(4096) CHARACTER SET utf8mb4;
+  IF hash IS NULL THEN RETURN NULL; END IF;
+  SET r = dj_attach_export(store, schema_name, hash, attachment_name, server_dir);
+  IF r IS NULL THEN CALL dj_udf.fail('dj_udf.attach_export'); END IF;
+  RETURN r;
+END $$
+
+DROP FUNCTION IF EXISTS dj_udf.filepath_get $$
+CREATE FUNCTION dj_udf.filepath_get(store varchar(64), filepath varchar(1000), contents_hash binary(16), size bigint unsigned)
+  RETURNS varchar(4096) CHARACTER SET utf8mb4
+  NOT DETERMINISTIC NO SQL SQL SECURITY INVOKER
+BEGIN
+  DECLARE r varchar(4096) CHARACTER SET utf8mb4;
+  IF filepath IS NULL THEN RETURN NULL; END IF;
+  SET r = dj_filepath_get(store, filepath, contents_hash, size);
+  IF r IS NULL THEN CALL dj_udf.fail('dj_udf.filepath_get'); END IF;
+  RETURN r;
+END $$
+
+-- One result row per tracking row, with dj_verify's status.
+DROP PROCEDURE IF EXISTS dj_udf.verify $$
+CREATE PROCEDURE dj_udf.verify(IN schema_name varchar(64), IN store varchar(64))
+  SQL SECURITY INVOKER READS SQL DATA
+BEGIN
+  CALL dj_udf.check_target(schema_name, store);
+  SET @dj_udf_sql = CONCAT('SELECT HEX(hash) AS hash, size, attachment_name, filepath, ',
+    'dj_verify(''', store, ''', ''', schema_name, ''', hash, size, attachment_name, filepath, contents_hash) AS status ',
+    'FROM `', schema_name, '`.`~external_', store, '` ORDER BY hash');
+  PREPARE dj_udf_stmt FROM @dj_udf_sql;
+  EXECUTE dj_udf_stmt;
+  DEALLOCATE PREPARE dj_udf_stmt;
+  SET @dj_udf_sql = NULL;
+END $$
+
+-- Deletes the tracking rows that no column references, queueing their
+-- objects for dj_udf.purge in the same transaction. NULL-safe: NOT EXISTS
+-- ignores NULLs in referencing columns (DataJoint issue #1000 used NOT IN).
+-- Commits: it must not run inside a caller's transaction.
+DROP PROCEDURE IF EXISTS dj_udf.delete_unused $$
+CREATE PROCEDURE dj_udf.delete_unused(IN schema_name varchar(64), IN store varchar(64), OUT rows_deleted bigint)
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  DECLARE pred text;
+  DECLARE before_id bigint unsigned;
+  DECLARE EXIT HANDLER FOR SQLEXCEPTION
+  BEGIN
+    ROLLBACK;
+    SET @dj_udf_sql = NULL;
+    RESIGNAL;
+  END;
+  CALL dj_udf.check_target(schema_name, store);
+  SET SESSION group_concat_max_len = 1048576;
+  SELECT GROUP_CONCAT(CONCAT('NOT EXISTS (SELECT 1 FROM `', REPLACE(TABLE_SCHEMA, '`', '``'), '`.`',
+                             REPLACE(TABLE_NAME, '`', '``'), '` r WHERE r.`', REPLACE(COLUMN_NAME, '`', '``'),
+                             '` = e.hash)') SEPARATOR ' AND ')
+    INTO pred
+    FROM information_schema.KEY_COLUMN_USAGE
+   WHERE REFERENCED_TABLE_SCHEMA = schema_name
+     AND REFERENCED_TABLE_NAME = CONCAT('~external_', store)
+     AND REFERENCED_COLUMN_NAME = 'hash';
+  SET pred = COALESCE(pred, 'TRUE');
+  START TRANSACTION;
+  SELECT COALESCE(MAX(id), 0) INTO before_id FROM dj_udf.purge_queue;
+  SET @dj_udf_sql = CONCAT('INSERT INTO dj_udf.purge_queue (schema_name, store, hash, size, attachment_name, filepath, contents_hash) ',
+    'SELECT ''', schema_name, ''', ''', store, ''', e.hash, e.size, e.attachment_name, e.filepath, e.contents_hash ',
+    'FROM `', schema_name, '`.`~external_', store, '` e WHERE ', pred, ' FOR UPDATE');
+  PREPARE dj_udf_stmt FROM @dj_udf_sql;
+  EXECUTE dj_udf_stmt;
+  DEALLOCATE PREPARE dj_udf_stmt;
+  SET @dj_udf_before = before_id, @dj_udf_schema = schema_name, @dj_udf_store = store;
+  SET @dj_udf_sql = CONCAT('DELETE e FROM `', schema_name, '`.`~external_', store, '` e ',
+    'JOIN dj_udf.purge_queue q ON q.hash = e.hash AND q.id > ? AND q.schema_name = ? AND q.store = ?');
+  PREPARE dj_udf_stmt FROM @dj_udf_sql;
+  EXECUTE dj_udf_stmt USING @dj_udf_before, @dj_udf_schema, @dj_udf_store;
+  SET rows_deleted = ROW_COUNT();
+  DEALLOCATE PREPARE dj_udf_stmt;
+  COMMIT;
+  SET @dj_udf_sql = NULL, @dj_udf_before = NULL, @dj_udf_schema = NULL, @dj_udf_store = NULL;
+END $$
+
+-- Removes the queued objects of one schema and store. Each object is removed
+-- while its tracking-row slot is locked, and only if no row for it exists
+-- again; a failure leaves the entry queued with its error for a later run.
+DROP PROCEDURE IF EXISTS dj_udf.purge $$
+CREATE PROCEDURE dj_udf.purge(IN schema_name varchar(64), IN store varchar(64), OUT objects_deleted bigint, OUT failures bigint)
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  DECLARE k varchar(255);
+  DECLARE last_id, qid bigint unsigned DEFAULT 0;
+  DECLARE h binary(16);
+  DECLARE nm varchar(255);
+  DECLARE fp varchar(1000);
+  DECLARE status varchar(100);
+  DECLARE done int DEFAULT 0;
+  DECLARE EXIT HANDLER FOR SQLEXCEPTION
+  BEGIN
+    ROLLBACK;
+    SET @dj_udf_sql = NULL;
+    RESIGNAL;
+  END;
+  CALL dj_udf.check_target(schema_name, store);
+  SELECT MIN(purge_key) INTO k FROM dj_udf.purge_key;
+  IF k IS NULL THEN
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = 'dj_udf.purge: dj_udf.purge_key is empty; insert the purge_key of the config file';
+  END IF;
+  SET objects_deleted = 0, failures = 0;
+  SET @dj_udf_sql = CONCAT('SELECT COUNT(*) INTO @dj_udf_n FROM `', schema_name, '`.`~external_', store,
+                           '` WHERE hash = ? FOR UPDATE');
+  purge_loop: LOOP
+    SET qid = NULL;
+    SELECT id, hash, attachment_name, filepath INTO qid, h, nm, fp
+      FROM dj_udf.purge_queue q
+     WHERE q.schema_name = schema_name AND q.store = store AND q.id > last_id
+     ORDER BY q.id LIMIT 1;
+    IF qid IS NULL THEN LEAVE purge_loop; END IF;
+    SET last_id = qid;
+    START TRANSACTION;
+    SET @dj_udf_h = h;
+    PREPARE dj_udf_stmt FROM @dj_udf_sql;
+    EXECUTE dj_udf_stmt USING @dj_udf_h;
+    DEALLOCATE PREPARE dj_udf_stmt;
+    IF @dj_udf_n = 0 THEN
+      SET status = dj_delete_object(store, schema_name, h, nm, fp, k);
+      IF status IS NULL THEN
+        UPDATE dj_udf.purge_queue SET last_error = LEFT(dj_last_error(), 1000) WHERE id = qid;
+        SET failures = failures + 1;
+      ELSE
+        DELETE FROM dj_udf.purge_queue WHERE id = qid;
+        IF status = 'deleted' THEN SET objects_deleted = objects_deleted + 1; END IF;
+      END IF;
+    ELSE
+      -- tracked again since it was queued: the object is in use
+      DELETE FROM dj_udf.purge_queue WHERE id = qid;
+    END IF;
+    COMMIT;
+  END LOOP;
+  SET @dj_udf_sql = NULL, @dj_udf_h = NULL, @dj_udf_n = NULL;
+END $$
+
+-- Both steps: delete unused tracking rows, then remove their objects.
+DROP PROCEDURE IF EXISTS dj_udf.cleanup $$
+CREATE PROCEDURE dj_udf.cleanup(IN schema_name varchar(64), IN store varchar(64),
+                                OUT rows_deleted bigint, OUT objects_deleted bigint, OUT failures bigint)
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  CALL dj_udf.delete_unused(schema_name, store, rows_deleted);
+  CALL dj_udf.purge(schema_name, store, objects_deleted, failures);
+END $$
+
+DELIMITER ;
