@@ -388,12 +388,10 @@ BEGIN
   SET @dj_udf_sql = CONCAT('SELECT COUNT(*) INTO @dj_udf_n FROM `', schema_name, '`.`~external_', store,
                            '` WHERE hash = ? FOR UPDATE');
   purge_loop: LOOP
-    SET qid = NULL;
-    SELECT id, hash, attachment_name, filepath INTO qid, h, nm, fp
-      FROM dj_udf.purge_queue q
-     WHERE q.schema_name = schema_name AND q.store = store AND q.id > last_id
-     ORDER BY q.id LIMIT 1;
+    SELECT MIN(id) INTO qid FROM dj_udf.purge_queue q
+     WHERE q.schema_name = schema_name AND q.store = store AND q.id > last_id;
     IF qid IS NULL THEN LEAVE purge_loop; END IF;
+    SELECT hash, attachment_name, filepath INTO h, nm, fp FROM dj_udf.purge_queue WHERE id = qid;
     SET last_id = qid;
     START TRANSACTION;
     SET @dj_udf_h = h;

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need on a Debian machine (as root):
+# MariaDB server and client, the server headers (for the build's layout
+# check) and, with --python, a virtual environment with pytest, PyMySQL and
+# DataJoint 0.14.9. Does nothing that is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+
+pkgs=()
+have mariadbd || pkgs+=(mariadb-server)
+have mariadb || pkgs+=(mariadb-client)
+[ -f /usr/include/mariadb/server/mysql.h ] || pkgs+=(libmariadbd-dev)
+if [ "${1:-}" = --python ]; then
+  have python3 || pkgs+=(python3)
+  python3 -c "import venv, ensurepip" >/dev/null 2>&1 || pkgs+=(python3-venv)
+fi
+if [ ${#pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: these Debian packages are missing and installing them needs root: ${pkgs[*]}" >&2
+    exit 1
+  fi
+  echo "setup: installing ${pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+fi
+have cargo || [ -x "$HOME/.cargo/bin/cargo" ] || { echo "setup: cargo not found; install the Rust toolchain" >&2; exit 1; }
+
+if [ "${1:-}" = --python ]; then
+  if ! .venv/bin/python -c "import datajoint, pymysql, pytest" >/dev/null 2>&1 \
+     || ! cmp -s tests/requirements.txt .venv/requirements.txt; then
+    echo "setup: creating .venv with $(tr '\n' ' ' < tests/requirements.txt)"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -r tests/requirements.txt
+    cp tests/requirements.txt .venv/requirements.txt
+  fi
+fi
