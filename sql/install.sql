@@ -237,7 +237,9 @@ BEGIN
   EXECUTE dj_udf_stmt USING @dj_udf_h;
   DEALLOCATE PREPARE dj_udf_stmt;
   IF @dj_udf_n > 0 THEN
-    IF NOT (@dj_udf_ch <=> ch) THEN
+    -- Like DataJoint, a file above filepath_checksum_size_limit_insert (no
+    -- contents_hash) is not compared with the row already there.
+    IF ch IS NOT NULL AND NOT (@dj_udf_ch <=> ch) THEN
       SET msg = LEFT(CONCAT('A different version of ''', rel, ''' has already been placed.'), 512);
       SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
     END IF;

@@ -22,8 +22,8 @@ pub enum Error {
     /// Contents do not match what the tracking row records.
     SizeMismatch { what: String, expected: u64, actual: u64 },
     ChecksumMismatch { what: String, expected: String, actual: String },
-    /// DataJoint's rule: a relative filepath holds one version forever.
-    DifferentVersion { relative: String },
+    /// The store already holds other contents under a filepath's key.
+    OccupiedKey { relative: String, location: String },
     /// The result would not fit in what the function may return.
     TooLarge { what: String, size: u64, limit: u64 },
     /// The operation is switched off or the caller lacks the key for it.
@@ -88,9 +88,10 @@ impl fmt::Display for Error {
             Error::ChecksumMismatch { what, expected, actual } => {
                 write!(f, "{what}: checksum mismatch, expected {expected}, contents hash to {actual}")
             }
-            Error::DifferentVersion { relative } => {
-                write!(f, "A different version of '{relative}' has already been placed.")
-            }
+            Error::OccupiedKey { relative, location } => write!(
+                f,
+                "A different version of '{relative}' is already in the store at {location}; it is kept (delete it there first if no tracking row uses it)"
+            ),
             Error::TooLarge { what, size, limit } => {
                 write!(f, "{what} is {size} bytes, over the limit of {limit} bytes (config key max_get_bytes)")
             }

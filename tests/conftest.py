@@ -70,6 +70,9 @@ class World:
         self.socket = out.stdout.strip().splitlines()[-1]
         with self.connect() as c, c.cursor() as cur:
             cur.execute("INSERT IGNORE INTO dj_udf.purge_key VALUES (%s)", (PURGE_KEY,))
+            # DataJoint connects over TCP with a password.
+            cur.execute("CREATE USER IF NOT EXISTS 'dj'@'%' IDENTIFIED BY 'dj'")
+            cur.execute("GRANT ALL PRIVILEGES ON *.* TO 'dj'@'%'")
 
     def stop(self):
         subprocess.run([str(ROOT / "scripts" / "server.sh"), "stop", str(self.srv)], check=False)

@@ -69,8 +69,9 @@ pub fn info(cfg: &Config, store: &str, path: &str) -> Result<Info> {
 
 /// Uploads a staged file to `location/<relative path>` and returns
 /// MD5(relative path). An object already there is kept if identical and is
-/// never replaced by a different version (DataJoint's rule, enforced here so
-/// that a direct call cannot bypass it).
+/// never replaced by a different version: DataJoint overwrites an untracked
+/// one, but a direct call of this function cannot see the tracking table and
+/// must not be able to replace a tracked file.
 pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Result<Hash> {
     let st = open(cfg, store)?;
     let c = staged(st.cfg, path)?;
@@ -96,7 +97,11 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
         };
         let mut existing = st.io.open(&rel)?;
         let (have, _) = store::hash_all(&mut *existing, Hasher::default()).map_err(|e| Error::io("read", st.io.describe(&rel), e))?;
-        return if have == want { Ok(h) } else { Err(Error::DifferentVersion { relative: rel }) };
+        return if have == want {
+            Ok(h)
+        } else {
+            Err(Error::OccupiedKey { location: st.io.describe(&rel), relative: rel })
+        };
     }
     st.io.put(&rel, &mut src, Hasher::default(), expect)?;
     Ok(h)

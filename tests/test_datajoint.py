@@ -1,0 +1,323 @@
+"""Interoperability with the real DataJoint 0.14.9 client: the same schema and
+the same stores used from Python and from plain SQL, in both directions."""
+
+import hashlib
+import os
+import pathlib
+import uuid
+
+import numpy as np
+import pytest
+
+os.environ["DJ_SUPPORT_FILEPATH_MANAGEMENT"] = "TRUE"
+import datajoint as dj  # noqa: E402
+
+from conftest import attach_hash, md5  # noqa: E402
+
+FILE_STORES = ["localattach", "main", "data", "flat", "deep", "same"]
+NAMES = ["empty.bin", "with space.txt", "a.tar.gz", ".hidden", "Ströme ü.dat", "comma, (parens) & more.txt"]
+# DataJoint splices attachment names and file paths into its SQL unescaped,
+# so only SQL can write names with quotes; DataJoint reads them fine.
+SQL_NAMES = NAMES[:-1] + ["it's \"quoted\".txt"]
+
+
+@pytest.fixture
+def dj_env(world, db):
+    """A DataJoint connection configured with the server's own file stores."""
+    dj.config["database.use_tls"] = False
+    dj.config["safemode"] = False
+    dj.config["display.progress"] = False
+    dj.config["stores"] = {k: dict(v) for k, v in world.base_config["stores"].items() if k in FILE_STORES}
+    dj.config["filepath_checksum_size_limit"] = None
+    dj.config["filepath_checksum_size_limit_insert"] = None
+    conn = dj.Connection(f"127.0.0.1:{world.port}", "dj", "dj", use_tls=False)
+    schema = dj.Schema(db.schema, connection=conn, create_tables=True)
+    yield conn, schema
+    conn.close()
+
+
+def declare(schema, name, definition):
+    cls = type(name, (dj.Manual,), {"definition": definition})
+    return schema(cls)
+
+
+def sql_attach(db, store, h):
+    """SQL's view of an attachment: (name, verified contents)."""
+    return db.one(
+        f"SELECT x.attachment_name, dj_udf.attach_get(%s, %s, x.hash, x.attachment_name) "
+        f"FROM `{db.schema}`.`~external_{store}` x WHERE x.hash = %s", (store, db.schema, h))
+
+
+def all_ok(db, store):
+    rows = db.sql("CALL dj_udf.verify(%s, %s)", (db.schema, store))
+    assert rows and {r[4].decode() for r in rows} == {"ok"}, rows
+    return len(rows)
+
+
+def write(path: pathlib.Path, data: bytes) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_python_writes_sql_reads(dj_env, db, world, tmp_path):
+    conn, schema = dj_env
+    Rec = declare(schema, "Rec", """
+        rec_id : int
+        ---
+        att = null : attach@localattach
+        val = null : blob@main
+        fp = null : filepath@data
+        flat_val = null : blob@flat
+        deep_att = null : attach@deep
+        """)
+    values = [np.arange(10.0), {"a": 1, "b": "text"}, np.zeros((0,)), "a string", 3.0, np.random.rand(50, 40)]
+    for i, (name, val) in enumerate(zip(NAMES, values)):
+        data = os.urandom(i * 1000)  # the first file is empty
+        local = write(tmp_path / f"in{i}" / name, data)
+        staged = write(world.dirs["stage"] / db.schema / "nested" / f"d{i}" / name, data)
+        Rec.insert1(dict(rec_id=i, att=local, val=val, fp=staged, flat_val=val, deep_att=local))
+    Rec.insert1(dict(rec_id=99))  # all NULL
+    for i, (name, val) in enumerate(zip(NAMES, values)):
+        data = (tmp_path / f"in{i}" / name).read_bytes()
+        att, packed, fp_hash, flat_packed, deep = db.one(
+            f"SELECT att, dj_udf.blob_get('main', %s, val), fp, dj_udf.blob_get('flat', %s, flat_val), deep_att "
+            f"FROM `{db.schema}`.rec WHERE rec_id = %s", (db.schema, db.schema, i))
+        assert att == attach_hash(name, data)
+        assert sql_attach(db, "localattach", att) == (name, data)
+        assert sql_attach(db, "deep", deep) == (name, data)
+        got = dj.blob.unpack(packed)
+        if isinstance(val, np.ndarray):
+            np.testing.assert_array_equal(got, val)
+        else:
+            assert got == val
+        assert flat_packed == packed
+        # filepath: SQL syncs the stage copy back after it is removed
+        rel, ch, size = db.one(f"SELECT filepath, contents_hash, size FROM `{db.schema}`.`~external_data` WHERE hash=%s", (fp_hash,))
+        assert rel == f"{db.schema}/nested/d{i}/{name}" and ch == md5(data) and size == len(data)
+        staged = world.dirs["stage"] / rel
+        staged.unlink()
+        assert db.one("SELECT dj_udf.filepath_get('data', %s, %s, %s)", (rel, ch, size)) == str(staged)
+        assert staged.read_bytes() == data
+    assert db.one(f"SELECT dj_udf.blob_get('main', %s, val) FROM `{db.schema}`.rec WHERE rec_id = 99", (db.schema,)) is None
+    for store in ["localattach", "main", "data", "flat", "deep"]:
+        all_ok(db, store)
+
+
+def test_sql_writes_python_reads(dj_env, db, world, tmp_path):
+    conn, schema = dj_env
+    Rec = declare(schema, "Rec", """
+        rec_id : int
+        ---
+        att = null : attach@localattach
+        val = null : blob@main
+        fp = null : filepath@data
+        """)
+    s = db.schema
+    objects = [np.arange(7, dtype=np.int16), {"k": [1, 2, 3]}, np.zeros((0, 3)), "text", np.random.rand(20, 20), 2.5]
+    for i, (name, obj) in enumerate(zip(SQL_NAMES, objects)):
+        data = os.urandom(i * 777)
+        if i % 2:
+            db.sql("CALL dj_udf.attach_put('localattach', %s, %s, %s, @a)", (s, name, data))
+        else:
+            write(world.dirs["import"] / s / name, data)
+            db.sql("CALL dj_udf.attach_put_file('localattach', %s, %s, @a)", (s, str(world.dirs["import"] / s / name)))
+        db.sql("CALL dj_udf.blob_put('main', %s, %s, @b)", (s, dj.blob.pack(obj)))
+        staged = write(world.dirs["stage"] / s / "deep" / "er" / name, data)
+        db.sql("CALL dj_udf.filepath_put('data', %s, %s, @f)", (s, staged))
+        db.sql(f"INSERT INTO `{s}`.rec VALUES (%s, @a, @b, @f)", (i,))
+        os.remove(staged)
+    out = tmp_path / "out"
+    out.mkdir()
+    for i, (name, obj) in enumerate(zip(SQL_NAMES, objects)):
+        data_path = world.dirs["import"] / s / name
+        expected = data_path.read_bytes() if data_path.exists() else None
+        att, val, fp = (Rec & {"rec_id": i}).fetch1("att", "val", "fp", download_path=str(out))
+        assert pathlib.Path(att).name == name
+        if expected is not None:
+            assert pathlib.Path(att).read_bytes() == expected
+        assert pathlib.Path(fp).read_bytes() == pathlib.Path(att).read_bytes()
+        assert fp == str(world.dirs["stage"] / s / "deep" / "er" / name)
+        if isinstance(obj, np.ndarray):
+            np.testing.assert_array_equal(val, obj)
+            assert val.dtype == obj.dtype
+        else:
+            assert val == obj
+
+
+def test_sql_created_tables_are_accepted_by_datajoint(dj_env, db, world, tmp_path):
+    conn, _ = dj_env
+    s = db.schema
+    db.sql(f"""CREATE TABLE `{s}`.`scan` (
+        `scan_id` int NOT NULL COMMENT "",
+        `image` binary(16) DEFAULT NULL COMMENT ":attach@localattach:the scan",
+        `samples` binary(16) DEFAULT NULL COMMENT ":blob@main:samples",
+        PRIMARY KEY (`scan_id`),
+        FOREIGN KEY (`image`) REFERENCES `{s}`.`~external_localattach` (`hash`) ON UPDATE RESTRICT ON DELETE RESTRICT,
+        FOREIGN KEY (`samples`) REFERENCES `{s}`.`~external_main` (`hash`) ON UPDATE RESTRICT ON DELETE RESTRICT
+        ) ENGINE=InnoDB, COMMENT "scans made in SQL" """)
+    db.sql("CALL dj_udf.attach_put('localattach', %s, 'scan.png', 'png bytes', @a)", (s,))
+    db.sql("CALL dj_udf.blob_put('main', %s, %s, @b)", (s, dj.blob.pack(np.eye(3))))
+    db.sql(f"INSERT INTO `{s}`.scan VALUES (1, @a, @b)")
+    vm = dj.VirtualModule("vm", s, connection=conn)
+    heading = vm.Scan.heading
+    assert heading.attributes["image"].is_attachment and heading.attributes["image"].store == "localattach"
+    assert heading.attributes["samples"].is_blob and heading.attributes["samples"].store == "main"
+    image, samples = (vm.Scan & "scan_id=1").fetch1("image", "samples", download_path=str(tmp_path))
+    assert pathlib.Path(image).read_bytes() == b"png bytes"
+    np.testing.assert_array_equal(samples, np.eye(3))
+    # DataJoint inserts into the SQL-made tables, and sees the SQL-made tracking tables
+    vm.Scan.insert1(dict(scan_id=2, image=write(tmp_path / "in" / "b.png", b"more"), samples=np.ones(4)))
+    ext = vm.schema.external["localattach"]
+    assert len(ext) == 2
+    all_ok(db, "localattach")
+    all_ok(db, "main")
+
+
+def test_same_content_from_both_sides_is_one_object(dj_env, db, world, tmp_path):
+    conn, schema = dj_env
+    Doc = declare(schema, "Doc", """
+        doc_id : int
+        ---
+        att : attach@localattach
+        val : blob@main
+        """)
+    data = os.urandom(5000)
+    packed = dj.blob.pack(np.arange(5))
+    Doc.insert1(dict(doc_id=1, att=write(tmp_path / "same.bin", data), val=np.arange(5)))
+    s = db.schema
+    db.sql("CALL dj_udf.attach_put('localattach', %s, 'same.bin', %s, @a)", (s,  data))
+    db.sql("CALL dj_udf.blob_put('main', %s, %s, @b)", (s, packed))
+    db.sql(f"INSERT INTO `{s}`.doc VALUES (2, @a, @b)")
+    assert db.one(f"SELECT COUNT(DISTINCT att), COUNT(DISTINCT val) FROM `{s}`.doc") == (1, 1)
+    assert len(db.tracking("localattach")) == 1 and len(db.tracking("main")) == 1
+    assert len(list((world.dirs["attach"] / s).rglob("*same.bin"))) == 1
+    assert len([p for p in (world.dirs["blobs"] / s).rglob("*") if p.is_file()]) == 1
+
+
+def test_cleanup_in_both_directions(dj_env, db, world, tmp_path):
+    conn, schema = dj_env
+    Doc = declare(schema, "Doc", """
+        doc_id : int
+        ---
+        att = null : attach@localattach
+        """)
+    s = db.schema
+    files = {i: write(tmp_path / f"f{i}.txt", f"file {i}".encode()) for i in range(4)}
+    for i in range(3):
+        Doc.insert1(dict(doc_id=i, att=files[i]))
+    Doc.insert1(dict(doc_id=10))  # a NULL in the nullable external column
+
+    def objects():
+        return sorted(p.name.split(".", 1)[1] for p in (world.dirs["attach"] / s).rglob("*.txt"))
+
+    # rows deleted in Python, cleaned from SQL; the NULL does not block it
+    (Doc & "doc_id in (0, 1)").delete()
+    db.sql("CALL dj_udf.cleanup(%s, 'localattach', @r, @o, @f)", (s,))
+    assert db.one("SELECT CONCAT_WS(',', @r, @o, @f)") == "2,2,0"
+    assert objects() == ["f2.txt"]
+    assert pathlib.Path((Doc & "doc_id=2").fetch1("att", download_path=str(tmp_path / "dl"))).read_bytes() == b"file 2"
+    # rows inserted and deleted in SQL, cleaned by DataJoint
+    db.sql("CALL dj_udf.attach_put('localattach', %s, 'f3.txt', 'file 3', @a)", (s,))
+    db.sql(f"INSERT INTO `{s}`.doc VALUES (3, @a)")
+    db.sql("CALL dj_udf.attach_put('localattach', %s, 'f4.txt', 'file 4', @a)", (s,))
+    db.sql(f"INSERT INTO `{s}`.doc VALUES (4, @a)")
+    db.sql(f"DELETE FROM `{s}`.doc WHERE doc_id = 4")
+    # DataJoint's unused() misses everything while a NULL is present (its issue #1000)
+    db.sql(f"DELETE FROM `{s}`.doc WHERE doc_id = 10")
+    schema.external["localattach"].delete(delete_external_files=True)
+    assert objects() == ["f2.txt", "f3.txt"]
+    assert sql_attach(db, "localattach", db.one(f"SELECT att FROM `{s}`.doc WHERE doc_id=3")) == ("f3.txt", b"file 3")
+    all_ok(db, "localattach")
+
+
+def test_filepath_versions_and_limits_seen_from_both_sides(dj_env, db, world, tmp_path):
+    conn, schema = dj_env
+    Img = declare(schema, "Img", """
+        img_id : int
+        ---
+        fp : filepath@data
+        """)
+    s = db.schema
+    a = write(world.dirs["stage"] / s / "a.dat", b"version 1")
+    Img.insert1(dict(img_id=1, fp=a))
+    write(world.dirs["stage"] / s / "a.dat", b"version 2")
+    assert db.error("CALL dj_udf.filepath_put('data', %s, %s, @f)", (s, a)) == \
+        f"A different version of '{s}/a.dat' has already been placed."
+    b = write(world.dirs["stage"] / s / "b.dat", b"version 1")
+    db.sql("CALL dj_udf.filepath_put('data', %s, %s, @f)", (s, b))
+    db.sql(f"INSERT INTO `{s}`.img VALUES (2, @f)")
+    write(world.dirs["stage"] / s / "b.dat", b"version 2")
+    with pytest.raises(dj.DataJointError, match="A different version of .* has already been placed"):
+        Img.insert1(dict(img_id=3, fp=b))
+    # the insert limit: both sides store NULL contents_hash for a file above it
+    world.write_config(dict(world.base_config, filepath_checksum_size_limit_insert=4))
+    dj.config["filepath_checksum_size_limit_insert"] = 4
+    c = write(world.dirs["stage"] / s / "c.dat", b"big file from python")
+    Img.insert1(dict(img_id=4, fp=c))
+    d = write(world.dirs["stage"] / s / "d.dat", b"big file from sql")
+    db.sql("CALL dj_udf.filepath_put('data', %s, %s, @f)", (s, d))
+    db.sql(f"INSERT INTO `{s}`.img VALUES (5, @f)")
+    rows = {r[3]: r[4] for r in db.tracking("data")}
+    assert rows[f"{s}/c.dat"] is None and rows[f"{s}/d.dat"] is None
+    # the fetch limit: both sides accept a same-size file without a checksum above it
+    world.write_config(dict(world.base_config, filepath_checksum_size_limit=5))
+    dj.config["filepath_checksum_size_limit"] = 5
+    os.remove(c)
+    os.remove(d)
+    assert pathlib.Path((Img & "img_id=5").fetch1("fp")).read_bytes() == b"big file from sql"
+    assert db.one("SELECT dj_udf.filepath_get('data', %s, NULL, %s)", (f"{s}/c.dat", 20)) == c
+    assert pathlib.Path(c).read_bytes() == b"big file from python"
+
+
+def md5_file(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.digest()
+
+
+def rss_peak_kib(pid):
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_large_file_streams_both_ways(dj_env, db, world, tmp_path):
+    """A few hundred MiB through both sides; the server's peak memory barely moves."""
+    conn, schema = dj_env
+    Big = declare(schema, "Big", """
+        big_id : int
+        ---
+        att : attach@localattach
+        """)
+    s = db.schema
+    size = int(os.environ.get("DJ_BIG_MIB", "300")) << 20
+    src = world.dirs["import"] / s / "big.raw"
+    src.parent.mkdir(parents=True)
+    with open(src, "wb") as f:
+        block = os.urandom(1 << 20)
+        for i in range(size >> 20):
+            f.write(block[:-8] + i.to_bytes(8, "little"))
+    pid = world.server_pid()
+    before = rss_peak_kib(pid)
+    # SQL -> Python
+    db.sql("CALL dj_udf.attach_put_file('localattach', %s, %s, @a)", (s, str(src)))
+    db.sql(f"INSERT INTO `{s}`.big VALUES (1, @a)")
+    got = (Big & "big_id=1").fetch1("att", download_path=str(tmp_path))
+    assert md5_file(got) == md5_file(src)
+    # Python -> SQL
+    os.rename(got, tmp_path / "big2.raw")
+    with open(tmp_path / "big2.raw", "r+b") as f:
+        f.write(b"changed!")
+    Big.insert1(dict(big_id=2, att=str(tmp_path / "big2.raw")))
+    h = db.one(f"SELECT att FROM `{s}`.big WHERE big_id=2")
+    assert db.one(f"SELECT dj_verify('localattach', %s, hash, size, attachment_name, filepath, contents_hash) "
+                  f"FROM `{s}`.`~external_localattach` WHERE hash=%s", (s, h)) == b"ok"
+    out = db.one("SELECT dj_udf.attach_export('localattach', %s, %s, 'big2.raw', %s)", (s, h, str(world.dirs["export"] / s)))
+    assert md5_file(out) == md5_file(tmp_path / "big2.raw")
+    growth_mib = (rss_peak_kib(pid) - before) / 1024
+    print(f"server peak RSS growth over {size >> 20} MiB transfers: {growth_mib:.1f} MiB")
+    assert growth_mib < 64, growth_mib
