@@ -82,7 +82,8 @@ DROP PROCEDURE IF EXISTS dj_udf.fail $$
 CREATE PROCEDURE dj_udf.fail(IN what varchar(200))
   SQL SECURITY INVOKER NO SQL
 BEGIN
-  DECLARE msg varchar(512) DEFAULT LEFT(CONCAT(what, ': ', COALESCE(dj_last_error(), 'failed without a message')), 512);
+  DECLARE msg varchar(512) CHARACTER SET utf8mb4
+    DEFAULT LEFT(CONCAT(what, ': ', COALESCE(CONVERT(dj_last_error() USING utf8mb4), 'failed without a message')), 512);
   SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
 END $$
 
@@ -403,7 +404,7 @@ BEGIN
     IF @dj_udf_n = 0 THEN
       SET status = dj_delete_object(store, schema_name, h, nm, fp, k);
       IF status IS NULL THEN
-        UPDATE dj_udf.purge_queue SET last_error = LEFT(dj_last_error(), 1000) WHERE id = qid;
+        UPDATE dj_udf.purge_queue SET last_error = LEFT(CONVERT(dj_last_error() USING utf8mb4), 1000) WHERE id = qid;
         SET failures = failures + 1;
       ELSE
         DELETE FROM dj_udf.purge_queue WHERE id = qid;

@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 /// Where the server looks when `DJ_UDF_CONFIG` is not set in its environment.
 pub const DEFAULT_PATH: &str = "/etc/mysql/dj_udf.json";
 
-/// The largest object a `*_get` function returns unless the config says otherwise.
-pub const DEFAULT_MAX_GET: u64 = 1 << 30;
+/// The largest object a `*_get` function returns unless the config says
+/// otherwise: such a result is held in server memory while it is sent.
+pub const DEFAULT_MAX_GET: u64 = 256 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Protocol {

@@ -404,3 +404,16 @@ def test_credentials_never_returned(db):
     out = db.one("SELECT dj_stores()").decode()
     assert "SECRETKEYVALUE123" not in out and "AKIDSECRETACCESS" not in out and "test-purge-key" not in out
     assert '"secret_key":"<redacted>"' in out
+
+
+def test_error_text_keeps_non_ascii_names_and_limits_results(db, world):
+    s = db.schema
+    h = db.call_out("dj_udf.attach_put", "localattach", s, "Ströme ü.dat", b"x" * 100)
+    hx = h.hex()
+    (world.dirs["attach"] / s / hx[:2] / hx[2:4] / f"{hx}.Ströme ü.dat").unlink()
+    msg = db.error("SELECT dj_udf.attach_get('localattach', %s, %s, 'Ströme ü.dat')", (s, h))
+    assert "attachment 'Ströme ü.dat'" in msg and msg.endswith("does not exist"), msg
+    h = db.call_out("dj_udf.attach_put", "localattach", s, "big.dat", b"y" * 100)
+    world.write_config(dict(world.base_config, max_get_bytes=10))
+    msg = db.error("SELECT dj_udf.attach_get('localattach', %s, %s, 'big.dat')", (s, h))
+    assert "is 100 bytes, over the limit of 10 bytes (config key max_get_bytes)" in msg
