@@ -215,6 +215,24 @@ pub unsafe fn deinit<T: 'static>(initid: *mut UdfInit) {
     }));
 }
 
+/// Runs one row's work with panics caught; a failure or panic is recorded
+/// for dj_last_error() and becomes SQL NULL. Row failures never set
+/// `*error`: that would make this and every later row of the statement NULL
+/// with no message.
+fn guarded<R>(work: impl FnOnce() -> Result<Option<R>, String>) -> Option<R> {
+    match catch_unwind(AssertUnwindSafe(work)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(msg)) => {
+            set_last_error(msg);
+            None
+        }
+        Err(p) => {
+            set_last_error(panic_text(&*p));
+            None
+        }
+    }
+}
+
 /// # Safety
 /// Called by the server after a successful `string_init::<T>`.
 pub unsafe fn string_row<T: StringFn>(
@@ -225,36 +243,22 @@ pub unsafe fn string_row<T: StringFn>(
     is_null: *mut c_char,
     _error: *mut c_char,
 ) -> *mut c_char {
-    // Row failures never set *error: that would turn this and every later
-    // row of the statement into NULL with no message. They return NULL and
-    // leave the message for dj_last_error().
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
+    let outcome = guarded(|| {
         let state = &mut *((*initid).ptr as *mut State<T>);
         let view = Args { raw: &mut *args };
         state.out.clear();
-        match state.f.row(&view, &mut state.out) {
-            Ok(true) => Some((state.out.as_mut_ptr() as *mut c_char, state.out.len())),
-            Ok(false) => None,
-            Err(msg) => {
-                set_last_error(msg);
-                None
-            }
-        }
-    }));
-    let outcome = outcome.unwrap_or_else(|p| {
-        set_last_error(panic_text(&*p));
-        None
+        let not_null = state.f.row(&view, &mut state.out)?;
+        // The result stays in the state's buffer until the next row or deinit.
+        Ok(not_null.then_some((state.out.as_mut_ptr() as *mut c_char, state.out.len())))
     });
+    *is_null = outcome.is_none() as c_char;
     match outcome {
         Some((ptr, len)) => {
             *length = len as c_ulong;
-            *is_null = 0;
-            // A zero-length Vec has a dangling (non-null) pointer; never read.
             ptr
         }
         None => {
             *length = 0;
-            *is_null = 1;
             std::ptr::null_mut()
         }
     }
@@ -263,44 +267,30 @@ pub unsafe fn string_row<T: StringFn>(
 /// # Safety
 /// Called by the server after a successful `int_init::<T>`.
 pub unsafe fn int_row<T: IntFn>(initid: *mut UdfInit, args: *mut UdfArgs, is_null: *mut c_char, _error: *mut c_char) -> c_longlong {
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
+    let outcome = guarded(|| {
         let state = &mut *((*initid).ptr as *mut State<T>);
-        let view = Args { raw: &mut *args };
-        match state.f.row(&view) {
-            Ok(v) => v,
-            Err(msg) => {
-                set_last_error(msg);
-                None
-            }
-        }
-    }));
-    match outcome.unwrap_or_else(|p| {
-        set_last_error(panic_text(&*p));
-        None
-    }) {
-        Some(v) => {
-            *is_null = 0;
-            v
-        }
-        None => {
-            *is_null = 1;
-            0
-        }
-    }
+        state.f.row(&Args { raw: &mut *args })
+    });
+    *is_null = outcome.is_none() as c_char;
+    outcome.unwrap_or(0)
 }
 
-/// Exports the three C symbols of a string function.
+/// Exports the C symbols of one function: `name_init`, `name_deinit` and
+/// `name`, with the row signature of its kind (`string` or `int`).
 #[macro_export]
-macro_rules! export_string_fn {
-    ($ty:ty, $name:ident, $init:ident, $deinit:ident) => {
+macro_rules! export_fn {
+    (@init_deinit $ty:ty, $init:ident, $deinit:ident, $initfn:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $init(i: *mut $crate::ffi::UdfInit, a: *mut $crate::ffi::UdfArgs, m: *mut std::ffi::c_char) -> std::ffi::c_char {
-            $crate::ffi::string_init::<$ty>(i, a, m)
+            $crate::ffi::$initfn::<$ty>(i, a, m)
         }
         #[no_mangle]
         pub unsafe extern "C" fn $deinit(i: *mut $crate::ffi::UdfInit) {
             $crate::ffi::deinit::<$ty>(i)
         }
+    };
+    (string $ty:ty, $name:ident, $init:ident, $deinit:ident) => {
+        $crate::export_fn!(@init_deinit $ty, $init, $deinit, string_init);
         #[no_mangle]
         pub unsafe extern "C" fn $name(
             i: *mut $crate::ffi::UdfInit,
@@ -313,20 +303,8 @@ macro_rules! export_string_fn {
             $crate::ffi::string_row::<$ty>(i, a, r, l, n, e)
         }
     };
-}
-
-/// Exports the three C symbols of an integer function.
-#[macro_export]
-macro_rules! export_int_fn {
-    ($ty:ty, $name:ident, $init:ident, $deinit:ident) => {
-        #[no_mangle]
-        pub unsafe extern "C" fn $init(i: *mut $crate::ffi::UdfInit, a: *mut $crate::ffi::UdfArgs, m: *mut std::ffi::c_char) -> std::ffi::c_char {
-            $crate::ffi::int_init::<$ty>(i, a, m)
-        }
-        #[no_mangle]
-        pub unsafe extern "C" fn $deinit(i: *mut $crate::ffi::UdfInit) {
-            $crate::ffi::deinit::<$ty>(i)
-        }
+    (int $ty:ty, $name:ident, $init:ident, $deinit:ident) => {
+        $crate::export_fn!(@init_deinit $ty, $init, $deinit, int_init);
         #[no_mangle]
         pub unsafe extern "C" fn $name(
             i: *mut $crate::ffi::UdfInit,
@@ -348,7 +326,6 @@ mod tests {
         types: Vec<c_int>,
         ptrs: Vec<*const c_char>,
         lens: Vec<c_ulong>,
-        _ints: Vec<Box<c_longlong>>,
         raw: UdfArgs,
     }
 
@@ -358,7 +335,6 @@ mod tests {
                 types: vals.iter().map(|_| STRING_RESULT).collect(),
                 ptrs: vals.iter().map(|v| v.map_or(std::ptr::null(), |b| b.as_ptr() as *const c_char)).collect(),
                 lens: vals.iter().map(|v| v.map_or(0, |b| b.len() as c_ulong)).collect(),
-                _ints: Vec::new(),
                 raw: UdfArgs {
                     arg_count: vals.len() as c_uint,
                     arg_type: std::ptr::null_mut(),

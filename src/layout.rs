@@ -83,7 +83,7 @@ pub fn check_relative_path(rel: &str) -> Result<()> {
 
 /// Subfolding as DataJoint applies it: consecutive slices of the hex name.
 pub fn check_subfolding(folds: &[usize]) -> std::result::Result<(), String> {
-    if folds.iter().any(|&n| n == 0) {
+    if folds.contains(&0) {
         return Err("every subfolding level must be at least 1".into());
     }
     if folds.iter().sum::<usize>() > 32 {

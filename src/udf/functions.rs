@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::hash::{self, Hash};
 use crate::layout::Object;
 use crate::ops::{self, verify::Row as TrackingRow};
-use crate::{export_int_fn, export_string_fn};
+use crate::export_fn;
 
 use Kind::*;
 
@@ -51,7 +51,7 @@ impl Func for Checksum {
         put_hash(out, hash::digest(a.bytes(1).unwrap_or(b""), data))
     }
 }
-export_string_fn!(Call<Checksum>, dj_checksum, dj_checksum_init, dj_checksum_deinit);
+export_fn!(string Call<Checksum>, dj_checksum, dj_checksum_init, dj_checksum_deinit);
 
 pub struct FileChecksum;
 impl Func for FileChecksum {
@@ -62,7 +62,7 @@ impl Func for FileChecksum {
         put_hash(out, ops::checksum::file(cfg(c), path, a.bytes(1).unwrap_or(b""))?)
     }
 }
-export_string_fn!(Call<FileChecksum>, dj_file_checksum, dj_file_checksum_init, dj_file_checksum_deinit);
+export_fn!(string Call<FileChecksum>, dj_file_checksum, dj_file_checksum_init, dj_file_checksum_deinit);
 
 pub struct BlobPut;
 impl Func for BlobPut {
@@ -73,7 +73,7 @@ impl Func for BlobPut {
         put_hash(out, ops::blob::put(cfg(c), a.req(0)?, a.req(1)?, data)?)
     }
 }
-export_string_fn!(Call<BlobPut>, dj_blob_put, dj_blob_put_init, dj_blob_put_deinit);
+export_fn!(string Call<BlobPut>, dj_blob_put, dj_blob_put_init, dj_blob_put_deinit);
 
 pub struct BlobGet;
 impl Func for BlobGet {
@@ -85,7 +85,7 @@ impl Func for BlobGet {
         Ok(true)
     }
 }
-export_string_fn!(Call<BlobGet>, dj_blob_get, dj_blob_get_init, dj_blob_get_deinit);
+export_fn!(string Call<BlobGet>, dj_blob_get, dj_blob_get_init, dj_blob_get_deinit);
 
 pub struct AttachPut;
 impl Func for AttachPut {
@@ -101,7 +101,7 @@ impl Func for AttachPut {
         put_hash(out, ops::attach::put(cfg(c), a.req(0)?, a.req(1)?, a.req(2)?, data)?)
     }
 }
-export_string_fn!(Call<AttachPut>, dj_attach_put, dj_attach_put_init, dj_attach_put_deinit);
+export_fn!(string Call<AttachPut>, dj_attach_put, dj_attach_put_init, dj_attach_put_deinit);
 
 pub struct AttachPutFile;
 impl Func for AttachPutFile {
@@ -117,7 +117,7 @@ impl Func for AttachPutFile {
         put_hash(out, ops::attach::put_file(cfg(c), a.req(0)?, a.req(1)?, path)?.0)
     }
 }
-export_string_fn!(Call<AttachPutFile>, dj_attach_put_file, dj_attach_put_file_init, dj_attach_put_file_deinit);
+export_fn!(string Call<AttachPutFile>, dj_attach_put_file, dj_attach_put_file_init, dj_attach_put_file_deinit);
 
 pub struct AttachGet;
 impl Func for AttachGet {
@@ -134,7 +134,7 @@ impl Func for AttachGet {
         Ok(true)
     }
 }
-export_string_fn!(Call<AttachGet>, dj_attach_get, dj_attach_get_init, dj_attach_get_deinit);
+export_fn!(string Call<AttachGet>, dj_attach_get, dj_attach_get_init, dj_attach_get_deinit);
 
 pub struct AttachExport;
 impl Func for AttachExport {
@@ -150,7 +150,7 @@ impl Func for AttachExport {
         put_text(out, &ops::attach::export(cfg(c), a.req(0)?, a.req(1)?, &h, a.req(3)?, a.req(4)?)?)
     }
 }
-export_string_fn!(Call<AttachExport>, dj_attach_export, dj_attach_export_init, dj_attach_export_deinit);
+export_fn!(string Call<AttachExport>, dj_attach_export, dj_attach_export_init, dj_attach_export_deinit);
 
 pub struct FilepathInfo;
 impl Func for FilepathInfo {
@@ -161,7 +161,7 @@ impl Func for FilepathInfo {
         put_text(out, &ops::filepath::info(cfg(c), a.req(0)?, path)?.to_json())
     }
 }
-export_string_fn!(Call<FilepathInfo>, dj_filepath_info, dj_filepath_info_init, dj_filepath_info_deinit);
+export_fn!(string Call<FilepathInfo>, dj_filepath_info, dj_filepath_info_init, dj_filepath_info_deinit);
 
 pub struct FilepathPut;
 impl Func for FilepathPut {
@@ -177,7 +177,7 @@ impl Func for FilepathPut {
         put_hash(out, ops::filepath::put(cfg(c), a.req(0)?, path, a.hash(2)?)?)
     }
 }
-export_string_fn!(Call<FilepathPut>, dj_filepath_put, dj_filepath_put_init, dj_filepath_put_deinit);
+export_fn!(string Call<FilepathPut>, dj_filepath_put, dj_filepath_put_init, dj_filepath_put_deinit);
 
 pub struct FilepathGet;
 impl Func for FilepathGet {
@@ -194,7 +194,7 @@ impl Func for FilepathGet {
         put_text(out, &ops::filepath::get(cfg(c), a.req(0)?, rel, a.hash(2)?, size)?)
     }
 }
-export_string_fn!(Call<FilepathGet>, dj_filepath_get, dj_filepath_get_init, dj_filepath_get_deinit);
+export_fn!(string Call<FilepathGet>, dj_filepath_get, dj_filepath_get_init, dj_filepath_get_deinit);
 
 pub struct Verify;
 impl Func for Verify {
@@ -235,7 +235,7 @@ impl Func for Verify {
         put_text(out, &status)
     }
 }
-export_string_fn!(Call<Verify>, dj_verify, dj_verify_init, dj_verify_deinit);
+export_fn!(string Call<Verify>, dj_verify, dj_verify_init, dj_verify_deinit);
 
 pub struct ObjectSize;
 impl IntFunc for ObjectSize {
@@ -252,7 +252,7 @@ impl IntFunc for ObjectSize {
         Ok(ops::admin::object_size(cfg(c), a.req(0)?, &obj)?.map(|n| n as i64))
     }
 }
-export_int_fn!(Call<ObjectSize>, dj_object_size, dj_object_size_init, dj_object_size_deinit);
+export_fn!(int Call<ObjectSize>, dj_object_size, dj_object_size_init, dj_object_size_deinit);
 
 pub struct DeleteObject;
 impl Func for DeleteObject {
@@ -269,7 +269,7 @@ impl Func for DeleteObject {
         put_text(out, ops::admin::delete(cfg(c), a.req(0)?, &obj, a.bytes(5).unwrap_or(b""))?)
     }
 }
-export_string_fn!(Call<DeleteObject>, dj_delete_object, dj_delete_object_init, dj_delete_object_deinit);
+export_fn!(string Call<DeleteObject>, dj_delete_object, dj_delete_object_init, dj_delete_object_deinit);
 
 pub struct LastError;
 impl Func for LastError {
@@ -281,7 +281,7 @@ impl Func for LastError {
         }
     }
 }
-export_string_fn!(Call<LastError>, dj_last_error, dj_last_error_init, dj_last_error_deinit);
+export_fn!(string Call<LastError>, dj_last_error, dj_last_error_init, dj_last_error_deinit);
 
 pub struct Stores;
 impl Func for Stores {
@@ -290,7 +290,7 @@ impl Func for Stores {
         put_text(out, &cfg(c).redacted_json())
     }
 }
-export_string_fn!(Call<Stores>, dj_stores, dj_stores_init, dj_stores_deinit);
+export_fn!(string Call<Stores>, dj_stores, dj_stores_init, dj_stores_deinit);
 
 pub struct Version;
 impl Func for Version {
@@ -299,4 +299,4 @@ impl Func for Version {
         put_text(out, env!("CARGO_PKG_VERSION"))
     }
 }
-export_string_fn!(Call<Version>, dj_version, dj_version_init, dj_version_deinit);
+export_fn!(string Call<Version>, dj_version, dj_version_init, dj_version_deinit);
