@@ -1,0 +1,64 @@
+"""Memory and concurrency: no leak per call, no trouble with many
+connections calling at once."""
+
+import os
+import pathlib
+import threading
+
+from conftest import attach_hash
+
+
+def rss_kib(pid):
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_no_memory_growth_over_many_calls(db, world):
+    s = db.schema
+    data = os.urandom(100_000)
+    h = db.call_out("dj_udf.attach_put", "localattach", s, "leak.bin", data)
+    db.sql(f"CREATE TABLE `{s}`.many (i int PRIMARY KEY, h binary(16))")
+    db.sql(f"INSERT INTO `{s}`.many SELECT seq, %s FROM `{s}`.seq_1_to_500", (h,))
+    q = f"SELECT SUM(LENGTH(dj_attach_get('localattach', %s, h, 'leak.bin'))) FROM `{s}`.many"
+    assert db.one(q, (s,)) == 500 * len(data)  # warm up allocator and caches
+    before = rss_kib(world.server_pid())
+    for _ in range(6):  # 3000 rows, 300 MB of results: a per-row leak shows
+        assert db.one(q, (s,)) == 500 * len(data)
+    for _ in range(400):  # 400 statements: a per-statement leak of the state shows
+        assert db.one("SELECT dj_attach_get('localattach', %s, %s, 'leak.bin')", (s, h)) == data
+        db.one("SELECT dj_attach_put('localattach', %s, 'leak.bin', %s)", (s, data))
+    growth_mib = (rss_kib(world.server_pid()) - before) / 1024
+    assert growth_mib < 20, f"server RSS grew {growth_mib:.1f} MiB over 3800 calls"
+
+
+def test_many_connections_at_once(db, world):
+    s = db.schema
+    failures = []
+
+    def worker(n):
+        try:
+            conn = world.connect()
+            with conn.cursor() as cur:
+                for i in range(40):
+                    name = f"w{n}-{i % 5}.bin"
+                    data = f"{n}:{i % 5}".encode() * 1000
+                    cur.execute("CALL dj_udf.attach_put('localattach', %s, %s, %s, @h)", (s, name, data))
+                    cur.execute("SELECT @h")
+                    h = cur.fetchone()[0]
+                    assert h == attach_hash(name, data)
+                    cur.execute("SELECT dj_udf.attach_get('localattach', %s, %s, %s)", (s, h, name))
+                    assert cur.fetchone()[0] == data
+            conn.close()
+        except Exception as e:  # noqa: BLE001 - reported below
+            failures.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:3]
+    assert len(db.tracking("localattach")) == 30
+    assert not list((world.dirs["attach"] / s).rglob("*.saving"))
