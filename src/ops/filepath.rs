@@ -118,12 +118,13 @@ pub fn get(cfg: &Config, store: &str, relative: &str, contents_hash: Option<Hash
     // DataJoint skips the checksum at or above filepath_checksum_size_limit;
     // a row without contents_hash can only be checked by size.
     let check = contents_hash.filter(|_| cfg.checksum_size_limit.is_none_or(|limit| size < limit));
-    let passes = |src: &mut dyn std::io::Read| -> Result<Option<Hash>> {
+    // Ok(None) when the file passes, Ok(Some((expected, actual))) when its checksum differs.
+    let mismatch = |src: &mut dyn std::io::Read| -> Result<Option<(Hash, Hash)>> {
         let (got, n) = store::hash_all(src, Hasher::default()).map_err(|e| Error::io("read", shown.clone(), e))?;
         if n != size {
             return Err(Error::SizeMismatch { what: shown.clone(), expected: size, actual: n });
         }
-        Ok(check.filter(|want| *want != got))
+        Ok(check.filter(|want| *want != got).map(|want| (want, got)))
     };
     let (dir, name) = target.parent(true)?;
     let local = dir.size_of(name).map_err(|e| Error::io("stat", shown.clone(), e))?;
@@ -137,10 +138,10 @@ pub fn get(cfg: &Config, store: &str, relative: &str, contents_hash: Option<Hash
             Err(e) => return Err(Error::io("open", shown, e)),
         };
         let skip_read = check.is_none() && local == Some(size);
-        match if skip_read { Ok(None) } else { passes(&mut f) } {
+        match if skip_read { Ok(None) } else { mismatch(&mut f) } {
             Ok(None) => return Ok(shown),
-            Ok(Some(want)) if same_file => {
-                return Err(Error::ChecksumMismatch { what: shown.clone(), expected: to_hex(&want), actual: "something else".into() })
+            Ok(Some((want, got))) if same_file => {
+                return Err(Error::ChecksumMismatch { what: shown.clone(), expected: to_hex(&want), actual: to_hex(&got) })
             }
             Err(e) if same_file => return Err(e),
             _ => {} // a stale local copy: fetch it again below
