@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::hash::{self, to_hex, Hash, Hasher};
 use crate::layout;
 use crate::store::{self, CopyError};
+use std::io::{Seek, SeekFrom};
 use std::path::Path;
 
 /// What a tracking row for a staged file will hold.
@@ -98,7 +99,27 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
         let (have, _) = store::hash_all(&mut *existing, Hasher::default()).map_err(|e| Error::io("read", st.io.describe(&rel), e))?;
         return if have == want { Ok(h) } else { Err(Error::DifferentVersion { relative: rel }) };
     }
-    st.io.put(&rel, &mut src, Hasher::default(), expect)?;
+    // DataJoint stores a filepath object on S3 with the metadata
+    // `contents_hash` = the UUID text of its MD5, empty when the hash was not
+    // computed (above filepath_checksum_size_limit_insert). For a remote
+    // store without a given hash, hash the file first (within that limit):
+    // the metadata must be sent before the contents.
+    let remote = st.io.local_path(&rel).is_none();
+    let expect = match expect {
+        None if remote => {
+            let size = src.metadata().map_err(|e| Error::io("stat", c.display(), e))?.len();
+            if cfg.checksum_size_limit_insert.is_none_or(|limit| size <= limit) {
+                let (got, _) = store::hash_all(&mut src, Hasher::default()).map_err(|e| Error::io("read", c.display(), e))?;
+                src.seek(SeekFrom::Start(0)).map_err(|e| Error::io("rewind", c.display(), e))?;
+                Some(got)
+            } else {
+                None
+            }
+        }
+        given => given,
+    };
+    let uuid = expect.as_ref().map(hash::to_uuid).unwrap_or_default();
+    st.io.put(&rel, &mut src, Hasher::default(), expect, &[("contents_hash", &uuid)])?;
     Ok(h)
 }
 

@@ -39,7 +39,7 @@ pub fn put_known(st: &Opened, key: &str, data: &[u8], hasher: Hasher, hash: Hash
         return Ok(());
     }
     let mut src = data;
-    st.io.put(key, &mut src, hasher, Some(hash)).map(|_| ())
+    st.io.put(key, &mut src, hasher, Some(hash), &[]).map(|_| ())
 }
 
 /// Reads a whole object into memory, checking its size and hash on the way:
