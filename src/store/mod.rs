@@ -2,6 +2,7 @@
 //! on each protocol; keys come from [`crate::layout`].
 
 pub mod file;
+pub mod s3;
 
 use crate::config::{self, Protocol};
 use crate::error::{Error, Result};
@@ -33,7 +34,7 @@ pub trait ObjectStore {
     /// Stores bytes whose hash, and so whose key, is known only at the end;
     /// `key_of` names the object once it is hashed. The file protocol reads
     /// `src` once (temporary file, then rename); S3 reads it twice (see
-    /// `s3::S3Store`). Returns the hash, the size and whether anything new
+    /// [`s3::S3Store`]). Returns the hash, the size and whether anything new
     /// was written.
     fn put_by_hash(
         &self,
@@ -54,9 +55,7 @@ pub trait ObjectStore {
 pub fn open(store: &config::Store) -> Result<Box<dyn ObjectStore>> {
     match &store.protocol {
         Protocol::File => Ok(Box::new(file::FileStore::new(store))),
-        Protocol::S3(_) => Err(Error::Denied {
-            msg: format!("store '{}': the s3 protocol is not available in this build", store.name),
-        }),
+        Protocol::S3(s3) => Ok(Box::new(s3::S3Store::new(store, s3)?)),
     }
 }
 
