@@ -177,7 +177,7 @@ pub fn get(cfg: &Config, store: &str, relative: &str, contents_hash: Option<Hash
         let got = hasher.finish();
         if let Some(want) = check.filter(|w| *w != got) {
             return Err(Error::ChecksumMismatch {
-                what: format!("'{shown}' downloaded but did not pass checksum"),
+                what: format!("'{shown}' downloaded but did not pass checksum ({})", st.io.describe(relative)),
                 expected: to_hex(&want),
                 actual: to_hex(&got),
             });

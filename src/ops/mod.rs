@@ -25,6 +25,11 @@ impl Opened<'_> {
     pub fn key(&self, obj: &Object) -> String {
         obj.key(&self.cfg.subfolding)
     }
+
+    /// The object and where it lives (path, or bucket and key), for messages.
+    pub fn what(&self, obj: &Object, key: &str) -> String {
+        format!("{} ({})", obj.describe(&self.cfg.name), self.io.describe(key))
+    }
 }
 
 pub fn open<'c>(cfg: &'c Config, store: &str) -> Result<Opened<'c>> {
@@ -46,7 +51,7 @@ pub fn put_known(st: &Opened, key: &str, data: &[u8], hasher: Hasher, hash: Hash
 /// DataJoint never verifies blobs and attachments on read; we always do.
 pub fn read_verified(st: &Opened, obj: &Object, hasher: Hasher, expect: &Hash, limit: u64) -> Result<Vec<u8>> {
     let key = st.key(obj);
-    let what = obj.describe(&st.cfg.name);
+    let what = st.what(obj, &key);
     let size = st.io.size(&key)?.ok_or_else(|| Error::Missing { what: what.clone() })?;
     if size > limit {
         return Err(Error::TooLarge { what, size, limit });
