@@ -245,7 +245,7 @@ def test_results_over_255_bytes_are_not_truncated(db, kind):
 
 def test_empty_and_multipart_client_bytes(db, s3):
     world, s = s3, db.schema
-    for name, data in [("empty.bin", b""), ("nine.bin", os.urandom(9 * MiB))]:
+    for name, data in [("empty.bin", b""), ("nine.bin", os.urandom(9 * MiB)), ("sixteen.bin", os.urandom(16 * MiB))]:
         h = db.call_out("dj_udf.attach_put", "s3attach", s, name, data)
         assert h == attach_hash(name, data)
         assert attach_path(world, "s3attach", s, h, name).read_bytes() == data

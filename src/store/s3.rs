@@ -961,9 +961,26 @@ mod tests {
         assert!(!e.contains("AKIDSECRETACCESS") && !e.contains("SECRETKEYVALUE123"), "{e}");
     }
 
-    /// A throwaway HTTP server: answers each connection with `answer(request
-    /// line)`, or never answers when it returns `None`. Ends after `n` connections.
-    fn fake_server(n: usize, answer: fn(&str) -> Option<String>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    /// A request as the fake server saw it.
+    #[derive(Debug)]
+    struct Seen {
+        /// Method and path, without the query (which holds the signature).
+        line: String,
+        query: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Seen {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// A throwaway HTTP server: answers each connection with `answer(request)`,
+    /// or never answers when it returns `None`. Ends after `n` connections and
+    /// returns what it saw.
+    fn fake_server(n: usize, answer: fn(&Seen) -> Option<String>) -> (String, std::thread::JoinHandle<Vec<Seen>>) {
         use std::io::{BufRead, BufReader, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -975,18 +992,27 @@ mod tests {
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
                 let mut line = String::new();
                 reader.read_line(&mut line).unwrap();
+                let mut headers = Vec::new();
                 loop {
                     let mut h = String::new();
                     if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
                         break;
                     }
+                    if let Some((k, v)) = h.trim_end().split_once(':') {
+                        headers.push((k.trim().to_string(), v.trim().to_string()));
+                    }
                 }
-                let request = line.split('?').next().unwrap_or("").to_string();
-                match answer(&request) {
+                let (target, _) = line.trim_end().rsplit_once(' ').unwrap_or((&line, ""));
+                let (path, query) = target.split_once('?').unwrap_or((target, ""));
+                let mut req = Seen { line: path.to_string(), query: query.to_string(), headers, body: Vec::new() };
+                let len = req.header("content-length").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+                req.body = vec![0; len];
+                reader.read_exact(&mut req.body).unwrap();
+                match answer(&req) {
                     Some(reply) => conn.write_all(reply.as_bytes()).unwrap(),
                     None => held.push(conn),
                 }
-                seen.push(request);
+                seen.push(req);
             }
             std::thread::sleep(Duration::from_millis(1500));
             seen
@@ -994,11 +1020,87 @@ mod tests {
         (addr, handle)
     }
 
+    fn reply(status: &str, headers: &str, body: &str) -> Option<String> {
+        Some(format!("HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()))
+    }
+
+    /// Answers a multipart upload the way S3 does.
+    fn multipart_answer(req: &Seen) -> Option<String> {
+        const NS: &str = "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"";
+        let q = &req.query;
+        if req.line.starts_with("HEAD") {
+            reply("404 Not Found", "", "")
+        } else if req.line.starts_with("POST") && q.contains("uploads") {
+            reply("200 OK", "", &format!("<InitiateMultipartUploadResult {NS}><UploadId>UP1</UploadId></InitiateMultipartUploadResult>"))
+        } else if req.line.starts_with("PUT") {
+            let n = q.split('&').find_map(|kv| kv.strip_prefix("partNumber=")).unwrap_or("?");
+            reply("200 OK", &format!("ETag: \"etag{n}\"\r\n"), "")
+        } else if req.line.starts_with("POST") {
+            reply("200 OK", "", &format!("<CompleteMultipartUploadResult {NS}><ETag>\"x-2\"</ETag></CompleteMultipartUploadResult>"))
+        } else {
+            reply("204 No Content", "", "")
+        }
+    }
+
+    fn two_part_object() -> Vec<u8> {
+        (0..PART_SIZE + 5).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn multipart_parts_carry_content_md5_and_complete_in_order() {
+        let (addr, server) = fake_server(4, multipart_answer);
+        let s = store_at(&addr, "dj", "");
+        let data = two_part_object();
+        let want = crate::hash::digest(b"", &data);
+        let mut src = &data[..];
+        let (got, n) = s.put("sch/big", &mut src, Hasher::default(), Some(want), &[("contents_hash", "u-u-i-d")]).unwrap();
+        assert_eq!((got, n), (want, data.len() as u64));
+        let seen = server.join().unwrap();
+        let lines: Vec<_> = seen.iter().map(|r| r.line.as_str()).collect();
+        assert_eq!(lines, ["POST /b/dj/sch/big", "PUT /b/dj/sch/big", "PUT /b/dj/sch/big", "POST /b/dj/sch/big"]);
+        assert_eq!(seen[0].header("x-amz-meta-contents_hash"), Some("u-u-i-d"));
+        let parts = [&data[..PART_SIZE], &data[PART_SIZE..]];
+        for (req, part) in seen[1..3].iter().zip(parts) {
+            assert_eq!(req.body.len(), part.len());
+            assert_eq!(req.header("content-md5"), Some(content_md5(part).as_str()));
+            assert!(req.query.contains("uploadId=UP1"), "{}", req.query);
+        }
+        let complete = String::from_utf8_lossy(&seen[3].body);
+        let first = complete.find("<PartNumber>1</PartNumber>").unwrap();
+        let second = complete.find("<PartNumber>2</PartNumber>").unwrap();
+        assert!(first < second && complete.contains("etag1") && complete.contains("etag2"), "{complete}");
+    }
+
+    #[test]
+    fn multipart_with_unexpected_hash_is_aborted_not_completed() {
+        let (addr, server) = fake_server(4, multipart_answer);
+        let s = store_at(&addr, "dj", "");
+        let data = two_part_object();
+        let mut src = &data[..];
+        let e = s.put("sch/big", &mut src, Hasher::default(), Some([0; 16]), &[]).unwrap_err();
+        assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("object 'dj/sch/big' in bucket 'b' of store 's'"), "{e}");
+        let seen = server.join().unwrap();
+        let lines: Vec<_> = seen.iter().map(|r| (r.line.as_str(), r.query.contains("uploadId=UP1"))).collect();
+        assert_eq!(
+            lines,
+            [("POST /b/dj/sch/big", false), ("PUT /b/dj/sch/big", true), ("PUT /b/dj/sch/big", true), ("DELETE /b/dj/sch/big", true)]
+        );
+    }
+
+    #[test]
+    fn a_single_put_with_unexpected_hash_sends_nothing() {
+        let s = store("dj"); // nothing listens: any request would fail otherwise
+        let mut src = &b"small"[..];
+        let e = s.put("sch/x", &mut src, Hasher::default(), Some([0; 16]), &[]).unwrap_err();
+        assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
+    }
+
     #[test]
     fn objects_under_the_leading_slash_form_are_found() {
-        fn answer(req: &str) -> Option<String> {
-            let found = req.contains(" /b//dj/x/sch/a.txt");
-            Some(match (req.starts_with("GET"), found) {
+        fn answer(req: &Seen) -> Option<String> {
+            let found = req.line.ends_with(" /b//dj/x/sch/a.txt");
+            Some(match (req.line.starts_with("GET"), found) {
                 (_, false) => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
                 (false, true) => "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n".into(),
                 (true, true) => "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".into(),
@@ -1010,7 +1112,7 @@ mod tests {
         let mut body = String::new();
         s.open("sch/a.txt").unwrap().read_to_string(&mut body).unwrap();
         assert_eq!(body, "hello");
-        let seen = server.join().unwrap();
+        let seen: Vec<_> = server.join().unwrap().into_iter().map(|r| r.line).collect();
         assert_eq!(
             seen,
             ["HEAD /b/dj/x/sch/a.txt", "HEAD /b//dj/x/sch/a.txt", "GET /b/dj/x/sch/a.txt", "GET /b//dj/x/sch/a.txt"].map(String::from)
