@@ -10,6 +10,10 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
+import socket
+import ssl
+import subprocess
 import threading
 import time
 import uuid
@@ -335,6 +339,58 @@ def test_fault_cases_fail_clearly_and_in_time(db, s3, store, capsys):
     assert want in db.last_error()
     with capsys.disabled():
         print(f"\n  {store}: {', '.join(timings)} (limit {limit} s)")
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """A TLS server on 127.0.0.1 whose certificate no system trusts."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl not found")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-addext", "basicConstraints=critical,CA:FALSE"],
+                   check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    sock.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            conn.settimeout(5)
+            try:
+                ctx.wrap_socket(conn, server_side=True).close()
+            except (OSError, ssl.SSLError):
+                conn.close()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    yield sock.getsockname()[1]
+    stop.set()
+    th.join()
+    sock.close()
+
+
+def test_secure_stores_speak_tls_and_verify_certificates(db, s3, tls_server):
+    world, s = s3, db.schema
+    cfg = json.loads(json.dumps(world.base_config))
+    base = dict(cfg["stores"]["s3attach"], secure=True, retries=0)
+    cfg["stores"]["s3tls"] = dict(base, endpoint=f"127.0.0.1:{tls_server}")
+    cfg["stores"]["s3plain"] = dict(base)  # s3s-fs speaks plain HTTP only
+    world.write_config(cfg)
+    for store, want in [("s3tls", "TLS: invalid peer certificate: UnknownIssuer"), ("s3plain", "TLS: ")]:
+        t = time.monotonic()
+        msg = db.error("CALL dj_udf.attach_put(%s, %s, 'f.txt', 'data', @h)", (store, s))
+        assert time.monotonic() - t < 2.0
+        assert f"store '{store}': S3 endpoint 127.0.0.1:" in msg and want in msg, msg
 
 
 def vm(pid):

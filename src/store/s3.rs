@@ -214,6 +214,7 @@ pub struct S3Store {
     timeout: Duration,
     connect_timeout: Duration,
     retries: u32,
+    secure: bool,
 }
 
 /// Trusted roots for `secure` stores: the system bundle, which admins extend
@@ -308,6 +309,7 @@ impl S3Store {
             timeout: s3.timeout,
             connect_timeout: s3.connect_timeout,
             retries: s3.retries,
+            secure: s3.secure,
         })
     }
 
@@ -356,6 +358,8 @@ impl S3Store {
                 io::ErrorKind::ConnectionReset => "connection reset".into(),
                 io::ErrorKind::UnexpectedEof => "connection closed by the server".into(),
                 io::ErrorKind::TimedOut => "timed out".into(),
+                // rustls reports handshake and certificate failures this way
+                io::ErrorKind::InvalidData if self.secure => format!("TLS: {}", shorten(&io.to_string())),
                 _ => shorten(&io.to_string()),
             }),
             ureq::Error::Tls(m) => unreachable(format!("TLS: {m}")),
