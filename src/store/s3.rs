@@ -284,12 +284,15 @@ impl S3Store {
         // resolves host names on a spawned thread, and this library must
         // never leave a thread behind. Name lookups are bounded by the
         // system resolver's own timeouts.
-        let config = Agent::config_builder()
+        let mut config = Agent::config_builder();
+        if s3.secure {
+            config = config.tls_config(TlsConfig::builder().root_certs(root_certs()).build());
+        }
+        let config = config
             .http_status_as_error(false)
             .max_redirects(0)
             .max_redirects_will_error(false)
             .proxy(proxy)
-            .tls_config(TlsConfig::builder().root_certs(root_certs()).build())
             .user_agent(concat!("dj_udf/", env!("CARGO_PKG_VERSION")))
             .timeout_connect(Some(s3.connect_timeout))
             .timeout_send_request(Some(s3.timeout))
