@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a Debian machine (as root):
 # MariaDB server and client, the server headers (for the build's layout
-# check) and, with --python, a virtual environment with pytest, PyMySQL and
-# DataJoint 0.14.9. Does nothing that is already done.
+# check) and, with --python (what the tests need), a virtual environment
+# with pytest, PyMySQL and DataJoint 0.14.9 plus the S3-compatible test server
+# s3s-fs (built from crates.io, about 5 minutes the first time). Does nothing
+# that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,5 +37,15 @@ if [ "${1:-}" = --python ]; then
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q -r tests/requirements.txt
     cp tests/requirements.txt .venv/requirements.txt
+  fi
+fi
+
+if [ "${1:-}" = --python ]; then
+  # s3s-fs checks request signatures (a wrong secret is refused) and does
+  # multipart uploads; 0.14.1 builds on rustc 1.95 (0.17 needs 1.96).
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if ! command -v s3s-fs >/dev/null 2>&1; then
+    echo "setup: installing s3s-fs 0.14.1 (about 5 minutes)"
+    cargo install s3s-fs@0.14.1 --features binary --locked
   fi
 fi

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Where the server looks when `DJ_UDF_CONFIG` is not set in its environment.
 pub const DEFAULT_PATH: &str = "/etc/mysql/dj_udf.json";
@@ -25,8 +26,18 @@ pub enum Protocol {
     S3(S3),
 }
 
-/// S3 settings under DataJoint's key names.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Seconds to wait for a TCP (and TLS) connection unless `connect_timeout` says otherwise.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Seconds a request may stall (no byte sent or received, no answer) unless `timeout` says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Retries after a connection failure or a 5xx answer unless `retries` says otherwise.
+pub const DEFAULT_RETRIES: u32 = 3;
+/// The SigV4 region unless `region` says otherwise (what MinIO and DataJoint's client assume).
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// S3 settings under DataJoint's key names, plus the plugin's own
+/// `region`, `connect_timeout`, `timeout` and `retries` (see docs/s3.md).
+#[derive(Clone, PartialEq, Eq)]
 pub struct S3 {
     pub endpoint: String,
     pub bucket: String,
@@ -34,6 +45,28 @@ pub struct S3 {
     pub secret_key: String,
     pub secure: bool,
     pub proxy_server: Option<String>,
+    pub region: String,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+}
+
+/// Never prints the credentials, so that no `{:?}` can leak them.
+impl std::fmt::Debug for S3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("access_key", &"<redacted>")
+            .field("secret_key", &"<redacted>")
+            .field("secure", &self.secure)
+            .field("proxy_server", &self.proxy_server)
+            .field("region", &self.region)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -139,8 +172,12 @@ impl Config {
                     o.insert("secret_key".into(), "<redacted>".into());
                     o.insert("secure".into(), s3.secure.into());
                     if let Some(p) = &s3.proxy_server {
-                        o.insert("proxy_server".into(), p.clone().into());
+                        o.insert("proxy_server".into(), redact_userinfo(p).into());
                     }
+                    o.insert("region".into(), s3.region.clone().into());
+                    o.insert("connect_timeout".into(), s3.connect_timeout.as_secs_f64().into());
+                    o.insert("timeout".into(), s3.timeout.as_secs_f64().into());
+                    o.insert("retries".into(), s3.retries.into());
                 }
             }
             o.insert("location".into(), s.location.clone().into());
@@ -198,26 +235,106 @@ fn parse_store(name: &str, spec: &Map<String, Value>) -> std::result::Result<Sto
         }
         "s3" => {
             let endpoint = required("endpoint")?;
-            if endpoint.contains("://") || endpoint.contains('/') {
-                return Err((Some("endpoint"), format!("'{endpoint}' must be host[:port] without scheme or path")));
-            }
+            check_endpoint(&endpoint).map_err(|m| (Some("endpoint"), m))?;
+            let bucket = required("bucket")?;
+            check_bucket(&bucket).map_err(|m| (Some("bucket"), m))?;
             let secure = match spec.get("secure") {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,
                 Some(_) => return Err((Some("secure"), "must be true or false".into())),
             };
+            let proxy_server = match text("proxy_server")?.filter(|p| !p.is_empty()) {
+                None => None,
+                Some(p) => Some(check_proxy(&p).map_err(|m| (Some("proxy_server"), m))?),
+            };
+            let region = match text("region")? {
+                None => DEFAULT_REGION.to_string(),
+                Some(r) if !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => r,
+                Some(r) => return Err((Some("region"), format!("'{}' is not a region name like us-east-1", layout::shown(&r)))),
+            };
+            let seconds = |key: &'static str, default: Duration, max: f64| -> std::result::Result<Duration, KeyError> {
+                match spec.get(key) {
+                    None | Some(Value::Null) => Ok(default),
+                    Some(v) => match v.as_f64() {
+                        Some(s) if s > 0.0 && s <= max => Ok(Duration::from_secs_f64(s)),
+                        _ => Err((Some(key), format!("must be a number of seconds above 0 and at most {max}"))),
+                    },
+                }
+            };
+            let retries = match spec.get("retries") {
+                None | Some(Value::Null) => DEFAULT_RETRIES,
+                Some(v) => match v.as_u64() {
+                    Some(n) if n <= MAX_RETRIES as u64 => n as u32,
+                    _ => return Err((Some("retries"), format!("must be an integer from 0 to {MAX_RETRIES}"))),
+                },
+            };
             Protocol::S3(S3 {
                 endpoint,
-                bucket: required("bucket")?,
+                bucket,
                 access_key: required("access_key")?,
                 secret_key: required("secret_key")?,
                 secure,
-                proxy_server: text("proxy_server")?,
+                proxy_server,
+                region,
+                connect_timeout: seconds("connect_timeout", DEFAULT_CONNECT_TIMEOUT, 300.0)?,
+                timeout: seconds("timeout", DEFAULT_TIMEOUT, 3600.0)?,
+                retries,
             })
         }
         other => return Err((Some("protocol"), format!("unknown protocol '{other}' (use 'file' or 's3')"))),
     };
     Ok(Store { name: name.to_string(), protocol, location, subfolding, stage })
+}
+
+/// The most `retries` a store may ask for: with exponential backoff more would
+/// keep a server thread waiting for minutes.
+pub const MAX_RETRIES: u32 = 10;
+
+/// DataJoint's `endpoint` is `host[:port]`: no scheme, path, user or query.
+fn check_endpoint(endpoint: &str) -> std::result::Result<(), String> {
+    let bad = || format!("'{}' must be host[:port] without scheme or path", layout::shown(endpoint));
+    if endpoint.contains("://") || endpoint.contains(['/', '?', '#', '@', '\\']) || endpoint.chars().any(char::is_whitespace) {
+        return Err(bad());
+    }
+    match url::Url::parse(&format!("http://{endpoint}/")) {
+        Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) && u.path() == "/" => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
+/// Bucket names go into the URL path as one segment; S3 allows lowercase
+/// letters, digits, '.' and '-', and older servers also '_' and uppercase.
+fn check_bucket(bucket: &str) -> std::result::Result<(), String> {
+    let ok = bucket.len() <= 255 && bucket.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) && bucket != "." && bucket != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("'{}' is not a bucket name (letters, digits, '.', '-', '_')", layout::shown(bucket)))
+    }
+}
+
+/// DataJoint passes `proxy_server` to its HTTP client as a proxy URL; a bare
+/// `host:port` means an HTTP proxy. Returns the URL the plugin will use.
+fn check_proxy(proxy: &str) -> std::result::Result<String, String> {
+    let full = if proxy.contains("://") { proxy.to_string() } else { format!("http://{proxy}") };
+    match url::Url::parse(&full) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty()) => Ok(full),
+        Ok(_) => Err("must be an http:// or https:// proxy URL or host:port".into()),
+        Err(e) => Err(format!("not a proxy URL: {e}")),
+    }
+}
+
+/// A proxy URL with any `user:password@` replaced, for display.
+fn redact_userinfo(proxy: &str) -> String {
+    match url::Url::parse(proxy) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("redacted");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Ok(_) => proxy.to_string(),
+        Err(_) => "<redacted>".into(),
+    }
 }
 
 /// A configured folder must be absolute and exist; it is used canonicalized
@@ -331,5 +448,64 @@ mod tests {
         let j = c.redacted_json();
         assert!(!j.contains("AKIAEXAMPLE") && !j.contains("verysecretvalue"), "{j}");
         assert!(j.contains("\"bucket\":\"b\""), "{j}");
+    }
+
+    fn s3(extra: &str) -> Result<Config> {
+        parse(&format!(
+            r#"{{"stores": {{"s": {{"protocol": "s3", "location": "/x", "endpoint": "minio.lab:9000", "bucket": "dj-data",
+                "access_key": "AKIAEXAMPLE", "secret_key": "verysecretvalue"{extra}}}}}}}"#
+        ))
+    }
+
+    #[test]
+    fn s3_defaults_and_transfer_settings() {
+        let c = s3("").unwrap();
+        let Protocol::S3(s) = &c.stores[0].protocol else { panic!("not s3") };
+        assert_eq!((s.secure, s.region.as_str(), s.retries), (false, "us-east-1", 3));
+        assert_eq!((s.connect_timeout, s.timeout), (Duration::from_secs(5), Duration::from_secs(60)));
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("AKIAEXAMPLE") && !dbg.contains("verysecretvalue"), "{dbg}");
+        let c = s3(r#", "secure": true, "connect_timeout": 1.5, "timeout": 30, "retries": 0, "region": "eu-west-1""#).unwrap();
+        let Protocol::S3(s) = &c.stores[0].protocol else { panic!("not s3") };
+        assert_eq!((s.secure, s.region.as_str(), s.retries), (true, "eu-west-1", 0));
+        assert_eq!((s.connect_timeout, s.timeout), (Duration::from_millis(1500), Duration::from_secs(30)));
+        let j = c.redacted_json();
+        assert!(j.contains(r#""connect_timeout":1.5"#) && j.contains(r#""retries":0"#) && j.contains(r#""timeout":30.0"#), "{j}");
+    }
+
+    #[test]
+    fn s3_settings_are_checked_with_file_store_and_key() {
+        let m = |extra: &str| s3(extra).unwrap_err().to_string();
+        assert_eq!(
+            m(r#", "timeout": 0"#),
+            "store 's', key 'timeout': must be a number of seconds above 0 and at most 3600; config file /etc/test.json"
+        );
+        assert!(m(r#", "connect_timeout": "5""#).starts_with("store 's', key 'connect_timeout': must be a number"));
+        assert!(m(r#", "retries": 11"#).starts_with("store 's', key 'retries': must be an integer from 0 to 10"));
+        assert!(m(r#", "retries": -1"#).starts_with("store 's', key 'retries'"));
+        assert!(m(r#", "region": "us east""#).starts_with("store 's', key 'region'"));
+        assert!(m(r#", "proxy_server": "ftp://p:1""#).starts_with("store 's', key 'proxy_server'"));
+        for bad in ["http://h:9000", "h:9000/path", "user@h", "h:port", ""] {
+            let m = parse(&format!(
+                r#"{{"stores": {{"s": {{"protocol": "s3", "location": "x", "endpoint": "{bad}", "bucket": "b", "access_key": "a", "secret_key": "s"}}}}}}"#
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(m.starts_with("store 's', key 'endpoint'"), "{bad}: {m}");
+        }
+        let m = parse(r#"{"stores": {"s": {"protocol": "s3", "location": "x", "endpoint": "h", "bucket": "a/b", "access_key": "a", "secret_key": "s"}}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(m.starts_with("store 's', key 'bucket'"), "{m}");
+    }
+
+    #[test]
+    fn proxy_credentials_are_redacted() {
+        let c = s3(r#", "proxy_server": "http://user:pw@proxy.lab:3128""#).unwrap();
+        let j = c.redacted_json();
+        assert!(!j.contains("pw@") && !j.contains("user:") && j.contains("proxy.lab:3128"), "{j}");
+        let c = s3(r#", "proxy_server": "proxy.lab:3128""#).unwrap();
+        let Protocol::S3(s) = &c.stores[0].protocol else { panic!("not s3") };
+        assert_eq!(s.proxy_server.as_deref(), Some("http://proxy.lab:3128"));
     }
 }

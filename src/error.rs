@@ -30,6 +30,32 @@ pub enum Error {
     Denied { msg: String },
     /// An operating-system error during `op` on `path`.
     Io { op: &'static str, path: String, source: io::Error },
+    /// A request to an S3-compatible server failed. The fields never hold
+    /// credentials: requests are presigned, and their URLs (which name the
+    /// access key) are never put into a message.
+    S3 { store: String, bucket: String, key: String, problem: Box<S3Problem> },
+}
+
+/// Why an S3 request failed, in the terms a DBA acts on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum S3Problem {
+    /// No answer: connection refused or reset, unknown host, TLS failure,
+    /// connect timeout; `attempts` counts the first try and the retries.
+    Unreachable { endpoint: String, detail: String, attempts: u32 },
+    /// The server rejected the signature or the access key.
+    BadCredentials { code: String },
+    /// The credentials are valid but may not do this.
+    AccessDenied { message: String },
+    /// The configured bucket does not exist on the server.
+    NoSuchBucket { endpoint: String },
+    /// The transfer stalled for the configured time after connecting.
+    Timeout { op: &'static str, seconds: f64 },
+    /// Any other error answer, after the retries for 5xx answers.
+    Failed { op: &'static str, status: u16, code: String, message: String },
+    /// An answer the plugin cannot use (missing ETag, unreadable XML, …).
+    Protocol { op: &'static str, detail: String },
+    /// The object needs more parts than a multipart upload may have.
+    TooLarge { limit: u64 },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -97,6 +123,46 @@ impl fmt::Display for Error {
             }
             Error::Denied { msg } => write!(f, "{msg}"),
             Error::Io { op, path, source } => write!(f, "{op} '{path}': {source}"),
+            // The problem first: a SIGNAL message is cut at 512 bytes and
+            // keys can be long.
+            Error::S3 { store, bucket, key, problem } => write!(f, "store '{store}': {problem}; bucket '{bucket}', key '{key}'"),
+        }
+    }
+}
+
+impl fmt::Display for S3Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            S3Problem::Unreachable { endpoint, detail, attempts } => {
+                write!(f, "S3 endpoint {endpoint} is unreachable ({detail}")?;
+                if *attempts > 1 {
+                    write!(f, "; {attempts} attempts")?;
+                }
+                write!(f, ")")
+            }
+            S3Problem::BadCredentials { code } => write!(
+                f,
+                "bad credentials: the S3 server rejected the request signature or access key ({code}); check access_key and secret_key in the config file"
+            ),
+            S3Problem::AccessDenied { message } => write!(f, "access denied by the S3 server (AccessDenied: {message})"),
+            S3Problem::NoSuchBucket { endpoint } => write!(f, "the bucket does not exist on S3 endpoint {endpoint} (NoSuchBucket)"),
+            S3Problem::Timeout { op, seconds } => {
+                write!(f, "{op} timed out: the S3 server sent nothing for {seconds} s (config key 'timeout')")
+            }
+            S3Problem::Failed { op, status, code, message } => {
+                write!(f, "{op} failed: HTTP {status}")?;
+                if !code.is_empty() {
+                    write!(f, " {code}")?;
+                }
+                if !message.is_empty() {
+                    write!(f, ": {message}")?;
+                }
+                Ok(())
+            }
+            S3Problem::Protocol { op, detail } => write!(f, "{op}: unexpected answer from the S3 server: {detail}"),
+            S3Problem::TooLarge { limit } => {
+                write!(f, "the object is larger than {limit} bytes, the most 10000 multipart parts of 16 MiB hold")
+            }
         }
     }
 }

@@ -1,6 +1,9 @@
 """Test harness: a real MariaDB started for the session, with its own datadir,
 socket and port, the freshly built library in its plugin_dir, and file stores
-in a scratch folder described by the config file the server reads."""
+in a scratch folder described by the config file the server reads. An
+S3-compatible server (s3s-fs, which checks request signatures) runs on
+127.0.0.1 for the s3 stores; its bucket is a folder, so tests inspect and
+corrupt S3 objects as plain files."""
 
 import hashlib
 import json
@@ -9,6 +12,7 @@ import pathlib
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 
 import pymysql
@@ -17,6 +21,12 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LIBRARY = pathlib.Path(os.environ.get("DJ_UDF_LIBRARY", ROOT / "target" / "release" / "libdj_udf.so"))
 PURGE_KEY = "test-purge-key-0123456789"
+S3S_FS = os.environ.get("DJ_S3S_FS") or shutil.which("s3s-fs") or str(pathlib.Path.home() / ".cargo" / "bin" / "s3s-fs")
+S3_BUCKET = "djtest"
+S3_ACCESS_KEY = "djtestaccesskey"
+S3_SECRET_KEY = "djtest-secret-9f8e7d6c5b4a"
+# The stores backed by the S3 server, with tracking tables in every test schema.
+S3_STORES = ["s3attach", "s3blobs", "s3data", "s3slash"]
 
 
 def free_port():
@@ -31,10 +41,22 @@ class World:
     def __init__(self, base: pathlib.Path):
         self.base = base
         self.dirs = {}
-        for name in ["attach", "blobs", "data", "stage", "flat", "deep", "same", "import", "export", "outside"]:
+        for name in ["attach", "blobs", "data", "stage", "flat", "deep", "same", "import", "export", "outside",
+                     "s3root", "s3stage"]:
             d = base / name
             d.mkdir(parents=True, exist_ok=True)
             self.dirs[name] = d.resolve()
+        (self.dirs["s3root"] / S3_BUCKET).mkdir()
+        self.s3_port = free_port()
+        self.s3_proc = None
+        # Nothing listens on down_port; silent accepts connections (the
+        # kernel does, from the backlog) and never answers.
+        self.down_port = free_port()
+        self.silent = socket.socket()
+        self.silent.bind(("127.0.0.1", 0))
+        self.silent.listen(64)
+        s3 = {"protocol": "s3", "endpoint": f"127.0.0.1:{self.s3_port}", "bucket": S3_BUCKET,
+              "access_key": S3_ACCESS_KEY, "secret_key": S3_SECRET_KEY}
         self.config_path = base / "dj_udf.json"
         self.base_config = {
             "stores": {
@@ -46,8 +68,18 @@ class World:
                 "same": {"protocol": "file", "location": str(self.dirs["same"]), "stage": str(self.dirs["same"])},
                 "remote": {
                     "protocol": "s3", "endpoint": "127.0.0.1:1", "bucket": "b", "location": "x",
-                    "access_key": "AKIDSECRETACCESS", "secret_key": "SECRETKEYVALUE123",
+                    "access_key": "AKIDSECRETACCESS", "secret_key": "SECRETKEYVALUE123", "retries": 0,
                 },
+                "s3attach": dict(s3, location="dj/attach"),
+                "s3blobs": dict(s3, location="dj/blobs"),
+                "s3data": dict(s3, location="dj/data", stage=str(self.dirs["s3stage"])),
+                # DataJoint on Python >= 3.12 keeps this leading '/' in keys.
+                "s3slash": dict(s3, location="/dj/slash", stage=str(self.dirs["s3stage"])),
+                # Fault cases.
+                "s3badkey": dict(s3, location="dj/attach", secret_key="not-the-secret", retries=0),
+                "s3nobucket": dict(s3, location="dj", bucket="no-such-bucket"),
+                "s3down": dict(s3, location="dj", endpoint=f"127.0.0.1:{self.down_port}", connect_timeout=2, retries=1),
+                "s3silent": dict(s3, location="dj", endpoint=f"127.0.0.1:{self.silent.getsockname()[1]}", timeout=2),
             },
             "import_dirs": [str(self.dirs["import"])],
             "export_dirs": [str(self.dirs["export"])],
@@ -76,6 +108,59 @@ class World:
 
     def stop(self):
         subprocess.run([str(ROOT / "scripts" / "server.sh"), "stop", str(self.srv)], check=False)
+        self.s3_stop()
+        self.silent.close()
+
+    def s3_available(self):
+        return os.access(S3S_FS, os.X_OK)
+
+    def s3_start(self):
+        """Starts s3s-fs on the session's port and waits until it accepts connections."""
+        log = open(self.base / "s3s-fs.log", "ab")
+        self.s3_proc = subprocess.Popen(
+            [S3S_FS, "--host", "127.0.0.1", "--port", str(self.s3_port), "--access-key", S3_ACCESS_KEY,
+             "--secret-key", S3_SECRET_KEY, str(self.dirs["s3root"])],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.s3_proc.poll() is not None:
+                raise RuntimeError(f"s3s-fs exited with {self.s3_proc.returncode}; see {self.base / 's3s-fs.log'}")
+            try:
+                socket.create_connection(("127.0.0.1", self.s3_port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("s3s-fs did not start listening")
+
+    def s3_stop(self, kill=False):
+        if self.s3_proc is None:
+            return
+        if kill:
+            self.s3_proc.kill()
+        else:
+            self.s3_proc.terminate()
+        try:
+            self.s3_proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.s3_proc.kill()
+            self.s3_proc.wait()
+        self.s3_proc = None
+
+    def s3_running(self):
+        return self.s3_proc is not None and self.s3_proc.poll() is None
+
+    def location(self, store):
+        """The local folder holding a store's objects: its location for a
+        file store, the bucket folder plus the key prefix for an s3 store."""
+        spec = self.base_config["stores"][store]
+        if spec["protocol"] == "file":
+            return pathlib.Path(spec["location"])
+        prefix = [p for p in spec["location"].replace("\\", "/").split("/") if p not in ("", ".")]
+        return self.dirs["s3root"].joinpath(spec["bucket"], *prefix)
+
+    def stage(self, store):
+        return pathlib.Path(self.base_config["stores"][store]["stage"])
 
     def connect(self, **kw):
         args = dict(unix_socket=self.socket, user="root", autocommit=True, charset="utf8mb4")
@@ -100,9 +185,23 @@ def world(tmp_path_factory):
     if not LIBRARY.exists():
         pytest.exit(f"{LIBRARY} is missing: run cargo build --release first", returncode=2)
     w = World(tmp_path_factory.mktemp("dj"))
+    if w.s3_available():
+        w.s3_start()
     w.start()
     yield w
     w.stop()
+
+
+@pytest.fixture
+def s3(world):
+    """The S3 server, running (tests may stop it; it is started again)."""
+    if not world.s3_available():
+        pytest.skip(f"s3s-fs not found at {S3S_FS}: run scripts/setup.sh --python")
+    if not world.s3_running():
+        world.s3_start()
+    yield world
+    if not world.s3_running():
+        world.s3_start()
 
 
 class Db:
@@ -113,7 +212,7 @@ class Db:
         self.schema = "t_" + uuid.uuid4().hex[:10]
         self.conn = world.connect()
         self.sql(f"CREATE DATABASE `{self.schema}`")
-        for store in ["localattach", "main", "data", "flat", "deep", "same"]:
+        for store in ["localattach", "main", "data", "flat", "deep", "same"] + S3_STORES:
             self.sql("CALL dj_udf.create_tracking_table(%s, %s)", (self.schema, store))
 
     def sql(self, q, args=None):

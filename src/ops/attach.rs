@@ -104,7 +104,7 @@ pub fn export(cfg: &Config, store: &str, schema: &str, h: &Hash, name: &str, ser
         f.sync_all().map_err(|e| Error::io("fsync", dir.display(&tmp), e))?;
         let got = hasher.finish();
         if &got != h {
-            return Err(Error::ChecksumMismatch { what: obj.describe(&st.cfg.name), expected: to_hex(h), actual: to_hex(&got) });
+            return Err(Error::ChecksumMismatch { what: st.what(&obj, &key), expected: to_hex(h), actual: to_hex(&got) });
         }
         loop {
             let file = candidate(slot);

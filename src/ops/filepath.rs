@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::hash::{self, to_hex, Hash, Hasher};
 use crate::layout;
 use crate::store::{self, CopyError};
+use std::io::{Seek, SeekFrom};
 use std::path::Path;
 
 /// What a tracking row for a staged file will hold.
@@ -103,7 +104,27 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
             Err(Error::OccupiedKey { location: st.io.describe(&rel), relative: rel })
         };
     }
-    st.io.put(&rel, &mut src, Hasher::default(), expect)?;
+    // DataJoint stores a filepath object on S3 with the metadata
+    // `contents_hash` = the UUID text of its MD5, empty when the hash was not
+    // computed (above filepath_checksum_size_limit_insert). For a remote
+    // store without a given hash, hash the file first (within that limit):
+    // the metadata must be sent before the contents.
+    let remote = st.io.local_path(&rel).is_none();
+    let expect = match expect {
+        None if remote => {
+            let size = src.metadata().map_err(|e| Error::io("stat", c.display(), e))?.len();
+            if cfg.checksum_size_limit_insert.is_none_or(|limit| size <= limit) {
+                let (got, _) = store::hash_all(&mut src, Hasher::default()).map_err(|e| Error::io("read", c.display(), e))?;
+                src.seek(SeekFrom::Start(0)).map_err(|e| Error::io("rewind", c.display(), e))?;
+                Some(got)
+            } else {
+                None
+            }
+        }
+        given => given,
+    };
+    let uuid = expect.as_ref().map(hash::to_uuid).unwrap_or_default();
+    st.io.put(&rel, &mut src, Hasher::default(), expect, &[("contents_hash", &uuid)])?;
     Ok(h)
 }
 
@@ -162,7 +183,7 @@ pub fn get(cfg: &Config, store: &str, relative: &str, contents_hash: Option<Hash
         let got = hasher.finish();
         if let Some(want) = check.filter(|w| *w != got) {
             return Err(Error::ChecksumMismatch {
-                what: format!("'{shown}' downloaded but did not pass checksum"),
+                what: format!("'{shown}' downloaded but did not pass checksum ({})", st.io.describe(relative)),
                 expected: to_hex(&want),
                 actual: to_hex(&got),
             });

@@ -25,6 +25,11 @@ impl Opened<'_> {
     pub fn key(&self, obj: &Object) -> String {
         obj.key(&self.cfg.subfolding)
     }
+
+    /// The object and where it lives (path, or bucket and key), for messages.
+    pub fn what(&self, obj: &Object, key: &str) -> String {
+        format!("{} ({})", obj.describe(&self.cfg.name), self.io.describe(key))
+    }
 }
 
 pub fn open<'c>(cfg: &'c Config, store: &str) -> Result<Opened<'c>> {
@@ -39,14 +44,14 @@ pub fn put_known(st: &Opened, key: &str, data: &[u8], hasher: Hasher, hash: Hash
         return Ok(());
     }
     let mut src = data;
-    st.io.put(key, &mut src, hasher, Some(hash)).map(|_| ())
+    st.io.put(key, &mut src, hasher, Some(hash), &[]).map(|_| ())
 }
 
 /// Reads a whole object into memory, checking its size and hash on the way:
 /// DataJoint never verifies blobs and attachments on read; we always do.
 pub fn read_verified(st: &Opened, obj: &Object, hasher: Hasher, expect: &Hash, limit: u64) -> Result<Vec<u8>> {
     let key = st.key(obj);
-    let what = obj.describe(&st.cfg.name);
+    let what = st.what(obj, &key);
     let size = st.io.size(&key)?.ok_or_else(|| Error::Missing { what: what.clone() })?;
     if size > limit {
         return Err(Error::TooLarge { what, size, limit });

@@ -1,6 +1,6 @@
 //! The `file` protocol: objects are files below the store's location folder.
 
-use super::{copy_hashing, CopyError, ObjectStore};
+use super::{copy_hashing, CopyError, ObjectStore, Source};
 use crate::config;
 use crate::confine::{self, Dir};
 use crate::error::{Error, Result};
@@ -75,7 +75,8 @@ impl ObjectStore for FileStore {
         }
     }
 
-    fn put(&self, key: &str, src: &mut dyn Read, mut hasher: Hasher, expect: Option<Hash>) -> Result<(Hash, u64)> {
+    /// DataJoint's file protocol keeps no metadata: `meta` is not stored.
+    fn put(&self, key: &str, src: &mut dyn Read, mut hasher: Hasher, expect: Option<Hash>, _meta: &[(&str, &str)]) -> Result<(Hash, u64)> {
         let (dir, name) = self.locate(key, true)?;
         let (tmp, n) = self.write_temp(&dir, src, &mut hasher)?;
         let got = hasher.finish();
@@ -99,7 +100,7 @@ impl ObjectStore for FileStore {
     fn put_by_hash(
         &self,
         scope: &str,
-        src: &mut dyn Read,
+        src: &mut dyn Source,
         mut hasher: Hasher,
         key_of: &dyn Fn(&Hash) -> String,
     ) -> Result<(Hash, u64, bool)> {

@@ -2,15 +2,21 @@
 //! on each protocol; keys come from [`crate::layout`].
 
 pub mod file;
+pub mod s3;
 
 use crate::config::{self, Protocol};
 use crate::error::{Error, Result};
 use crate::hash::{Hash, Hasher};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 
 /// Transfer buffer size: large enough for full disk and hash speed, small
 /// enough to allocate per call on the heap (server threads have small stacks).
 pub const CHUNK: usize = 1 << 20;
+
+/// A source that can be read more than once (server files are): stores
+/// that must know an object's key before writing it rewind it.
+pub trait Source: Read + Seek {}
+impl<T: Read + Seek> Source for T {}
 
 /// What a protocol must do. Writes are all-or-nothing: a reader never sees a
 /// partial object under its final key.
@@ -19,17 +25,21 @@ pub trait ObjectStore {
     fn size(&self, key: &str) -> Result<Option<u64>>;
     /// A streaming reader; `Error::Missing` when it does not exist.
     fn open(&self, key: &str) -> Result<Box<dyn Read>>;
-    /// Stores `size` bytes from `src` under `key`, feeding them to `hasher`,
+    /// Stores everything `src` yields under `key`, feeding it to `hasher`,
     /// and replaces the object only once it is complete and durable. When
     /// `expect` is given and the bytes hash otherwise, nothing is stored.
-    fn put(&self, key: &str, src: &mut dyn Read, hasher: Hasher, expect: Option<Hash>) -> Result<(Hash, u64)>;
-    /// Stores bytes whose hash, and so whose key, is known only at the end:
-    /// one pass over the data, `key_of` names the object once it is hashed.
-    /// Returns the hash, the size and whether anything new was written.
+    /// `meta` is user metadata (name, value) for protocols that keep it with
+    /// the object (S3's `x-amz-meta-<name>`); the file protocol has none.
+    fn put(&self, key: &str, src: &mut dyn Read, hasher: Hasher, expect: Option<Hash>, meta: &[(&str, &str)]) -> Result<(Hash, u64)>;
+    /// Stores bytes whose hash, and so whose key, is known only at the end;
+    /// `key_of` names the object once it is hashed. The file protocol reads
+    /// `src` once (temporary file, then rename); S3 reads it twice (see
+    /// [`s3::S3Store`]). Returns the hash, the size and whether anything new
+    /// was written.
     fn put_by_hash(
         &self,
         scope: &str,
-        src: &mut dyn Read,
+        src: &mut dyn Source,
         hasher: Hasher,
         key_of: &dyn Fn(&Hash) -> String,
     ) -> Result<(Hash, u64, bool)>;
@@ -45,9 +55,7 @@ pub trait ObjectStore {
 pub fn open(store: &config::Store) -> Result<Box<dyn ObjectStore>> {
     match &store.protocol {
         Protocol::File => Ok(Box::new(file::FileStore::new(store))),
-        Protocol::S3(_) => Err(Error::Denied {
-            msg: format!("store '{}': the s3 protocol is not available in this build", store.name),
-        }),
+        Protocol::S3(s3) => Ok(Box::new(s3::S3Store::new(store, s3)?)),
     }
 }
 

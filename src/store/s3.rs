@@ -1,0 +1,1153 @@
+//! The `s3` protocol: objects in a bucket of an S3-compatible server.
+//!
+//! rusty-s3 presigns each request (SigV4, path-style
+//! `http(s)://endpoint/bucket/key`) and ureq sends it on the calling thread:
+//! no async runtime and no background thread, so nothing keeps running when
+//! the database server unloads the library. Every request has a connect
+//! timeout and a stall timeout; a connection failure or a 5xx answer is
+//! retried a bounded number of times with exponential backoff.
+//!
+//! Memory stays bounded by one part buffer whatever the object size:
+//! downloads stream, uploads go in one `PUT` up to [`SINGLE_PUT_MAX`] bytes
+//! and as a multipart upload of [`PART_SIZE`] parts above, every request
+//! body with its `Content-MD5`. A multipart upload is completed only once
+//! the whole object hashed as expected, and aborted on any failure, so a
+//! reader never sees a partial or wrong object under its key.
+
+use super::{hash_all, ObjectStore, Source};
+use crate::config::{self, S3};
+use crate::error::{Error, Result, S3Problem};
+use crate::hash::{to_hex, Hash, Hasher};
+use md5::{Digest, Md5};
+use rusty_s3::actions::{CreateMultipartUpload, S3Action};
+use rusty_s3::{Bucket, Credentials, UrlStyle};
+use std::io::{self, Read, SeekFrom};
+use std::sync::OnceLock;
+use std::time::Duration;
+use ureq::http::Response;
+use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
+use ureq::{Agent, Body, RequestBuilder};
+use url::Url;
+
+/// Objects up to this size go in a single `PUT`.
+pub const SINGLE_PUT_MAX: usize = 8 << 20;
+/// The part size of multipart uploads, and so the largest buffer a call holds.
+pub const PART_SIZE: usize = 16 << 20;
+/// S3 numbers parts from 1 to 10 000.
+pub const MAX_PARTS: usize = 10_000;
+/// The largest object this store can write (about 156 GiB).
+pub const MAX_OBJECT: u64 = (PART_SIZE as u64) * (MAX_PARTS as u64);
+
+/// How long a presigned URL stays valid; each attempt signs anew.
+const SIGNATURE_LIFETIME: Duration = Duration::from_secs(15 * 60);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// The most of an error or XML answer that is read.
+const ANSWER_LIMIT: usize = 1 << 20;
+/// Server-provided text kept in a message (messages must stay short).
+const MESSAGE_LIMIT: usize = 200;
+/// The first read buffer; it doubles up to [`PART_SIZE`] only for large objects.
+const FIRST_BUFFER: usize = 64 << 10;
+
+/// The key prefix DataJoint derives from `location` for S3: the location
+/// without its root or drive, normalized as `pathlib` does (no empty or `.`
+/// components, no trailing `/`), `\` read as `/` as `PureWindowsPath` does.
+pub fn location_prefix(location: &str) -> String {
+    let s = location.replace('\\', "/");
+    let b = s.as_bytes();
+    let s = if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' { &s[2..] } else { &s[..] };
+    s.split('/').filter(|c| !c.is_empty() && *c != ".").collect::<Vec<_>>().join("/")
+}
+
+/// The key an object is written under, and the second key it may have been
+/// written under: DataJoint clients on Python ≥ 3.12 keep a leading `/` of
+/// the location in the key (older ones strip it), so when the location
+/// starts with `/` readers also look under `/<key>`.
+pub fn object_keys(location: &str, relative: &str) -> (String, Option<String>) {
+    let prefix = location_prefix(location);
+    let key = if prefix.is_empty() { relative.to_string() } else { format!("{prefix}/{relative}") };
+    let rooted = location.starts_with('/').then(|| format!("/{key}"));
+    (key, rooted)
+}
+
+/// `Content-MD5`: the base64 of the body's raw MD5.
+pub fn content_md5(data: &[u8]) -> String {
+    base64(&Md5::digest(data))
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | (b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// How an object of which `first` bytes were read (and `ended` tells whether
+/// that was all) is uploaded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Upload {
+    Single,
+    Multipart,
+}
+
+pub fn plan(first: usize, ended: bool) -> Upload {
+    if ended && first <= SINGLE_PUT_MAX {
+        Upload::Single
+    } else {
+        Upload::Multipart
+    }
+}
+
+/// The parts a multipart upload of `size` bytes takes, or `None` when it
+/// needs more than S3 allows.
+pub fn parts_for(size: u64) -> Option<usize> {
+    let n = size.div_ceil(PART_SIZE as u64).max(1);
+    (n <= MAX_PARTS as u64).then_some(n as usize)
+}
+
+/// The `Code` and `Message` of an S3 error document (empty when absent).
+pub fn error_fields(xml: &str) -> (String, String) {
+    let field = |name: &str| -> String {
+        let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+        xml.find(&open)
+            .and_then(|i| {
+                let rest = &xml[i + open.len()..];
+                rest.find(&close).map(|j| unescape(rest[..j].trim()))
+            })
+            .unwrap_or_default()
+    };
+    (field("Code"), field("Message"))
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"").replace("&apos;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+}
+
+fn shorten(s: &str) -> String {
+    let s = s.trim();
+    if s.len() <= MESSAGE_LIMIT {
+        return s.to_string();
+    }
+    let mut end = MESSAGE_LIMIT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// What an error answer means for the DBA.
+pub fn classify(op: &'static str, status: u16, code: &str, message: &str, endpoint: &str) -> S3Problem {
+    match code {
+        "SignatureDoesNotMatch" | "InvalidAccessKeyId" | "InvalidToken" | "ExpiredToken" | "InvalidSecurity" => {
+            S3Problem::BadCredentials { code: code.to_string() }
+        }
+        "NoSuchBucket" => S3Problem::NoSuchBucket { endpoint: endpoint.to_string() },
+        "AccessDenied" => S3Problem::AccessDenied { message: shorten(message) },
+        "BadDigest" => S3Problem::Failed {
+            op,
+            status,
+            code: code.to_string(),
+            message: "the bytes the server received do not match their Content-MD5 (corrupted in transit)".into(),
+        },
+        _ => S3Problem::Failed {
+            op,
+            status,
+            code: code.to_string(),
+            message: if code.is_empty() && message.is_empty() { reason(status).into() } else { shorten(message) },
+        },
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        301 | 307 => "redirected: check endpoint and region",
+        400 => "bad request",
+        403 => "forbidden",
+        404 => "not found",
+        500 => "internal server error",
+        503 => "service unavailable",
+        _ => "",
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Verb {
+    Head,
+    Get,
+    Put,
+    Post,
+    Delete,
+}
+
+/// One S3 request, signed anew for each attempt.
+struct Call<'a> {
+    op: &'static str,
+    verb: Verb,
+    /// The object key, for messages.
+    key: &'a str,
+    url: &'a dyn Fn() -> Url,
+    headers: &'a [(String, String)],
+    body: &'a [u8],
+    /// A streamed download: its body has no total time limit, only the stall timeout.
+    stream: bool,
+    /// Whether a 5xx answer is retried (not for the second-chance lookups,
+    /// which some servers answer with 500 as they cannot hold such keys).
+    retry_5xx: bool,
+}
+
+pub struct S3Store {
+    name: String,
+    endpoint: String,
+    bucket: Bucket,
+    creds: Credentials,
+    agent: Agent,
+    location: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+    retries: u32,
+    secure: bool,
+}
+
+/// Trusted roots for `secure` stores: the system bundle, which admins extend
+/// with `update-ca-certificates` for a private CA, else Mozilla's roots.
+fn root_certs() -> RootCerts {
+    static ROOTS: OnceLock<RootCerts> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            for path in ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"] {
+                if let Ok(pem) = std::fs::read(path) {
+                    let certs: Vec<_> = parse_pem(&pem)
+                        .filter_map(|item| match item {
+                            Ok(PemItem::Certificate(c)) => Some(c),
+                            _ => None,
+                        })
+                        .collect();
+                    if !certs.is_empty() {
+                        return RootCerts::new_with_certs(&certs);
+                    }
+                }
+            }
+            RootCerts::WebPki
+        })
+        .clone()
+}
+
+fn with_headers<B>(mut rb: RequestBuilder<B>, headers: &[(String, String)]) -> RequestBuilder<B> {
+    for (k, v) in headers {
+        rb = rb.header(k.as_str(), v.as_str());
+    }
+    rb
+}
+
+/// Connection-level failures worth another attempt. Stalls after connecting
+/// are not retried: they already waited the whole `timeout`.
+fn retryable(e: &ureq::Error) -> bool {
+    use io::ErrorKind::*;
+    match e {
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected | Interrupted
+        ),
+        ureq::Error::ConnectionFailed | ureq::Error::Protocol(_) => true,
+        ureq::Error::Timeout(t) => matches!(t, ureq::Timeout::Connect),
+        _ => false,
+    }
+}
+
+/// Reads at most [`ANSWER_LIMIT`] bytes of an answer body, as text.
+fn answer_text(body: Body) -> String {
+    let mut out = Vec::new();
+    let _ = body.into_reader().take(ANSWER_LIMIT as u64).read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl S3Store {
+    pub fn new(store: &config::Store, s3: &S3) -> Result<Self> {
+        let unusable = |what: &str| Error::Denied { msg: format!("store '{}': {what} is not usable", store.name) };
+        let scheme = if s3.secure { "https" } else { "http" };
+        let endpoint_url = Url::parse(&format!("{scheme}://{}/", s3.endpoint)).map_err(|_| unusable("endpoint"))?;
+        let bucket = Bucket::new(endpoint_url, UrlStyle::Path, s3.bucket.clone(), s3.region.clone()).map_err(|_| unusable("endpoint"))?;
+        let proxy = match &s3.proxy_server {
+            Some(p) => Some(ureq::Proxy::new(p).map_err(|_| unusable("proxy_server"))?),
+            None => None,
+        };
+        // No global, per-call or resolve timeout: with any of them ureq
+        // resolves host names on a spawned thread, and this library must
+        // never leave a thread behind. Name lookups are bounded by the
+        // system resolver's own timeouts.
+        let mut config = Agent::config_builder();
+        if s3.secure {
+            config = config.tls_config(TlsConfig::builder().root_certs(root_certs()).build());
+        }
+        let config = config
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            .proxy(proxy)
+            .user_agent(concat!("dj_udf/", env!("CARGO_PKG_VERSION")))
+            .timeout_connect(Some(s3.connect_timeout))
+            .timeout_send_request(Some(s3.timeout))
+            .timeout_recv_response(Some(s3.timeout))
+            .timeout_per_read(Some(s3.timeout))
+            .timeout_per_write(Some(s3.timeout))
+            .max_idle_connections(2)
+            .max_idle_connections_per_host(2)
+            .build();
+        Ok(S3Store {
+            name: store.name.clone(),
+            endpoint: s3.endpoint.clone(),
+            bucket,
+            creds: Credentials::new(s3.access_key.clone(), s3.secret_key.clone()),
+            agent: Agent::new_with_config(config),
+            location: store.location.clone(),
+            timeout: s3.timeout,
+            connect_timeout: s3.connect_timeout,
+            retries: s3.retries,
+            secure: s3.secure,
+        })
+    }
+
+    fn keys(&self, relative: &str) -> (String, Option<String>) {
+        object_keys(&self.location, relative)
+    }
+
+    /// Replaces the credentials wherever they might appear in foreign text.
+    fn scrub(&self, s: &str) -> String {
+        let mut s = s.to_string();
+        for secret in [self.creds.secret(), self.creds.key()] {
+            if !secret.is_empty() {
+                s = s.replace(secret, "<redacted>");
+            }
+        }
+        s
+    }
+
+    fn err(&self, key: &str, problem: S3Problem) -> Error {
+        let problem = match problem {
+            S3Problem::Unreachable { endpoint, detail, attempts } => {
+                S3Problem::Unreachable { endpoint, detail: self.scrub(&detail), attempts }
+            }
+            S3Problem::AccessDenied { message } => S3Problem::AccessDenied { message: self.scrub(&message) },
+            S3Problem::Failed { op, status, code, message } => {
+                S3Problem::Failed { op, status, code: self.scrub(&code), message: self.scrub(&message) }
+            }
+            S3Problem::Protocol { op, detail } => S3Problem::Protocol { op, detail: self.scrub(&detail) },
+            other => other,
+        };
+        Error::S3 { store: self.name.clone(), bucket: self.bucket.name().to_string(), key: key.to_string(), problem: Box::new(problem) }
+    }
+
+    fn transport_problem(&self, op: &'static str, e: &ureq::Error, attempts: u32) -> S3Problem {
+        let unreachable = |detail: String| S3Problem::Unreachable { endpoint: self.endpoint.clone(), detail, attempts };
+        match e {
+            ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => unreachable(format!(
+                "no connection within {} s, config key 'connect_timeout'",
+                self.connect_timeout.as_secs_f64()
+            )),
+            ureq::Error::Timeout(_) => S3Problem::Timeout { op, seconds: self.timeout.as_secs_f64() },
+            ureq::Error::HostNotFound => unreachable("host name not found".into()),
+            ureq::Error::ConnectionFailed => unreachable("connection failed".into()),
+            ureq::Error::Io(io) => unreachable(match io.kind() {
+                io::ErrorKind::ConnectionRefused => "connection refused".into(),
+                io::ErrorKind::ConnectionReset => "connection reset".into(),
+                io::ErrorKind::UnexpectedEof => "connection closed by the server".into(),
+                io::ErrorKind::TimedOut => "timed out".into(),
+                // rustls reports handshake and certificate failures this way
+                io::ErrorKind::InvalidData if self.secure => format!("TLS: {}", shorten(&io.to_string())),
+                _ => shorten(&io.to_string()),
+            }),
+            ureq::Error::Tls(m) => unreachable(format!("TLS: {m}")),
+            ureq::Error::Rustls(r) => unreachable(format!("TLS: {r}")),
+            ureq::Error::Protocol(p) => S3Problem::Protocol { op, detail: shorten(&p.to_string()) },
+            // Other variants could quote the request URI, which names the access key.
+            _ => S3Problem::Protocol { op, detail: "the request could not be sent".into() },
+        }
+    }
+
+    fn once(&self, c: &Call) -> std::result::Result<Response<Body>, ureq::Error> {
+        let url = (c.url)();
+        let url = url.as_str();
+        let total = if c.stream { None } else { Some(self.timeout) };
+        match c.verb {
+            Verb::Head => with_headers(self.agent.head(url), c.headers).config().timeout_recv_body(total).build().call(),
+            Verb::Get => with_headers(self.agent.get(url), c.headers).config().timeout_recv_body(total).build().call(),
+            Verb::Delete => with_headers(self.agent.delete(url), c.headers).config().timeout_recv_body(total).build().call(),
+            Verb::Put => with_headers(self.agent.put(url), c.headers).config().timeout_recv_body(total).build().send(c.body),
+            Verb::Post => with_headers(self.agent.post(url), c.headers).config().timeout_recv_body(total).build().send(c.body),
+        }
+    }
+
+    /// Sends with retries; returns the final answer whatever its status, or
+    /// the error once no connection could be had.
+    fn send(&self, c: &Call) -> Result<Response<Body>> {
+        let attempts = self.retries + 1;
+        let mut delay = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let last = attempt >= attempts;
+            match self.once(c) {
+                Ok(r) if r.status().is_server_error() && c.retry_5xx && !last => drop(r),
+                Ok(r) => return Ok(r),
+                Err(e) if retryable(&e) && !last => drop(e),
+                Err(e) => return Err(self.err(c.key, self.transport_problem(c.op, &e, attempt))),
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(MAX_BACKOFF);
+            attempt += 1;
+        }
+    }
+
+    /// The error an unsuccessful answer stands for.
+    fn answer_error(&self, c: &Call, r: Response<Body>) -> Error {
+        let status = r.status().as_u16();
+        let text = answer_text(r.into_body());
+        let (code, message) = error_fields(&text);
+        self.err(c.key, classify(c.op, status, &code, &message, &self.endpoint))
+    }
+
+    fn missing(&self, relative: &str) -> Error {
+        Error::Missing { what: self.describe(relative) }
+    }
+
+    /// `HEAD` of one key: its size, `None` on 404. A `second_chance` lookup
+    /// (the leading-`/` form of a key, after the main form was not found)
+    /// takes any failure answer as "not there": servers that cannot hold such
+    /// keys (s3s-fs, MinIO) answer them with 400 or 500.
+    fn head(&self, key: &str, second_chance: bool) -> Result<Option<u64>> {
+        let url = || self.bucket.head_object(Some(&self.creds), key).sign(SIGNATURE_LIFETIME);
+        let retry_5xx = !second_chance;
+        let c = Call { op: "HEAD", verb: Verb::Head, key, url: &url, headers: &[], body: &[], stream: false, retry_5xx };
+        let r = self.send(&c)?;
+        let status = r.status().as_u16();
+        if r.status().is_success() {
+            let len = r.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+            return len.map(Some).ok_or_else(|| self.err(key, S3Problem::Protocol { op: "HEAD", detail: "no Content-Length".into() }));
+        }
+        if status == 404 || second_chance {
+            return Ok(None);
+        }
+        if r.status().is_server_error() {
+            return Err(self.err(key, classify("HEAD", status, "", "", &self.endpoint)));
+        }
+        // A HEAD answer has no body to say why: ask again with a GET of one
+        // byte, whose error answer names the cause.
+        drop(r);
+        let url = || self.bucket.get_object(Some(&self.creds), key).sign(SIGNATURE_LIFETIME);
+        let headers = [("range".to_string(), "bytes=0-0".to_string())];
+        let g = Call { op: "HEAD", verb: Verb::Get, key, url: &url, headers: &headers, body: &[], stream: false, retry_5xx: true };
+        let r = self.send(&g)?;
+        if r.status().is_success() || r.status().as_u16() == 416 {
+            return Err(self.err(key, classify("HEAD", status, "", "", &self.endpoint)));
+        }
+        Err(self.answer_error(&g, r))
+    }
+
+    /// After a 404 for an object: an error if the bucket itself is missing.
+    fn check_bucket(&self, key: &str) -> Result<()> {
+        let url = || self.bucket.head_bucket(Some(&self.creds)).sign(SIGNATURE_LIFETIME);
+        let c = Call { op: "HEAD bucket", verb: Verb::Head, key, url: &url, headers: &[], body: &[], stream: false, retry_5xx: true };
+        let r = self.send(&c)?;
+        if r.status().as_u16() == 404 {
+            return Err(self.err(key, S3Problem::NoSuchBucket { endpoint: self.endpoint.clone() }));
+        }
+        // Anything else (including 403 without ListBucket permission): the
+        // object's own answer, 404, stands.
+        Ok(())
+    }
+
+    /// `GET` of one key as a stream, `None` on 404 `NoSuchKey` (or on any
+    /// failure answer for a `second_chance` lookup, as for [`Self::head`]).
+    fn get(&self, key: &str, second_chance: bool) -> Result<Option<Box<dyn Read>>> {
+        let url = || self.bucket.get_object(Some(&self.creds), key).sign(SIGNATURE_LIFETIME);
+        let retry_5xx = !second_chance;
+        let c = Call { op: "GET", verb: Verb::Get, key, url: &url, headers: &[], body: &[], stream: true, retry_5xx };
+        let r = self.send(&c)?;
+        if r.status().is_success() {
+            let download = Download { inner: r.into_body().into_reader(), timeout: self.timeout, secrets: self.secrets() };
+            return Ok(Some(Box::new(download)));
+        }
+        if second_chance {
+            return Ok(None);
+        }
+        if r.status().as_u16() == 404 {
+            let (code, message) = error_fields(&answer_text(r.into_body()));
+            if code.is_empty() || code == "NoSuchKey" {
+                return Ok(None);
+            }
+            return Err(self.err(key, classify("GET", 404, &code, &message, &self.endpoint)));
+        }
+        Err(self.answer_error(&c, r))
+    }
+
+    fn secrets(&self) -> [String; 2] {
+        [self.creds.key().to_string(), self.creds.secret().to_string()]
+    }
+
+    fn delete_key(&self, key: &str) -> Result<()> {
+        let url = || self.bucket.delete_object(Some(&self.creds), key).sign(SIGNATURE_LIFETIME);
+        let c = Call { op: "DELETE", verb: Verb::Delete, key, url: &url, headers: &[], body: &[], stream: false, retry_5xx: true };
+        let r = self.send(&c)?;
+        if r.status().is_success() || r.status().as_u16() == 404 {
+            return Ok(());
+        }
+        Err(self.answer_error(&c, r))
+    }
+
+    fn put_single(&self, key: &str, data: &[u8], meta: &[(String, String)]) -> Result<()> {
+        let mut headers = meta.to_vec();
+        headers.push(("content-md5".into(), content_md5(data)));
+        let url = || {
+            let mut a = self.bucket.put_object(Some(&self.creds), key);
+            for (k, v) in &headers {
+                a.headers_mut().insert(k.as_str(), v.as_str());
+            }
+            a.sign(SIGNATURE_LIFETIME)
+        };
+        let c = Call { op: "PUT", verb: Verb::Put, key, url: &url, headers: &headers, body: data, stream: false, retry_5xx: true };
+        let r = self.send(&c)?;
+        if r.status().is_success() {
+            return Ok(());
+        }
+        Err(self.answer_error(&c, r))
+    }
+
+    fn create_upload(&self, key: &str, meta: &[(String, String)]) -> Result<String> {
+        let url = || {
+            let mut a = self.bucket.create_multipart_upload(Some(&self.creds), key);
+            for (k, v) in meta {
+                a.headers_mut().insert(k.as_str(), v.as_str());
+            }
+            a.sign(SIGNATURE_LIFETIME)
+        };
+        let op = "CreateMultipartUpload";
+        let c = Call { op, verb: Verb::Post, key, url: &url, headers: meta, body: &[], stream: false, retry_5xx: true };
+        let r = self.send(&c)?;
+        if !r.status().is_success() {
+            return Err(self.answer_error(&c, r));
+        }
+        let text = answer_text(r.into_body());
+        match CreateMultipartUpload::parse_response(&text) {
+            Ok(resp) if !resp.upload_id().is_empty() => Ok(resp.upload_id().to_string()),
+            _ => Err(self.err(key, S3Problem::Protocol { op, detail: "no UploadId in the answer".into() })),
+        }
+    }
+
+    fn upload_part(&self, key: &str, upload_id: &str, number: usize, data: &[u8]) -> Result<String> {
+        let part = u16::try_from(number).map_err(|_| self.err(key, S3Problem::Protocol { op: "UploadPart", detail: "too many parts".into() }))?;
+        let headers = [("content-md5".to_string(), content_md5(data))];
+        let url = || {
+            let mut a = self.bucket.upload_part(Some(&self.creds), key, part, upload_id);
+            a.headers_mut().insert("content-md5", headers[0].1.as_str());
+            a.sign(SIGNATURE_LIFETIME)
+        };
+        let c = Call { op: "UploadPart", verb: Verb::Put, key, url: &url, headers: &headers, body: data, stream: false, retry_5xx: true };
+        let r = self.send(&c)?;
+        if !r.status().is_success() {
+            return Err(self.answer_error(&c, r));
+        }
+        // The ETag only names the part for CompleteMultipartUpload; integrity
+        // comes from Content-MD5 and the whole-object hash.
+        r.headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| self.err(key, S3Problem::Protocol { op: "UploadPart", detail: "no ETag in the answer".into() }))
+    }
+
+    fn complete_upload(&self, key: &str, upload_id: &str, etags: &[String], size: u64) -> Result<()> {
+        let body = self.bucket.complete_multipart_upload(Some(&self.creds), key, upload_id, etags.iter().map(String::as_str)).body();
+        let url = || {
+            self.bucket.complete_multipart_upload(Some(&self.creds), key, upload_id, std::iter::empty()).sign(SIGNATURE_LIFETIME)
+        };
+        let op = "CompleteMultipartUpload";
+        let c = Call { op, verb: Verb::Post, key, url: &url, headers: &[], body: body.as_bytes(), stream: false, retry_5xx: true };
+        let r = self.send(&c)?;
+        let status = r.status().as_u16();
+        let ok = r.status().is_success();
+        let text = answer_text(r.into_body());
+        // S3 may answer 200 and still fail, with an Error document.
+        let (code, message) = error_fields(&text);
+        if ok && !text.contains("<Error>") {
+            return Ok(());
+        }
+        if code == "NoSuchUpload" && self.head(key, false)? == Some(size) {
+            // A retry after a lost answer: the first attempt completed it.
+            return Ok(());
+        }
+        Err(self.err(key, classify(op, status, &code, &message, &self.endpoint)))
+    }
+
+    fn abort_upload(&self, key: &str, upload_id: &str) -> Result<()> {
+        let url = || self.bucket.abort_multipart_upload(Some(&self.creds), key, upload_id).sign(SIGNATURE_LIFETIME);
+        let c = Call { op: "AbortMultipartUpload", verb: Verb::Delete, key, url: &url, headers: &[], body: &[], stream: false, retry_5xx: true };
+        let r = self.send(&c)?;
+        if r.status().is_success() || r.status().as_u16() == 404 {
+            return Ok(());
+        }
+        Err(self.answer_error(&c, r))
+    }
+
+    /// Uploads the parts (the first already in `buf`), then completes the
+    /// upload only if the whole object hashes to `expect`.
+    #[allow(clippy::too_many_arguments)]
+    fn upload_parts(
+        &self,
+        relative: &str,
+        key: &str,
+        upload_id: &str,
+        src: &mut dyn Read,
+        buf: &mut PartBuffer,
+        mut ended: bool,
+        mut hasher: Hasher,
+        expect: Option<Hash>,
+    ) -> Result<(Hash, u64)> {
+        let mut etags = Vec::new();
+        let mut total = 0u64;
+        loop {
+            if etags.len() == MAX_PARTS {
+                return Err(self.err(key, S3Problem::TooLarge { limit: MAX_OBJECT }));
+            }
+            hasher.update(buf.filled());
+            total += buf.len as u64;
+            etags.push(self.upload_part(key, upload_id, etags.len() + 1, buf.filled())?);
+            if ended {
+                break;
+            }
+            ended = buf.fill(src, PART_SIZE).map_err(|e| Error::io("read source for", self.describe(relative), e))?;
+            if buf.len == 0 {
+                break;
+            }
+        }
+        let got = hasher.finish();
+        if let Some(want) = expect.filter(|w| *w != got) {
+            return Err(Error::ChecksumMismatch {
+                what: format!("source for {}", self.describe(relative)),
+                expected: to_hex(&want),
+                actual: to_hex(&got),
+            });
+        }
+        self.complete_upload(key, upload_id, &etags, total)?;
+        Ok((got, total))
+    }
+}
+
+/// A reusable upload buffer that grows (by doubling) only as far as the data needs.
+struct PartBuffer {
+    data: Vec<u8>,
+    len: usize,
+}
+
+impl PartBuffer {
+    fn new() -> Self {
+        PartBuffer { data: Vec::new(), len: 0 }
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+
+    /// Replaces the contents with up to `limit` bytes of `src`; returns
+    /// whether `src` ended.
+    fn fill(&mut self, src: &mut dyn Read, limit: usize) -> io::Result<bool> {
+        self.len = 0;
+        loop {
+            if self.len == limit {
+                return Ok(false);
+            }
+            if self.len == self.data.len() {
+                let grown = (self.data.len() * 2).clamp(FIRST_BUFFER, limit);
+                self.data.resize(grown, 0);
+            }
+            match src.read(&mut self.data[self.len..]) {
+                Ok(0) => return Ok(true),
+                Ok(n) => self.len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A download body whose errors never quote the request.
+struct Download {
+    inner: ureq::BodyReader<'static>,
+    timeout: Duration,
+    secrets: [String; 2],
+}
+
+impl Read for Download {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            let timed_out = e.kind() == io::ErrorKind::TimedOut
+                || e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()).is_some_and(|u| matches!(u, ureq::Error::Timeout(_)));
+            if timed_out {
+                return io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the S3 server sent nothing for {} s (config key 'timeout')", self.timeout.as_secs_f64()),
+                );
+            }
+            let mut text = shorten(&e.to_string());
+            for s in &self.secrets {
+                if !s.is_empty() {
+                    text = text.replace(s.as_str(), "<redacted>");
+                }
+            }
+            io::Error::new(e.kind(), format!("S3 download interrupted: {text}"))
+        })
+    }
+}
+
+impl ObjectStore for S3Store {
+    fn size(&self, relative: &str) -> Result<Option<u64>> {
+        let (key, rooted) = self.keys(relative);
+        if let Some(n) = self.head(&key, false)? {
+            return Ok(Some(n));
+        }
+        if let Some(rooted) = rooted {
+            if let Some(n) = self.head(&rooted, true)? {
+                return Ok(Some(n));
+            }
+        }
+        self.check_bucket(&key)?;
+        Ok(None)
+    }
+
+    fn open(&self, relative: &str) -> Result<Box<dyn Read>> {
+        let (key, rooted) = self.keys(relative);
+        if let Some(r) = self.get(&key, false)? {
+            return Ok(r);
+        }
+        if let Some(rooted) = rooted {
+            if let Some(r) = self.get(&rooted, true)? {
+                return Ok(r);
+            }
+        }
+        Err(self.missing(relative))
+    }
+
+    fn put(&self, relative: &str, src: &mut dyn Read, mut hasher: Hasher, expect: Option<Hash>, meta: &[(&str, &str)]) -> Result<(Hash, u64)> {
+        let (key, _) = self.keys(relative);
+        let meta: Vec<(String, String)> = meta.iter().map(|(k, v)| (format!("x-amz-meta-{}", k.to_ascii_lowercase()), v.to_string())).collect();
+        let mut buf = PartBuffer::new();
+        let ended = buf.fill(src, PART_SIZE).map_err(|e| Error::io("read source for", self.describe(relative), e))?;
+        match plan(buf.len, ended) {
+            Upload::Single => {
+                hasher.update(buf.filled());
+                let got = hasher.finish();
+                if let Some(want) = expect.filter(|w| *w != got) {
+                    return Err(Error::ChecksumMismatch {
+                        what: format!("source for {}", self.describe(relative)),
+                        expected: to_hex(&want),
+                        actual: to_hex(&got),
+                    });
+                }
+                self.put_single(&key, buf.filled(), &meta)?;
+                Ok((got, buf.len as u64))
+            }
+            Upload::Multipart => {
+                let upload_id = self.create_upload(&key, &meta)?;
+                let result = self.upload_parts(relative, &key, &upload_id, src, &mut buf, ended, hasher, expect);
+                if result.is_err() {
+                    // Best effort: parts of an unfinished upload are never
+                    // visible as an object, aborting only frees their space.
+                    let _ = self.abort_upload(&key, &upload_id);
+                }
+                result
+            }
+        }
+    }
+
+    /// Two passes over a seekable source: hash it to learn the key, skip the
+    /// upload when an object of that size is already there, else rewind and
+    /// upload it with the hash as the expected one. An S3 object cannot be
+    /// renamed once written (a server-side copy would cost a second write and
+    /// leave a temporary object behind after a crash); reading a server file
+    /// twice is cheaper, and a file that changes between the passes fails the
+    /// check of the second pass, which leaves nothing stored.
+    fn put_by_hash(
+        &self,
+        scope: &str,
+        src: &mut dyn Source,
+        hasher: Hasher,
+        key_of: &dyn Fn(&Hash) -> String,
+    ) -> Result<(Hash, u64, bool)> {
+        let start = src.stream_position().map_err(|e| Error::io("read source for", self.describe(scope), e))?;
+        let (hash, n) = hash_all(src, hasher.clone()).map_err(|e| Error::io("read source for", self.describe(scope), e))?;
+        let relative = key_of(&hash);
+        if self.size(&relative)? == Some(n) {
+            return Ok((hash, n, false));
+        }
+        src.seek(SeekFrom::Start(start)).map_err(|e| Error::io("rewind source for", self.describe(&relative), e))?;
+        let (_, written) = self.put(&relative, src, hasher, Some(hash), &[])?;
+        Ok((hash, written, true))
+    }
+
+    fn delete(&self, relative: &str) -> Result<bool> {
+        let (key, rooted) = self.keys(relative);
+        let mut deleted = false;
+        // Both forms: a copy left under the other one would keep the object readable.
+        for (k, second_chance) in [(key.clone(), false)].into_iter().chain(rooted.map(|r| (r, true))) {
+            if self.head(&k, second_chance)?.is_some() {
+                self.delete_key(&k)?;
+                deleted = true;
+            }
+        }
+        if !deleted {
+            self.check_bucket(&key)?;
+        }
+        Ok(deleted)
+    }
+
+    fn describe(&self, relative: &str) -> String {
+        format!("object '{}' in bucket '{}' of store '{}'", self.keys(relative).0, self.bucket.name(), self.name)
+    }
+
+    fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_prefix_strips_root_drive_and_empty_parts() {
+        assert_eq!(location_prefix("dj/store"), "dj/store");
+        assert_eq!(location_prefix("/dj/store"), "dj/store");
+        assert_eq!(location_prefix("/dj/store/"), "dj/store");
+        assert_eq!(location_prefix("//dj//./store"), "dj/store");
+        assert_eq!(location_prefix("C:\\data\\dj"), "data/dj");
+        assert_eq!(location_prefix("\\data"), "data");
+        assert_eq!(location_prefix(""), "");
+        assert_eq!(location_prefix("/"), "");
+        assert_eq!(location_prefix("."), "");
+    }
+
+    #[test]
+    fn keys_and_the_leading_slash_form() {
+        let rel = "mydb/67/6d/676de6356c1b33e8084921c02b8cdea6";
+        assert_eq!(object_keys("dj", rel), (format!("dj/{rel}"), None));
+        assert_eq!(object_keys("/dj/x", rel), (format!("dj/x/{rel}"), Some(format!("/dj/x/{rel}"))));
+        assert_eq!(object_keys("/", rel), (rel.to_string(), Some(format!("/{rel}"))));
+        assert_eq!(object_keys("", "a/b.dat"), ("a/b.dat".to_string(), None));
+        assert_eq!(object_keys("C:\\dj", "f"), ("dj/f".to_string(), None));
+    }
+
+    #[test]
+    fn content_md5_is_base64_of_the_raw_digest() {
+        // RFC 1864 / AWS examples
+        assert_eq!(content_md5(b""), "1B2M2Y8AsgTpgAmY7PhCfg==");
+        assert_eq!(content_md5(b"hello world\n"), "b1kCrCNwJL3QwXbLkwY9xA==");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foob"), "Zm9vYg==");
+    }
+
+    #[test]
+    fn upload_plan_and_part_sizing() {
+        assert_eq!(plan(0, true), Upload::Single);
+        assert_eq!(plan(SINGLE_PUT_MAX, true), Upload::Single);
+        assert_eq!(plan(SINGLE_PUT_MAX + 1, true), Upload::Multipart);
+        assert_eq!(plan(PART_SIZE, false), Upload::Multipart);
+        assert_eq!(parts_for(0), Some(1));
+        assert_eq!(parts_for(PART_SIZE as u64), Some(1));
+        assert_eq!(parts_for(PART_SIZE as u64 + 1), Some(2));
+        assert_eq!(parts_for(300 << 20), Some(19));
+        assert_eq!(parts_for(MAX_OBJECT), Some(MAX_PARTS));
+        assert_eq!(parts_for(MAX_OBJECT + 1), None);
+        const { assert!(PART_SIZE >= 5 << 20, "S3 parts other than the last must be at least 5 MiB") };
+    }
+
+    #[test]
+    fn part_buffer_grows_only_as_needed_and_is_reused() {
+        let data = vec![7u8; 200_000];
+        let mut src = &data[..];
+        let mut b = PartBuffer::new();
+        assert!(!b.fill(&mut src, 150_000).unwrap());
+        assert_eq!(b.len, 150_000);
+        assert!(b.data.len() <= 150_000);
+        assert!(b.fill(&mut src, 150_000).unwrap());
+        assert_eq!(b.len, 50_000);
+        assert!(b.fill(&mut src, 150_000).unwrap());
+        assert_eq!(b.len, 0);
+        let mut small = &b"abc"[..];
+        let mut b = PartBuffer::new();
+        assert!(b.fill(&mut small, PART_SIZE).unwrap());
+        assert_eq!(b.filled(), b"abc");
+        assert_eq!(b.data.len(), FIRST_BUFFER);
+    }
+
+    #[test]
+    fn error_documents_are_read_and_classified() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match &amp; so on</Message>
+<AWSAccessKeyId>AKIDEXAMPLE</AWSAccessKeyId></Error>"#;
+        let (code, message) = error_fields(xml);
+        assert_eq!(code, "SignatureDoesNotMatch");
+        assert_eq!(message, "The request signature we calculated does not match & so on");
+        let p = classify("GET", 403, &code, &message, "h:9000");
+        assert_eq!(p, S3Problem::BadCredentials { code: "SignatureDoesNotMatch".into() });
+        assert!(p.to_string().starts_with("bad credentials"), "{p}");
+        assert!(!p.to_string().contains("AKIDEXAMPLE"));
+        assert_eq!(classify("PUT", 403, "InvalidAccessKeyId", "", "h"), S3Problem::BadCredentials { code: "InvalidAccessKeyId".into() });
+        assert_eq!(classify("PUT", 404, "NoSuchBucket", "x", "h:1"), S3Problem::NoSuchBucket { endpoint: "h:1".into() });
+        assert!(matches!(classify("PUT", 403, "AccessDenied", "no", "h"), S3Problem::AccessDenied { .. }));
+        let p = classify("PUT", 500, "", "", "h");
+        assert_eq!(p.to_string(), "PUT failed: HTTP 500: internal server error");
+        let p = classify("UploadPart", 400, "BadDigest", "whatever", "h");
+        assert!(p.to_string().contains("BadDigest") && p.to_string().contains("Content-MD5"), "{p}");
+        assert_eq!(error_fields("not xml"), (String::new(), String::new()));
+        let long = "x".repeat(1000);
+        assert!(classify("GET", 400, "Odd", &long, "h").to_string().len() < 300);
+    }
+
+    #[test]
+    fn errors_name_store_bucket_and_key() {
+        let e = Error::S3 {
+            store: "s3data".into(),
+            bucket: "djtest".into(),
+            key: "dj/sch/a.dat".into(),
+            problem: Box::new(S3Problem::Unreachable { endpoint: "127.0.0.1:9".into(), detail: "connection refused".into(), attempts: 4 }),
+        };
+        assert_eq!(
+            e.to_string(),
+            "store 's3data': S3 endpoint 127.0.0.1:9 is unreachable (connection refused; 4 attempts); bucket 'djtest', key 'dj/sch/a.dat'"
+        );
+        assert_eq!(e.status(), format!("error: {e}"));
+    }
+
+    fn store(location: &str) -> S3Store {
+        store_at("127.0.0.1:1", location, "")
+    }
+
+    fn store_at(endpoint: &str, location: &str, extra: &str) -> S3Store {
+        let cfg = config::Config::parse(
+            std::path::Path::new("/etc/t.json"),
+            &format!(
+                r#"{{"stores": {{"s": {{"protocol": "s3", "endpoint": "{endpoint}", "bucket": "b", "location": "{location}",
+                    "access_key": "AKIDSECRETACCESS", "secret_key": "SECRETKEYVALUE123"{extra}}}}}}}"#
+            ),
+        )
+        .unwrap();
+        let st = cfg.store("s").unwrap();
+        let crate::config::Protocol::S3(s3) = &st.protocol else { unreachable!() };
+        S3Store::new(st, s3).unwrap()
+    }
+
+    #[test]
+    fn describe_scrub_and_local_path() {
+        let s = store("/dj/loc");
+        assert_eq!(s.describe("sch/a.txt"), "object 'dj/loc/sch/a.txt' in bucket 'b' of store 's'");
+        assert_eq!(s.local_path("x"), None);
+        assert_eq!(s.scrub("key AKIDSECRETACCESS secret SECRETKEYVALUE123"), "key <redacted> secret <redacted>");
+        let e = s.err("k", S3Problem::Failed { op: "GET", status: 400, code: "X".into(), message: "echo SECRETKEYVALUE123".into() });
+        assert!(!e.to_string().contains("SECRETKEYVALUE123"), "{e}");
+    }
+
+    #[test]
+    fn connection_refused_is_reported_without_secrets_and_quickly() {
+        // Port 1 on localhost refuses at once; one retry, 0.5 s backoff.
+        let mut s = store("dj");
+        s.retries = 1;
+        let t = std::time::Instant::now();
+        let e = s.size("sch/x").unwrap_err().to_string();
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(e.starts_with("store 's': S3 endpoint 127.0.0.1:1 is unreachable (connection refused; 2 attempts)"), "{e}");
+        assert!(e.ends_with("bucket 'b', key 'dj/sch/x'"), "{e}");
+        assert!(!e.contains("AKIDSECRETACCESS") && !e.contains("SECRETKEYVALUE123"), "{e}");
+    }
+
+    /// A request as the fake server saw it.
+    #[derive(Debug)]
+    struct Seen {
+        /// Method and path, without the query (which holds the signature).
+        line: String,
+        query: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Seen {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// A throwaway HTTP server: answers each connection with `answer(request)`,
+    /// or never answers when it returns `None`. Ends after `n` connections and
+    /// returns what it saw.
+    fn fake_server(n: usize, answer: fn(&Seen) -> Option<String>) -> (String, std::thread::JoinHandle<Vec<Seen>>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let handle = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut held = Vec::new();
+            for _ in 0..n {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let mut headers = Vec::new();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = h.trim_end().split_once(':') {
+                        headers.push((k.trim().to_string(), v.trim().to_string()));
+                    }
+                }
+                let (target, _) = line.trim_end().rsplit_once(' ').unwrap_or((&line, ""));
+                let (path, query) = target.split_once('?').unwrap_or((target, ""));
+                let mut req = Seen { line: path.to_string(), query: query.to_string(), headers, body: Vec::new() };
+                let len = req.header("content-length").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+                req.body = vec![0; len];
+                reader.read_exact(&mut req.body).unwrap();
+                match answer(&req) {
+                    Some(reply) => conn.write_all(reply.as_bytes()).unwrap(),
+                    None => held.push(conn),
+                }
+                seen.push(req);
+            }
+            std::thread::sleep(Duration::from_millis(1500));
+            seen
+        });
+        (addr, handle)
+    }
+
+    fn reply(status: &str, headers: &str, body: &str) -> Option<String> {
+        Some(format!("HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()))
+    }
+
+    /// Answers a multipart upload the way S3 does.
+    fn multipart_answer(req: &Seen) -> Option<String> {
+        const NS: &str = "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"";
+        let q = &req.query;
+        if req.line.starts_with("HEAD") {
+            reply("404 Not Found", "", "")
+        } else if req.line.starts_with("POST") && q.contains("uploads") {
+            reply("200 OK", "", &format!("<InitiateMultipartUploadResult {NS}><UploadId>UP1</UploadId></InitiateMultipartUploadResult>"))
+        } else if req.line.starts_with("PUT") {
+            let n = q.split('&').find_map(|kv| kv.strip_prefix("partNumber=")).unwrap_or("?");
+            reply("200 OK", &format!("ETag: \"etag{n}\"\r\n"), "")
+        } else if req.line.starts_with("POST") {
+            reply("200 OK", "", &format!("<CompleteMultipartUploadResult {NS}><ETag>\"x-2\"</ETag></CompleteMultipartUploadResult>"))
+        } else {
+            reply("204 No Content", "", "")
+        }
+    }
+
+    fn two_part_object() -> Vec<u8> {
+        (0..PART_SIZE + 5).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn multipart_parts_carry_content_md5_and_complete_in_order() {
+        let (addr, server) = fake_server(4, multipart_answer);
+        let s = store_at(&addr, "dj", "");
+        let data = two_part_object();
+        let want = crate::hash::digest(b"", &data);
+        let mut src = &data[..];
+        let (got, n) = s.put("sch/big", &mut src, Hasher::default(), Some(want), &[("contents_hash", "u-u-i-d")]).unwrap();
+        assert_eq!((got, n), (want, data.len() as u64));
+        let seen = server.join().unwrap();
+        let lines: Vec<_> = seen.iter().map(|r| r.line.as_str()).collect();
+        assert_eq!(lines, ["POST /b/dj/sch/big", "PUT /b/dj/sch/big", "PUT /b/dj/sch/big", "POST /b/dj/sch/big"]);
+        assert_eq!(seen[0].header("x-amz-meta-contents_hash"), Some("u-u-i-d"));
+        let parts = [&data[..PART_SIZE], &data[PART_SIZE..]];
+        for (req, part) in seen[1..3].iter().zip(parts) {
+            assert_eq!(req.body.len(), part.len());
+            assert_eq!(req.header("content-md5"), Some(content_md5(part).as_str()));
+            assert!(req.query.contains("uploadId=UP1"), "{}", req.query);
+        }
+        let complete = String::from_utf8_lossy(&seen[3].body);
+        let first = complete.find("<PartNumber>1</PartNumber>").unwrap();
+        let second = complete.find("<PartNumber>2</PartNumber>").unwrap();
+        assert!(first < second && complete.contains("etag1") && complete.contains("etag2"), "{complete}");
+    }
+
+    #[test]
+    fn multipart_with_unexpected_hash_is_aborted_not_completed() {
+        let (addr, server) = fake_server(4, multipart_answer);
+        let s = store_at(&addr, "dj", "");
+        let data = two_part_object();
+        let mut src = &data[..];
+        let e = s.put("sch/big", &mut src, Hasher::default(), Some([0; 16]), &[]).unwrap_err();
+        assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("object 'dj/sch/big' in bucket 'b' of store 's'"), "{e}");
+        let seen = server.join().unwrap();
+        let lines: Vec<_> = seen.iter().map(|r| (r.line.as_str(), r.query.contains("uploadId=UP1"))).collect();
+        assert_eq!(
+            lines,
+            [("POST /b/dj/sch/big", false), ("PUT /b/dj/sch/big", true), ("PUT /b/dj/sch/big", true), ("DELETE /b/dj/sch/big", true)]
+        );
+    }
+
+    #[test]
+    fn a_single_put_with_unexpected_hash_sends_nothing() {
+        let s = store("dj"); // nothing listens: any request would fail otherwise
+        let mut src = &b"small"[..];
+        let e = s.put("sch/x", &mut src, Hasher::default(), Some([0; 16]), &[]).unwrap_err();
+        assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
+    }
+
+    #[test]
+    fn objects_under_the_leading_slash_form_are_found() {
+        fn answer(req: &Seen) -> Option<String> {
+            let found = req.line.ends_with(" /b//dj/x/sch/a.txt");
+            Some(match (req.line.starts_with("GET"), found) {
+                (_, false) => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+                (false, true) => "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n".into(),
+                (true, true) => "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".into(),
+            })
+        }
+        let (addr, server) = fake_server(4, answer);
+        let s = store_at(&addr, "/dj/x", "");
+        assert_eq!(s.size("sch/a.txt").unwrap(), Some(5));
+        let mut body = String::new();
+        s.open("sch/a.txt").unwrap().read_to_string(&mut body).unwrap();
+        assert_eq!(body, "hello");
+        let seen: Vec<_> = server.join().unwrap().into_iter().map(|r| r.line).collect();
+        assert_eq!(
+            seen,
+            ["HEAD /b/dj/x/sch/a.txt", "HEAD /b//dj/x/sch/a.txt", "GET /b/dj/x/sch/a.txt", "GET /b//dj/x/sch/a.txt"].map(String::from)
+        );
+    }
+
+    #[test]
+    fn a_silent_server_times_out() {
+        let (addr, _server) = fake_server(1, |_| None);
+        let s = store_at(&addr, "dj", r#", "timeout": 0.5, "retries": 2"#);
+        let t = std::time::Instant::now();
+        let e = s.size("sch/x").unwrap_err().to_string();
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(3), "{took:?}");
+        assert!(e.contains("HEAD timed out: the S3 server sent nothing for 0.5 s (config key 'timeout')"), "{e}");
+    }
+
+    #[test]
+    fn server_errors_are_retried_then_reported() {
+        let (addr, server) = fake_server(3, |_| {
+            Some("HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into())
+        });
+        let s = store_at(&addr, "dj", r#", "retries": 2"#);
+        let t = std::time::Instant::now();
+        let e = s.size("sch/x").unwrap_err().to_string();
+        // backoff 0.5 s then 1 s
+        assert!(t.elapsed() >= Duration::from_millis(1500), "{:?}", t.elapsed());
+        assert!(e.contains("HEAD failed: HTTP 503: service unavailable"), "{e}");
+        assert_eq!(server.join().unwrap().len(), 3);
+    }
+}
