@@ -26,7 +26,7 @@ S3_BUCKET = "djtest"
 S3_ACCESS_KEY = "djtestaccesskey"
 S3_SECRET_KEY = "djtest-secret-9f8e7d6c5b4a"
 # The stores backed by the S3 server, with tracking tables in every test schema.
-S3_STORES = ["s3attach", "s3blobs", "s3data", "s3slash"]
+S3_STORES = ["s3attach", "s3blobs", "s3data", "s3slash", "s3flat", "s3deep"]
 
 
 def free_port():
@@ -75,6 +75,8 @@ class World:
                 "s3data": dict(s3, location="dj/data", stage=str(self.dirs["s3stage"])),
                 # DataJoint on Python >= 3.12 keeps this leading '/' in keys.
                 "s3slash": dict(s3, location="/dj/slash", stage=str(self.dirs["s3stage"])),
+                "s3flat": dict(s3, location="dj/flat", subfolding=None),
+                "s3deep": dict(s3, location="dj/deep", subfolding=[1, 2, 3]),
                 # Fault cases.
                 "s3badkey": dict(s3, location="dj/attach", secret_key="not-the-secret", retries=0),
                 "s3nobucket": dict(s3, location="dj", bucket="no-such-bucket"),

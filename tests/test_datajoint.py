@@ -14,20 +14,38 @@ import datajoint as dj  # noqa: E402
 
 from conftest import attach_hash, md5  # noqa: E402
 
-FILE_STORES = ["localattach", "main", "data", "flat", "deep", "same"]
+# The same suite runs on file stores and on S3 stores: role -> store name.
+KINDS = {
+    "file": dict(attach="localattach", blob="main", fp="data", flat="flat", deep="deep", stage="stage"),
+    "s3": dict(attach="s3attach", blob="s3blobs", fp="s3data", flat="s3flat", deep="s3deep", stage="s3stage"),
+}
+# The store keys DataJoint itself knows (the plugin's transfer settings are not among them).
+DJ_KEYS = ["protocol", "location", "subfolding", "stage", "endpoint", "bucket", "access_key", "secret_key", "secure"]
 NAMES = ["empty.bin", "with space.txt", "a.tar.gz", ".hidden", "Ströme ü.dat", "comma, (parens) & more.txt"]
 # DataJoint splices attachment names and file paths into its SQL unescaped,
 # so only SQL can write names with quotes; DataJoint reads them fine.
 SQL_NAMES = NAMES[:-1] + ["it's \"quoted\".txt"]
 
 
+@pytest.fixture(params=list(KINDS))
+def st(request, world):
+    """Store names by role, for file stores or S3 stores."""
+    if request.param == "s3":
+        request.getfixturevalue("s3")
+    return type("Stores", (), KINDS[request.param])
+
+
 @pytest.fixture
-def dj_env(world, db):
-    """A DataJoint connection configured with the server's own file stores."""
+def dj_env(world, db, st):
+    """A DataJoint connection configured with the server's own stores."""
     dj.config["database.use_tls"] = False
     dj.config["safemode"] = False
     dj.config["display.progress"] = False
-    dj.config["stores"] = {k: dict(v) for k, v in world.base_config["stores"].items() if k in FILE_STORES}
+    stores = world.base_config["stores"]
+    dj.config["stores"] = {
+        name: {k: v for k, v in stores[name].items() if k in DJ_KEYS}
+        for name in [st.attach, st.blob, st.fp, st.flat, st.deep]
+    }
     dj.config["filepath_checksum_size_limit"] = None
     dj.config["filepath_checksum_size_limit_insert"] = None
     conn = dj.Connection(f"127.0.0.1:{world.port}", "dj", "dj", use_tls=False)
@@ -60,32 +78,32 @@ def write(path: pathlib.Path, data: bytes) -> str:
     return str(path)
 
 
-def test_python_writes_sql_reads(dj_env, db, world, tmp_path):
+def test_python_writes_sql_reads(dj_env, st, db, world, tmp_path):
     conn, schema = dj_env
-    Rec = declare(schema, "Rec", """
+    Rec = declare(schema, "Rec", f"""
         rec_id : int
         ---
-        att = null : attach@localattach
-        val = null : blob@main
-        fp = null : filepath@data
-        flat_val = null : blob@flat
-        deep_att = null : attach@deep
+        att = null : attach@{st.attach}
+        val = null : blob@{st.blob}
+        fp = null : filepath@{st.fp}
+        flat_val = null : blob@{st.flat}
+        deep_att = null : attach@{st.deep}
         """)
     values = [np.arange(10.0), {"a": 1, "b": "text"}, np.zeros((0,)), "a string", 3.0, np.random.rand(50, 40)]
     for i, (name, val) in enumerate(zip(NAMES, values)):
         data = os.urandom(i * 1000)  # the first file is empty
         local = write(tmp_path / f"in{i}" / name, data)
-        staged = write(world.dirs["stage"] / db.schema / "nested" / f"d{i}" / name, data)
+        staged = write(world.dirs[st.stage] / db.schema / "nested" / f"d{i}" / name, data)
         Rec.insert1(dict(rec_id=i, att=local, val=val, fp=staged, flat_val=val, deep_att=local))
     Rec.insert1(dict(rec_id=99))  # all NULL
     for i, (name, val) in enumerate(zip(NAMES, values)):
         data = (tmp_path / f"in{i}" / name).read_bytes()
         att, packed, fp_hash, flat_packed, deep = db.one(
-            f"SELECT att, dj_udf.blob_get('main', %s, val), fp, dj_udf.blob_get('flat', %s, flat_val), deep_att "
-            f"FROM `{db.schema}`.rec WHERE rec_id = %s", (db.schema, db.schema, i))
+            f"SELECT att, dj_udf.blob_get(%s, %s, val), fp, dj_udf.blob_get(%s, %s, flat_val), deep_att "
+            f"FROM `{db.schema}`.rec WHERE rec_id = %s", (st.blob, db.schema, st.flat, db.schema, i))
         assert att == attach_hash(name, data)
-        assert sql_attach(db, "localattach", att) == (name, data)
-        assert sql_attach(db, "deep", deep) == (name, data)
+        assert sql_attach(db, st.attach, att) == (name, data)
+        assert sql_attach(db, st.deep, deep) == (name, data)
         got = dj.blob.unpack(packed)
         if isinstance(val, np.ndarray):
             np.testing.assert_array_equal(got, val)
@@ -93,38 +111,38 @@ def test_python_writes_sql_reads(dj_env, db, world, tmp_path):
             assert got == val
         assert flat_packed == packed
         # filepath: SQL syncs the stage copy back after it is removed
-        rel, ch, size = db.one(f"SELECT filepath, contents_hash, size FROM `{db.schema}`.`~external_data` WHERE hash=%s", (fp_hash,))
+        rel, ch, size = db.one(f"SELECT filepath, contents_hash, size FROM `{db.schema}`.`~external_{st.fp}` WHERE hash=%s", (fp_hash,))
         assert rel == f"{db.schema}/nested/d{i}/{name}" and ch == md5(data) and size == len(data)
-        staged = world.dirs["stage"] / rel
+        staged = world.dirs[st.stage] / rel
         staged.unlink()
-        assert db.one("SELECT dj_udf.filepath_get('data', %s, %s, %s)", (rel, ch, size)) == str(staged)
+        assert db.one("SELECT dj_udf.filepath_get(%s, %s, %s, %s)", (st.fp, rel, ch, size)) == str(staged)
         assert staged.read_bytes() == data
-    assert db.one(f"SELECT dj_udf.blob_get('main', %s, val) FROM `{db.schema}`.rec WHERE rec_id = 99", (db.schema,)) is None
-    for store in ["localattach", "main", "data", "flat", "deep"]:
+    assert db.one(f"SELECT dj_udf.blob_get(%s, %s, val) FROM `{db.schema}`.rec WHERE rec_id = 99", (st.blob, db.schema)) is None
+    for store in [st.attach, st.blob, st.fp, st.flat, st.deep]:
         all_ok(db, store)
 
 
-def test_sql_writes_python_reads(dj_env, db, world, tmp_path):
+def test_sql_writes_python_reads(dj_env, st, db, world, tmp_path):
     conn, schema = dj_env
-    Rec = declare(schema, "Rec", """
+    Rec = declare(schema, "Rec", f"""
         rec_id : int
         ---
-        att = null : attach@localattach
-        val = null : blob@main
-        fp = null : filepath@data
+        att = null : attach@{st.attach}
+        val = null : blob@{st.blob}
+        fp = null : filepath@{st.fp}
         """)
     s = db.schema
     objects = [np.arange(7, dtype=np.int16), {"k": [1, 2, 3]}, np.zeros((0, 3)), "text", np.random.rand(20, 20), 2.5]
     for i, (name, obj) in enumerate(zip(SQL_NAMES, objects)):
         data = os.urandom(i * 777)
         if i % 2:
-            db.sql("CALL dj_udf.attach_put('localattach', %s, %s, %s, @a)", (s, name, data))
+            db.sql("CALL dj_udf.attach_put(%s, %s, %s, %s, @a)", (st.attach, s, name, data))
         else:
             write(world.dirs["import"] / s / name, data)
-            db.sql("CALL dj_udf.attach_put_file('localattach', %s, %s, @a)", (s, str(world.dirs["import"] / s / name)))
-        db.sql("CALL dj_udf.blob_put('main', %s, %s, @b)", (s, dj.blob.pack(obj)))
-        staged = write(world.dirs["stage"] / s / "deep" / "er" / name, data)
-        db.sql("CALL dj_udf.filepath_put('data', %s, %s, @f)", (s, staged))
+            db.sql("CALL dj_udf.attach_put_file(%s, %s, %s, @a)", (st.attach, s, str(world.dirs["import"] / s / name)))
+        db.sql("CALL dj_udf.blob_put(%s, %s, %s, @b)", (st.blob, s, dj.blob.pack(obj)))
+        staged = write(world.dirs[st.stage] / s / "deep" / "er" / name, data)
+        db.sql("CALL dj_udf.filepath_put(%s, %s, %s, @f)", (st.fp, s, staged))
         db.sql(f"INSERT INTO `{s}`.rec VALUES (%s, @a, @b, @f)", (i,))
         os.remove(staged)
     out = tmp_path / "out"
@@ -137,7 +155,7 @@ def test_sql_writes_python_reads(dj_env, db, world, tmp_path):
         if expected is not None:
             assert pathlib.Path(att).read_bytes() == expected
         assert pathlib.Path(fp).read_bytes() == pathlib.Path(att).read_bytes()
-        assert fp == str(world.dirs["stage"] / s / "deep" / "er" / name)
+        assert fp == str(world.dirs[st.stage] / s / "deep" / "er" / name)
         if isinstance(obj, np.ndarray):
             np.testing.assert_array_equal(val, obj)
             assert val.dtype == obj.dtype
@@ -145,62 +163,62 @@ def test_sql_writes_python_reads(dj_env, db, world, tmp_path):
             assert val == obj
 
 
-def test_sql_created_tables_are_accepted_by_datajoint(dj_env, db, world, tmp_path):
+def test_sql_created_tables_are_accepted_by_datajoint(dj_env, st, db, world, tmp_path):
     conn, _ = dj_env
     s = db.schema
     db.sql(f"""CREATE TABLE `{s}`.`scan` (
         `scan_id` int NOT NULL COMMENT "",
-        `image` binary(16) DEFAULT NULL COMMENT ":attach@localattach:the scan",
-        `samples` binary(16) DEFAULT NULL COMMENT ":blob@main:samples",
+        `image` binary(16) DEFAULT NULL COMMENT ":attach@{st.attach}:the scan",
+        `samples` binary(16) DEFAULT NULL COMMENT ":blob@{st.blob}:samples",
         PRIMARY KEY (`scan_id`),
-        FOREIGN KEY (`image`) REFERENCES `{s}`.`~external_localattach` (`hash`) ON UPDATE RESTRICT ON DELETE RESTRICT,
-        FOREIGN KEY (`samples`) REFERENCES `{s}`.`~external_main` (`hash`) ON UPDATE RESTRICT ON DELETE RESTRICT
+        FOREIGN KEY (`image`) REFERENCES `{s}`.`~external_{st.attach}` (`hash`) ON UPDATE RESTRICT ON DELETE RESTRICT,
+        FOREIGN KEY (`samples`) REFERENCES `{s}`.`~external_{st.blob}` (`hash`) ON UPDATE RESTRICT ON DELETE RESTRICT
         ) ENGINE=InnoDB, COMMENT "scans made in SQL" """)
-    db.sql("CALL dj_udf.attach_put('localattach', %s, 'scan.png', 'png bytes', @a)", (s,))
-    db.sql("CALL dj_udf.blob_put('main', %s, %s, @b)", (s, dj.blob.pack(np.eye(3))))
+    db.sql("CALL dj_udf.attach_put(%s, %s, 'scan.png', 'png bytes', @a)", (st.attach, s))
+    db.sql("CALL dj_udf.blob_put(%s, %s, %s, @b)", (st.blob, s, dj.blob.pack(np.eye(3))))
     db.sql(f"INSERT INTO `{s}`.scan VALUES (1, @a, @b)")
     vm = dj.VirtualModule("vm", s, connection=conn)
     heading = vm.Scan.heading
-    assert heading.attributes["image"].is_attachment and heading.attributes["image"].store == "localattach"
-    assert heading.attributes["samples"].is_blob and heading.attributes["samples"].store == "main"
+    assert heading.attributes["image"].is_attachment and heading.attributes["image"].store == st.attach
+    assert heading.attributes["samples"].is_blob and heading.attributes["samples"].store == st.blob
     image, samples = (vm.Scan & "scan_id=1").fetch1("image", "samples", download_path=str(tmp_path))
     assert pathlib.Path(image).read_bytes() == b"png bytes"
     np.testing.assert_array_equal(samples, np.eye(3))
     # DataJoint inserts into the SQL-made tables, and sees the SQL-made tracking tables
     vm.Scan.insert1(dict(scan_id=2, image=write(tmp_path / "in" / "b.png", b"more"), samples=np.ones(4)))
-    ext = vm.schema.external["localattach"]
+    ext = vm.schema.external[st.attach]
     assert len(ext) == 2
-    all_ok(db, "localattach")
-    all_ok(db, "main")
+    all_ok(db, st.attach)
+    all_ok(db, st.blob)
 
 
-def test_same_content_from_both_sides_is_one_object(dj_env, db, world, tmp_path):
+def test_same_content_from_both_sides_is_one_object(dj_env, st, db, world, tmp_path):
     conn, schema = dj_env
-    Doc = declare(schema, "Doc", """
+    Doc = declare(schema, "Doc", f"""
         doc_id : int
         ---
-        att : attach@localattach
-        val : blob@main
+        att : attach@{st.attach}
+        val : blob@{st.blob}
         """)
     data = os.urandom(5000)
     packed = dj.blob.pack(np.arange(5))
     Doc.insert1(dict(doc_id=1, att=write(tmp_path / "same.bin", data), val=np.arange(5)))
     s = db.schema
-    db.sql("CALL dj_udf.attach_put('localattach', %s, 'same.bin', %s, @a)", (s,  data))
-    db.sql("CALL dj_udf.blob_put('main', %s, %s, @b)", (s, packed))
+    db.sql("CALL dj_udf.attach_put(%s, %s, 'same.bin', %s, @a)", (st.attach, s, data))
+    db.sql("CALL dj_udf.blob_put(%s, %s, %s, @b)", (st.blob, s, packed))
     db.sql(f"INSERT INTO `{s}`.doc VALUES (2, @a, @b)")
     assert db.one(f"SELECT COUNT(DISTINCT att), COUNT(DISTINCT val) FROM `{s}`.doc") == (1, 1)
-    assert len(db.tracking("localattach")) == 1 and len(db.tracking("main")) == 1
-    assert len(list((world.dirs["attach"] / s).rglob("*same.bin"))) == 1
-    assert len([p for p in (world.dirs["blobs"] / s).rglob("*") if p.is_file()]) == 1
+    assert len(db.tracking(st.attach)) == 1 and len(db.tracking(st.blob)) == 1
+    assert [p.name.split(".", 1)[1] for p in stored_files(world, st.attach, s)] == ["same.bin"]
+    assert len(stored_files(world, st.blob, s)) == 1
 
 
-def test_cleanup_in_both_directions(dj_env, db, world, tmp_path):
+def test_cleanup_in_both_directions(dj_env, st, db, world, tmp_path):
     conn, schema = dj_env
-    Doc = declare(schema, "Doc", """
+    Doc = declare(schema, "Doc", f"""
         doc_id : int
         ---
-        att = null : attach@localattach
+        att = null : attach@{st.attach}
         """)
     s = db.schema
     files = {i: write(tmp_path / f"f{i}.txt", f"file {i}".encode()) for i in range(4)}
@@ -209,56 +227,56 @@ def test_cleanup_in_both_directions(dj_env, db, world, tmp_path):
     Doc.insert1(dict(doc_id=10))  # a NULL in the nullable external column
 
     def objects():
-        return sorted(p.name.split(".", 1)[1] for p in (world.dirs["attach"] / s).rglob("*.txt"))
+        return sorted(p.name.split(".", 1)[1] for p in stored_files(world, st.attach, s))
 
     # rows deleted in Python, cleaned from SQL; the NULL does not block it
     (Doc & "doc_id in (0, 1)").delete()
-    db.sql("CALL dj_udf.cleanup(%s, 'localattach', @r, @o, @f)", (s,))
+    db.sql("CALL dj_udf.cleanup(%s, %s, @r, @o, @f)", (s, st.attach))
     assert db.one("SELECT CONCAT_WS(',', @r, @o, @f)") == "2,2,0"
     assert objects() == ["f2.txt"]
     assert pathlib.Path((Doc & "doc_id=2").fetch1("att", download_path=str(tmp_path / "dl"))).read_bytes() == b"file 2"
     # rows inserted and deleted in SQL, cleaned by DataJoint
-    db.sql("CALL dj_udf.attach_put('localattach', %s, 'f3.txt', 'file 3', @a)", (s,))
+    db.sql("CALL dj_udf.attach_put(%s, %s, 'f3.txt', 'file 3', @a)", (st.attach, s))
     db.sql(f"INSERT INTO `{s}`.doc VALUES (3, @a)")
-    db.sql("CALL dj_udf.attach_put('localattach', %s, 'f4.txt', 'file 4', @a)", (s,))
+    db.sql("CALL dj_udf.attach_put(%s, %s, 'f4.txt', 'file 4', @a)", (st.attach, s))
     db.sql(f"INSERT INTO `{s}`.doc VALUES (4, @a)")
     db.sql(f"DELETE FROM `{s}`.doc WHERE doc_id = 4")
     # DataJoint's unused() misses everything while a NULL is present (its issue #1000)
     db.sql(f"DELETE FROM `{s}`.doc WHERE doc_id = 10")
-    schema.external["localattach"].delete(delete_external_files=True)
+    schema.external[st.attach].delete(delete_external_files=True)
     assert objects() == ["f2.txt", "f3.txt"]
-    assert sql_attach(db, "localattach", db.one(f"SELECT att FROM `{s}`.doc WHERE doc_id=3")) == ("f3.txt", b"file 3")
-    all_ok(db, "localattach")
+    assert sql_attach(db, st.attach, db.one(f"SELECT att FROM `{s}`.doc WHERE doc_id=3")) == ("f3.txt", b"file 3")
+    all_ok(db, st.attach)
 
 
-def test_filepath_versions_and_limits_seen_from_both_sides(dj_env, db, world, tmp_path):
+def test_filepath_versions_and_limits_seen_from_both_sides(dj_env, st, db, world, tmp_path):
     conn, schema = dj_env
-    Img = declare(schema, "Img", """
+    Img = declare(schema, "Img", f"""
         img_id : int
         ---
-        fp : filepath@data
+        fp : filepath@{st.fp}
         """)
     s = db.schema
-    a = write(world.dirs["stage"] / s / "a.dat", b"version 1")
+    a = write(world.dirs[st.stage] / s / "a.dat", b"version 1")
     Img.insert1(dict(img_id=1, fp=a))
-    write(world.dirs["stage"] / s / "a.dat", b"version 2")
-    assert db.error("CALL dj_udf.filepath_put('data', %s, %s, @f)", (s, a)) == \
+    write(world.dirs[st.stage] / s / "a.dat", b"version 2")
+    assert db.error("CALL dj_udf.filepath_put(%s, %s, %s, @f)", (st.fp, s, a)) == \
         f"A different version of '{s}/a.dat' has already been placed."
-    b = write(world.dirs["stage"] / s / "b.dat", b"version 1")
-    db.sql("CALL dj_udf.filepath_put('data', %s, %s, @f)", (s, b))
+    b = write(world.dirs[st.stage] / s / "b.dat", b"version 1")
+    db.sql("CALL dj_udf.filepath_put(%s, %s, %s, @f)", (st.fp, s, b))
     db.sql(f"INSERT INTO `{s}`.img VALUES (2, @f)")
-    write(world.dirs["stage"] / s / "b.dat", b"version 2")
+    write(world.dirs[st.stage] / s / "b.dat", b"version 2")
     with pytest.raises(dj.DataJointError, match="A different version of .* has already been placed"):
         Img.insert1(dict(img_id=3, fp=b))
     # the insert limit: both sides store NULL contents_hash for a file above it
     world.write_config(dict(world.base_config, filepath_checksum_size_limit_insert=4))
     dj.config["filepath_checksum_size_limit_insert"] = 4
-    c = write(world.dirs["stage"] / s / "c.dat", b"big file from python")
+    c = write(world.dirs[st.stage] / s / "c.dat", b"big file from python")
     Img.insert1(dict(img_id=4, fp=c))
-    d = write(world.dirs["stage"] / s / "d.dat", b"big file from sql")
-    db.sql("CALL dj_udf.filepath_put('data', %s, %s, @f)", (s, d))
+    d = write(world.dirs[st.stage] / s / "d.dat", b"big file from sql")
+    db.sql("CALL dj_udf.filepath_put(%s, %s, %s, @f)", (st.fp, s, d))
     db.sql(f"INSERT INTO `{s}`.img VALUES (5, @f)")
-    rows = {r[3]: r[4] for r in db.tracking("data")}
+    rows = {r[3]: r[4] for r in db.tracking(st.fp)}
     assert rows[f"{s}/c.dat"] is None and rows[f"{s}/d.dat"] is None
     # the fetch limit: both sides accept a same-size file without a checksum above it
     world.write_config(dict(world.base_config, filepath_checksum_size_limit=5))
@@ -266,8 +284,19 @@ def test_filepath_versions_and_limits_seen_from_both_sides(dj_env, db, world, tm
     os.remove(c)
     os.remove(d)
     assert pathlib.Path((Img & "img_id=5").fetch1("fp")).read_bytes() == b"big file from sql"
-    assert db.one("SELECT dj_udf.filepath_get('data', %s, NULL, %s)", (f"{s}/c.dat", 20)) == c
+    assert db.one("SELECT dj_udf.filepath_get(%s, %s, NULL, %s)", (st.fp, f"{s}/c.dat", 20)) == c
     assert pathlib.Path(c).read_bytes() == b"big file from python"
+
+
+def stored_files(world, store, schema):
+    """The object files of one schema in a store: below the folder of a file
+    store, or below the S3 server's folder for the bucket and location."""
+    spec = world.base_config["stores"][store]
+    if spec["protocol"] == "file":
+        top = pathlib.Path(spec["location"]) / schema
+    else:
+        top = world.dirs["s3root"] / spec["bucket"] / spec["location"].strip("/") / schema
+    return sorted(p for p in top.rglob("*") if p.is_file() and not p.name.endswith(".json"))
 
 
 def md5_file(path):
@@ -285,16 +314,16 @@ def rss_peak_kib(pid):
     raise AssertionError("no VmHWM")
 
 
-def test_large_file_streams_both_ways(dj_env, db, world, tmp_path):
+def test_large_file_streams_both_ways(dj_env, st, db, world, tmp_path):
     """A few hundred MiB through both sides; the server's peak memory barely moves."""
     conn, schema = dj_env
-    Big = declare(schema, "Big", """
+    Big = declare(schema, "Big", f"""
         big_id : int
         ---
-        att : attach@localattach
+        att : attach@{st.attach}
         """)
     s = db.schema
-    size = int(os.environ.get("DJ_BIG_MIB", "300")) << 20
+    size = int(os.environ.get("DJ_BIG_MIB", "300" if st.stage == "stage" else "100")) << 20
     src = world.dirs["import"] / s / "big.raw"
     src.parent.mkdir(parents=True)
     with open(src, "wb") as f:
@@ -304,7 +333,7 @@ def test_large_file_streams_both_ways(dj_env, db, world, tmp_path):
     pid = world.server_pid()
     before = rss_peak_kib(pid)
     # SQL -> Python
-    db.sql("CALL dj_udf.attach_put_file('localattach', %s, %s, @a)", (s, str(src)))
+    db.sql("CALL dj_udf.attach_put_file(%s, %s, %s, @a)", (st.attach, s, str(src)))
     db.sql(f"INSERT INTO `{s}`.big VALUES (1, @a)")
     got = (Big & "big_id=1").fetch1("att", download_path=str(tmp_path))
     assert md5_file(got) == md5_file(src)
@@ -314,9 +343,9 @@ def test_large_file_streams_both_ways(dj_env, db, world, tmp_path):
         f.write(b"changed!")
     Big.insert1(dict(big_id=2, att=str(tmp_path / "big2.raw")))
     h = db.one(f"SELECT att FROM `{s}`.big WHERE big_id=2")
-    assert db.one(f"SELECT dj_verify('localattach', %s, hash, size, attachment_name, filepath, contents_hash) "
-                  f"FROM `{s}`.`~external_localattach` WHERE hash=%s", (s, h)) == b"ok"
-    out = db.one("SELECT dj_udf.attach_export('localattach', %s, %s, 'big2.raw', %s)", (s, h, str(world.dirs["export"] / s)))
+    assert db.one(f"SELECT dj_verify(%s, %s, hash, size, attachment_name, filepath, contents_hash) "
+                  f"FROM `{s}`.`~external_{st.attach}` WHERE hash=%s", (st.attach, s, h)) == b"ok"
+    out = db.one("SELECT dj_udf.attach_export(%s, %s, %s, 'big2.raw', %s)", (st.attach, s, h, str(world.dirs["export"] / s)))
     assert md5_file(out) == md5_file(tmp_path / "big2.raw")
     growth_mib = (rss_peak_kib(pid) - before) / 1024
     print(f"server peak RSS growth over {size >> 20} MiB transfers: {growth_mib:.1f} MiB")

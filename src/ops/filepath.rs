@@ -105,8 +105,7 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
         };
     }
     // DataJoint stores a filepath object on S3 with the metadata
-    // `contents_hash` = the UUID text of its MD5, empty when the hash was not
-    // computed (above filepath_checksum_size_limit_insert). For a remote
+    // `contents_hash` = the UUID text of its MD5. For a remote
     // store without a given hash, hash the file first (within that limit):
     // the metadata must be sent before the contents.
     let remote = st.io.local_path(&rel).is_none();
@@ -123,8 +122,11 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
         }
         given => given,
     };
-    let uuid = expect.as_ref().map(hash::to_uuid).unwrap_or_default();
-    st.io.put(&rel, &mut src, Hasher::default(), expect, &[("contents_hash", &uuid)])?;
+    // DataJoint writes an empty `contents_hash` when it skipped the hash, and
+    // then fails to fetch the file (uuid.UUID("")): leave the key out instead.
+    let uuid = expect.as_ref().map(hash::to_uuid);
+    let meta: Vec<(&str, &str)> = uuid.iter().map(|u| ("contents_hash", u.as_str())).collect();
+    st.io.put(&rel, &mut src, Hasher::default(), expect, &meta)?;
     Ok(h)
 }
 
