@@ -15,6 +15,7 @@ have mariadbd || pkgs+=(mariadb-server)
 have mariadb || pkgs+=(mariadb-client)
 [ -f /usr/include/mariadb/server/mysql.h ] || pkgs+=(libmariadbd-dev)
 if [ "${1:-}" = --python ]; then
+  have strace || pkgs+=(strace)
   have python3 || pkgs+=(python3)
   python3 -c "import venv, ensurepip" >/dev/null 2>&1 || pkgs+=(python3-venv)
 fi
@@ -38,9 +39,6 @@ if [ "${1:-}" = --python ]; then
     .venv/bin/pip install -q -r tests/requirements.txt
     cp tests/requirements.txt .venv/requirements.txt
   fi
-fi
-
-if [ "${1:-}" = --python ]; then
   # s3s-fs checks request signatures (a wrong secret is refused) and does
   # multipart uploads; 0.14.1 builds on rustc 1.95 (0.17 needs 1.96).
   export PATH="$HOME/.cargo/bin:$PATH"
