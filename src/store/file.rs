@@ -1,10 +1,10 @@
 //! The `file` protocol: objects are files below the store's location folder.
 
-use super::{copy_hashing, CopyError, ObjectStore, Source};
+use super::{check_source, copy_hashing, CopyError, ObjectStore, Source};
 use crate::config;
 use crate::confine::{self, Dir};
 use crate::error::{Error, Result};
-use crate::hash::{to_hex, Hash, Hasher};
+use crate::hash::{Hash, Hasher};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
@@ -80,15 +80,9 @@ impl ObjectStore for FileStore {
         let (dir, name) = self.locate(key, true)?;
         let (tmp, n) = self.write_temp(&dir, src, &mut hasher)?;
         let got = hasher.finish();
-        if let Some(want) = expect {
-            if want != got {
-                let _ = dir.remove(&tmp);
-                return Err(Error::ChecksumMismatch {
-                    what: format!("source for {}", self.describe(key)),
-                    expected: to_hex(&want),
-                    actual: to_hex(&got),
-                });
-            }
+        if let Err(e) = check_source(expect, &got, &self.describe(key)) {
+            let _ = dir.remove(&tmp);
+            return Err(e);
         }
         if let Err(e) = dir.rename_into(&tmp, &dir, &name) {
             let _ = dir.remove(&tmp);

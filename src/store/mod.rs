@@ -59,6 +59,19 @@ pub fn open(store: &config::Store) -> Result<Box<dyn ObjectStore>> {
     }
 }
 
+/// The error for bytes that did not hash to what the caller expected;
+/// `Ok` when nothing was expected or the hashes agree.
+pub fn check_source(expect: Option<Hash>, got: &Hash, location: &str) -> Result<()> {
+    match expect {
+        Some(want) if &want != got => Err(Error::ChecksumMismatch {
+            what: format!("source for {location}"),
+            expected: crate::hash::to_hex(&want),
+            actual: crate::hash::to_hex(got),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Copies `src` to `dst`, hashing on the way, with one heap buffer.
 /// Read and write errors are told apart because they point at different places.
 pub fn copy_hashing(src: &mut dyn Read, dst: &mut dyn Write, hasher: &mut Hasher) -> std::result::Result<u64, CopyError> {

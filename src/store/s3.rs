@@ -14,10 +14,10 @@
 //! the whole object hashed as expected, and aborted on any failure, so a
 //! reader never sees a partial or wrong object under its key.
 
-use super::{hash_all, ObjectStore, Source};
+use super::{check_source, hash_all, ObjectStore, Source};
 use crate::config::{self, S3};
 use crate::error::{Error, Result, S3Problem};
-use crate::hash::{to_hex, Hash, Hasher};
+use crate::hash::{Hash, Hasher};
 use md5::{Digest, Md5};
 use rusty_s3::actions::{CreateMultipartUpload, S3Action};
 use rusty_s3::{Bucket, Credentials, UrlStyle};
@@ -628,13 +628,7 @@ impl S3Store {
             }
         }
         let got = hasher.finish();
-        if let Some(want) = expect.filter(|w| *w != got) {
-            return Err(Error::ChecksumMismatch {
-                what: format!("source for {}", self.describe(relative)),
-                expected: to_hex(&want),
-                actual: to_hex(&got),
-            });
-        }
+        check_source(expect, &got, &self.describe(relative))?;
         self.complete_upload(key, upload_id, &etags, total)?;
         Ok((got, total))
     }
@@ -743,13 +737,7 @@ impl ObjectStore for S3Store {
             Upload::Single => {
                 hasher.update(buf.filled());
                 let got = hasher.finish();
-                if let Some(want) = expect.filter(|w| *w != got) {
-                    return Err(Error::ChecksumMismatch {
-                        what: format!("source for {}", self.describe(relative)),
-                        expected: to_hex(&want),
-                        actual: to_hex(&got),
-                    });
-                }
+                check_source(expect, &got, &self.describe(relative))?;
                 self.put_single(&key, buf.filled(), &meta)?;
                 Ok((got, buf.len as u64))
             }
