@@ -4,6 +4,9 @@
 -- Safe to run again: it replaces what it created, and keeps the purge queue.
 -- The library file dj_udf.so must already be in the server's plugin_dir.
 
+-- Routines keep the client character set they were created with.
+SET NAMES utf8mb4;
+
 -- ---------------------------------------------------------------------------
 -- Loadable functions (global to the server, callable by every account).
 -- ---------------------------------------------------------------------------
@@ -218,13 +221,13 @@ CREATE PROCEDURE dj_udf.filepath_put(IN store varchar(64), IN schema_name varcha
                                      OUT hash binary(16))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE info text;
+  DECLARE info text CHARACTER SET utf8mb4;
   DECLARE h, ch binary(16);
   DECLARE rel varchar(1000);
   DECLARE sz bigint unsigned;
   DECLARE msg varchar(512);
   CALL dj_udf.check_target(schema_name, store);
-  SET info = dj_filepath_info(store, server_path);
+  SET info = CONVERT(dj_filepath_info(store, server_path) USING utf8mb4);
   IF info IS NULL THEN CALL dj_udf.fail('dj_udf.filepath_put'); END IF;
   SET h = UNHEX(JSON_UNQUOTE(JSON_EXTRACT(info, '$.hash')));
   SET rel = JSON_UNQUOTE(JSON_EXTRACT(info, '$.filepath'));
@@ -284,7 +287,7 @@ CREATE FUNCTION dj_udf.attach_export(store varchar(64), schema_name varchar(64),
 BEGIN
   DECLARE r varchar(4096) CHARACTER SET utf8mb4;
   IF hash IS NULL THEN RETURN NULL; END IF;
-  SET r = dj_attach_export(store, schema_name, hash, attachment_name, server_dir);
+  SET r = CONVERT(dj_attach_export(store, schema_name, hash, attachment_name, server_dir) USING utf8mb4);
   IF r IS NULL THEN CALL dj_udf.fail('dj_udf.attach_export'); END IF;
   RETURN r;
 END $$
@@ -296,7 +299,7 @@ CREATE FUNCTION dj_udf.filepath_get(store varchar(64), filepath varchar(1000), c
 BEGIN
   DECLARE r varchar(4096) CHARACTER SET utf8mb4;
   IF filepath IS NULL THEN RETURN NULL; END IF;
-  SET r = dj_filepath_get(store, filepath, contents_hash, size);
+  SET r = CONVERT(dj_filepath_get(store, filepath, contents_hash, size) USING utf8mb4);
   IF r IS NULL THEN CALL dj_udf.fail('dj_udf.filepath_get'); END IF;
   RETURN r;
 END $$
@@ -308,7 +311,7 @@ CREATE PROCEDURE dj_udf.verify(IN schema_name varchar(64), IN store varchar(64))
 BEGIN
   CALL dj_udf.check_target(schema_name, store);
   SET @dj_udf_sql = CONCAT('SELECT HEX(hash) AS hash, size, attachment_name, filepath, ',
-    'dj_verify(''', store, ''', ''', schema_name, ''', hash, size, attachment_name, filepath, contents_hash) AS status ',
+    'CONVERT(dj_verify(''', store, ''', ''', schema_name, ''', hash, size, attachment_name, filepath, contents_hash) USING utf8mb4) AS status ',
     'FROM `', schema_name, '`.`~external_', store, '` ORDER BY hash');
   PREPARE dj_udf_stmt FROM @dj_udf_sql;
   EXECUTE dj_udf_stmt;

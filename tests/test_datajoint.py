@@ -68,7 +68,7 @@ def sql_attach(db, store, h):
 
 def all_ok(db, store):
     rows = db.sql("CALL dj_udf.verify(%s, %s)", (db.schema, store))
-    assert rows and {r[4].decode() for r in rows} == {"ok"}, rows
+    assert rows and {r[4] for r in rows} == {"ok"}, rows
     return len(rows)
 
 

@@ -220,7 +220,7 @@ def test_verify_audits_a_whole_table(db, world):
     path("short.bin").write_bytes(b"short")
     path("gone.bin").unlink()
     rows = db.sql("CALL dj_udf.verify(%s, 'localattach')", (db.schema,))
-    status = {r[2]: r[4].decode() for r in rows}
+    status = {r[2]: r[4] for r in rows}
     assert status == {"ok.bin": "ok", "corrupt.bin": "checksum mismatch", "short.bin": "size mismatch", "gone.bin": "missing"}
     # reads are verified: the corrupted and missing objects raise errors, never NULL
     for n, why in [("corrupt.bin", "checksum mismatch"), ("gone.bin", "does not exist")]:
@@ -417,3 +417,31 @@ def test_error_text_keeps_non_ascii_names_and_limits_results(db, world):
     world.write_config(dict(world.base_config, max_get_bytes=10))
     msg = db.error("SELECT dj_udf.attach_get('localattach', %s, %s, 'big.dat')", (s, h))
     assert "is 100 bytes, over the limit of 10 bytes (config key max_get_bytes)" in msg
+
+
+def test_long_non_ascii_filepath(db, world):
+    """A filepath near the column's 1000 characters, 4 bytes each, through
+    dj_filepath_info's JSON and back."""
+    s = db.schema
+    rel = s + "/" + "/".join(["😀" * 61] * 15)
+    assert len(rel) <= 1000 and len(rel.encode()) > 3600
+    f = world.dirs["stage"] / rel
+    f.parent.mkdir(parents=True)
+    f.write_bytes(b"deep")
+    h = db.call_out("dj_udf.filepath_put", "data", s, str(f))
+    assert db.tracking("data") == ((h, 4, None, rel, md5(b"deep")),)
+    f.unlink()
+    assert db.one("SELECT dj_udf.filepath_get('data', %s, %s, 4)", (rel, md5(b"deep"))) == str(f)
+
+
+def test_non_ascii_names_survive_every_routine(db, world):
+    s = db.schema
+    name = "Ströme 😀 ü.dat"
+    src = world.dirs["import"] / s / name
+    src.parent.mkdir(parents=True)
+    src.write_bytes(b"unicode")
+    h = db.call_out("dj_udf.attach_put_file", "localattach", s, str(src))
+    assert db.tracking("localattach")[0][2] == name
+    out = db.one("SELECT dj_udf.attach_export('localattach', %s, %s, %s, %s)", (s, h, name, str(world.dirs["export"] / s)))
+    assert out == str(world.dirs["export"] / s / name)
+    assert db.sql("CALL dj_udf.verify(%s, 'localattach')", (s,))[0][2:] == (name, None, "ok")

@@ -13,7 +13,8 @@ use Kind::*;
 /// LONGBLOB: results that carry object contents.
 const LONG: u64 = u32::MAX as u64;
 /// A path or status text: below 64 KiB keeps it a VARCHAR/TEXT column.
-const TEXT: u64 = 4096;
+/// Room for a 4096-byte path, or a JSON holding a 1000-character filepath.
+const TEXT: u64 = 8192;
 
 fn cfg(c: Option<&Config>) -> &Config {
     c.expect("this function declares needs_config")
