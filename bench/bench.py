@@ -44,11 +44,14 @@ def main():
     mib = int(sys.argv[1]) if len(sys.argv) > 1 else 512
     base = pathlib.Path(tempfile.mkdtemp(prefix="dj-bench-"))
     world = World(base)
+    if world.s3_available():
+        world.s3_start()
     world.start()
     try:
         run(world, mib, base)
     finally:
         world.stop()
+        world.s3_stop()
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -151,13 +154,98 @@ def run(world, mib, base):
                               "FROM bench.`~external_localattach`"))
     row("dj_verify", t_ver, "md5sum", timed(lambda: subprocess.run(["md5sum", str(obj)], check=True, capture_output=True)))
 
+    s3_results = run_s3(world, src, base, djc, sql) if world.s3_running() else []
+
     growth = (peak_kib(pid) - peak0) / 1024
     print(f"\n{mib} MiB file, best of 3, warm page cache, {os.cpu_count()} cores")
     print(f"{'operation':26} {'MB/s':>8}   {'reference':18} {'MB/s':>8}   ratio (ours / reference speed)")
     for what, ours, ref, theirs, ratio in results:
         print(f"{what:26} {ours:8.0f}   {ref:18} {theirs:8.0f}   {ratio:5.2f}")
+    if s3_results:
+        print("\nS3 store (s3s-fs on 127.0.0.1), DataJoint through minio-py")
+        print(f"{'operation':34} {'ours':>10}   {'DataJoint':>10}   ratio (ours / DataJoint speed)")
+        for what, ours, theirs, unit in s3_results:
+            print(f"{what:34} {ours:10.1f}   {theirs:10.1f}   {ours / theirs:5.2f}   ({unit})")
     print(f"server peak memory growth during all of it: {growth:.1f} MiB")
     djc.close()
+
+
+def run_s3(world, src, base, djc, sql):
+    """The same jobs on an S3 store: one large file, then many small ones."""
+    store = "s3attach"
+    spec = world.base_config["stores"][store]
+    dj.config["stores"] = {store: {k: v for k, v in spec.items() if k in
+                                   ("protocol", "endpoint", "bucket", "access_key", "secret_key", "location")}}
+    schema = dj.Schema("bench_s3", connection=djc)
+    sql("CREATE DATABASE IF NOT EXISTS bench_s3")
+    sql("CALL dj_udf.create_tracking_table('bench_s3', %s)", (store,))
+
+    @schema
+    class Big(dj.Manual):
+        definition = """
+        k : int
+        ---
+        att : attach@s3attach
+        """
+
+    @schema
+    class Small(dj.Manual):
+        definition = """
+        k : int
+        ---
+        att : attach@s3attach
+        """
+
+    out = []
+    size = src.stat().st_size
+
+    def wipe():
+        Big.delete_quick()
+        Small.delete_quick()
+        sql("DELETE FROM bench_s3.`~external_s3attach`")
+        shutil.rmtree(world.dirs["s3root"] / spec["bucket"] / spec["location"], ignore_errors=True)
+
+    t_ours = timed(lambda: sql("CALL dj_udf.attach_put_file(%s, 'bench_s3', %s, @h)", (store, str(src))),
+                   setup=wipe)
+    t_dj = timed(lambda: Big.insert1(dict(k=1, att=str(src))), setup=wipe)
+    out.append(("attach put, one large file", size / t_ours / 1e6, size / t_dj / 1e6, "MB/s"))
+    h = sql("SELECT att FROM bench_s3.big")[0][0]
+    exp = world.dirs["export"] / "s3"
+
+    t_ours = timed(lambda: sql("SELECT dj_udf.attach_export(%s, 'bench_s3', %s, 'bench.raw', %s)", (store, h, str(exp))),
+                   setup=lambda: shutil.rmtree(exp, ignore_errors=True))
+
+    def dl_clear():
+        shutil.rmtree(base / "dl3", ignore_errors=True)
+        (base / "dl3").mkdir()
+
+    t_dj = timed(lambda: Big.fetch1("att", download_path=str(base / "dl3")), setup=dl_clear)
+    out.append(("attach fetch, one large file", size / t_ours / 1e6, size / t_dj / 1e6, "MB/s"))
+
+    # many small objects: per-object overhead (DataJoint issue #806)
+    n = 200
+    small = base / "small"
+    small.mkdir(exist_ok=True)
+    for i in range(n):
+        (small / f"s{i}.bin").write_bytes(os.urandom(100_000))
+    sql("CREATE TABLE IF NOT EXISTS bench_s3.small_sql (k int PRIMARY KEY, att binary(16))")
+
+    def ours_small():
+        for i in range(n):
+            sql("CALL dj_udf.attach_put(%s, 'bench_s3', %s, %s, @h)", (store, f"s{i}.bin", (small / f"s{i}.bin").read_bytes()))
+
+    def dj_small():
+        Small.insert([dict(k=i, att=str(small / f"s{i}.bin")) for i in range(n)])
+
+    t_ours = timed(ours_small, repeat=1, setup=wipe)
+    t_dj = timed(dj_small, repeat=1, setup=wipe)
+    out.append((f"attach put, {n} x 100 kB", n / t_ours, n / t_dj, "objects/s"))
+    t_ours = timed(lambda: sql("SELECT COUNT(CONVERT(dj_verify(%s, 'bench_s3', hash, size, attachment_name, filepath, "
+                               "contents_hash) USING utf8mb4) = 'ok') FROM bench_s3.`~external_s3attach`", (store,)), repeat=1)
+    dl_clear()
+    t_dj = timed(lambda: Small.fetch("att", download_path=str(base / "dl3")), repeat=1)
+    out.append((f"verify (ours) / fetch (DJ), {n} x 100 kB", n / t_ours, n / t_dj, "objects/s"))
+    return out
 
 
 if __name__ == "__main__":

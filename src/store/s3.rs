@@ -49,6 +49,24 @@ const MESSAGE_LIMIT: usize = 200;
 /// The first read buffer; it doubles up to [`PART_SIZE`] only for large objects.
 const FIRST_BUFFER: usize = 64 << 10;
 
+/// How long a bucket that answered `HEAD bucket` is taken to exist.
+const BUCKET_SEEN_FOR: Duration = Duration::from_secs(60);
+
+/// Buckets recently seen to exist, by `endpoint/bucket` (a handful at most:
+/// one per configured S3 store).
+static BUCKETS_SEEN: std::sync::Mutex<Vec<(String, std::time::Instant)>> = std::sync::Mutex::new(Vec::new());
+
+fn bucket_seen(id: &str) -> bool {
+    let seen = BUCKETS_SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    seen.iter().any(|(b, at)| b == id && at.elapsed() < BUCKET_SEEN_FOR)
+}
+
+fn remember_bucket(id: String) {
+    let mut seen = BUCKETS_SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    seen.retain(|(b, at)| *b != id && at.elapsed() < BUCKET_SEEN_FOR);
+    seen.push((id, std::time::Instant::now()));
+}
+
 /// The key prefix DataJoint derives from `location` for S3: the location
 /// without its root or drive, normalized as `pathlib` does (no empty or `.`
 /// components, no trailing `/`), `\` read as `/` as `PureWindowsPath` does.
@@ -452,12 +470,22 @@ impl S3Store {
     }
 
     /// After a 404 for an object: an error if the bucket itself is missing.
+    /// A bucket seen to exist is not asked about again for
+    /// [`BUCKET_SEEN_FOR`], so that putting many new objects (each first
+    /// looked up, and missing) does not cost a bucket request each.
     fn check_bucket(&self, key: &str) -> Result<()> {
+        let id = format!("{}/{}", self.endpoint, self.bucket.name());
+        if bucket_seen(&id) {
+            return Ok(());
+        }
         let url = || self.bucket.head_bucket(Some(&self.creds)).sign(SIGNATURE_LIFETIME);
         let c = Call { op: "HEAD bucket", verb: Verb::Head, key, url: &url, headers: &[], body: &[], stream: false, retry_5xx: true };
         let r = self.send(&c)?;
         if r.status().as_u16() == 404 {
             return Err(self.err(key, S3Problem::NoSuchBucket { endpoint: self.endpoint.clone() }));
+        }
+        if r.status().is_success() {
+            remember_bucket(id);
         }
         // Anything else (including 403 without ListBucket permission): the
         // object's own answer, 404, stands.
