@@ -24,7 +24,7 @@ def values(rng, world):
     imp = str(world.dirs["import"])
     return [
         None, 0, -1, 2**63 - 1, -(2**63), 1.5, -0.0, float("1e308"),
-        "", "main", "localattach", "data", "same", "remote", "MAIN", "nosuch", "a", "x" * 70, "../x", "a`b",
+        "", "main", "localattach", "data", "same", "remote", "s3attach", "s3data", "MAIN", "nosuch", "a", "x" * 70, "../x", "a`b",
         "t_fuzz", "/etc/passwd", imp, imp + "/f.bin", imp + "/../outside", "/", "//", "\0", "a\0b", ".", "..",
         "sub/dir/file.dat", "d41d8cd98f00b204e9800998ecf8427e", "6f5902ac-2370-24bd-d0c1-76cb93063dc4",
         os.urandom(16), os.urandom(rng.randint(0, 64)), b"dj0\0" + os.urandom(rng.randint(0, 300)),
