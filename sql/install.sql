@@ -24,6 +24,7 @@ DROP FUNCTION IF EXISTS dj_filepath_get;
 DROP FUNCTION IF EXISTS dj_verify;
 DROP FUNCTION IF EXISTS dj_object_size;
 DROP FUNCTION IF EXISTS dj_delete_object;
+DROP FUNCTION IF EXISTS dj_list_objects;
 DROP FUNCTION IF EXISTS dj_last_error;
 DROP FUNCTION IF EXISTS dj_stores;
 DROP FUNCTION IF EXISTS dj_version;
@@ -42,6 +43,7 @@ CREATE FUNCTION dj_filepath_get RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_verify RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_object_size RETURNS INTEGER SONAME 'dj_udf.so';
 CREATE FUNCTION dj_delete_object RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_list_objects RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_last_error RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_stores RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_version RETURNS STRING SONAME 'dj_udf.so';
@@ -418,6 +420,76 @@ BEGIN
       DELETE FROM dj_udf.purge_queue WHERE id = qid;
     END IF;
     COMMIT;
+  END LOOP;
+  SET @dj_udf_sql = NULL, @dj_udf_h = NULL, @dj_udf_n = NULL;
+END $$
+
+-- Removes objects of one schema that no tracking row names and that are at
+-- least min_age_seconds old: what a rolled-back or failed insert left behind
+-- (objects are written before the transaction that tracks them commits).
+-- Each object is removed while its tracking-row slot is locked, as in purge;
+-- files that are not DataJoint objects of this store are never touched.
+-- Filepath objects are not swept (their keys are not per schema).
+DROP PROCEDURE IF EXISTS dj_udf.sweep $$
+CREATE PROCEDURE dj_udf.sweep(IN schema_name varchar(64), IN store varchar(64), IN min_age_seconds bigint unsigned,
+                              OUT orphans_deleted bigint)
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  DECLARE k varchar(255);
+  DECLARE after_key varchar(4096) CHARACTER SET utf8mb4 DEFAULT '';
+  DECLARE page longtext CHARACTER SET utf8mb4;
+  DECLARE done int DEFAULT 0;
+  DECLARE ik varchar(4096) CHARACTER SET utf8mb4;
+  DECLARE ih char(32);
+  DECLARE inm varchar(255) CHARACTER SET utf8mb4;
+  DECLARE iage bigint unsigned;
+  DECLARE status varchar(100);
+  DECLARE items CURSOR FOR
+    SELECT jt.k, jt.h, jt.nm, jt.age FROM JSON_TABLE(page, '$[*]' COLUMNS (
+      k varchar(4096) CHARACTER SET utf8mb4 PATH '$.key',
+      h char(32) PATH '$.hash',
+      nm varchar(255) CHARACTER SET utf8mb4 PATH '$.attachment_name',
+      age bigint unsigned PATH '$.age')) AS jt;
+  DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
+  DECLARE EXIT HANDLER FOR SQLEXCEPTION
+  BEGIN
+    ROLLBACK;
+    SET @dj_udf_sql = NULL;
+    RESIGNAL;
+  END;
+  CALL dj_udf.check_target(schema_name, store);
+  SELECT MIN(purge_key) INTO k FROM dj_udf.purge_key;
+  IF k IS NULL THEN
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = 'dj_udf.sweep: dj_udf.purge_key is empty; insert the purge_key of the config file';
+  END IF;
+  SET orphans_deleted = 0;
+  SET @dj_udf_sql = CONCAT('SELECT COUNT(*) INTO @dj_udf_n FROM `', schema_name, '`.`~external_', store,
+                           '` WHERE hash = ? FOR UPDATE');
+  sweep_loop: LOOP
+    SET page = CONVERT(dj_list_objects(store, schema_name, after_key, 500) USING utf8mb4);
+    IF page IS NULL THEN CALL dj_udf.fail('dj_udf.sweep'); END IF;
+    IF JSON_LENGTH(page) = 0 THEN LEAVE sweep_loop; END IF;
+    SET done = 0;
+    OPEN items;
+    item_loop: LOOP
+      FETCH items INTO ik, ih, inm, iage;
+      IF done THEN LEAVE item_loop; END IF;
+      SET after_key = ik;
+      IF ih IS NOT NULL AND iage >= min_age_seconds THEN
+        START TRANSACTION;
+        SET @dj_udf_h = UNHEX(ih);
+        PREPARE dj_udf_stmt FROM @dj_udf_sql;
+        EXECUTE dj_udf_stmt USING @dj_udf_h;
+        DEALLOCATE PREPARE dj_udf_stmt;
+        IF @dj_udf_n = 0 THEN
+          SET status = dj_delete_object(store, schema_name, UNHEX(ih), inm, NULL, k);
+          IF status IS NULL THEN CALL dj_udf.fail('dj_udf.sweep'); END IF;
+          IF status = 'deleted' THEN SET orphans_deleted = orphans_deleted + 1; END IF;
+        END IF;
+        COMMIT;
+      END IF;
+    END LOOP;
+    CLOSE items;
   END LOOP;
   SET @dj_udf_sql = NULL, @dj_udf_h = NULL, @dj_udf_n = NULL;
 END $$

@@ -155,6 +155,58 @@ impl Dir {
         Ok(true)
     }
 
+    /// The entries of this folder, sorted by name: `(name, is_dir, size,
+    /// mtime)` for regular files and folders only; links and other kinds
+    /// are left out, as are `.` and `..`.
+    pub fn entries(&self) -> io::Result<Vec<Entry>> {
+        let fd = cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })?;
+        let dir = unsafe { libc::fdopendir(fd) };
+        if dir.is_null() {
+            let e = io::Error::last_os_error();
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
+        // The stream owns `fd` from here on; closedir releases both.
+        struct Stream(*mut libc::DIR);
+        impl Drop for Stream {
+            fn drop(&mut self) {
+                unsafe { libc::closedir(self.0) };
+            }
+        }
+        let stream = Stream(dir);
+        unsafe { libc::rewinddir(stream.0) };
+        let mut names = Vec::new();
+        loop {
+            let ent = unsafe { libc::readdir(stream.0) };
+            if ent.is_null() {
+                break;
+            }
+            let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) };
+            match name.to_bytes() {
+                b"." | b".." => continue,
+                bytes => match std::str::from_utf8(bytes) {
+                    Ok(n) => names.push(n.to_string()),
+                    Err(_) => continue, // not a name DataJoint could have written
+                },
+            }
+        }
+        drop(stream);
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let c = cstr(&name)?;
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            if unsafe { libc::fstatat(self.fd.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
+                continue; // removed meanwhile
+            }
+            let kind = st.st_mode & libc::S_IFMT;
+            if kind == libc::S_IFDIR || kind == libc::S_IFREG {
+                out.push(Entry { name, is_dir: kind == libc::S_IFDIR, size: st.st_size as u64, mtime: st.st_mtime });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
     /// Removes a file; `false` when it was already gone.
     pub fn remove(&self, name: &str) -> io::Result<bool> {
         let c = cstr(name)?;
@@ -173,6 +225,15 @@ impl Dir {
     pub fn display(&self, name: &str) -> String {
         self.child_path(name)
     }
+}
+
+/// One entry of [`Dir::entries`].
+pub struct Entry {
+    pub name: String,
+    pub is_dir: bool,
+    pub size: u64,
+    /// Seconds since the epoch.
+    pub mtime: i64,
 }
 
 fn nanos() -> u128 {

@@ -78,7 +78,7 @@ class World:
                 "s3flat": dict(s3, location="dj/flat", subfolding=None),
                 "s3deep": dict(s3, location="dj/deep", subfolding=[1, 2, 3]),
                 # Fault cases.
-                "s3badkey": dict(s3, location="dj/attach", secret_key="not-the-secret", retries=0),
+                "s3badkey": dict(s3, location="dj/badkey", secret_key="not-the-secret", retries=0),
                 "s3nobucket": dict(s3, location="dj", bucket="no-such-bucket"),
                 "s3down": dict(s3, location="dj", endpoint=f"127.0.0.1:{self.down_port}", connect_timeout=2, retries=1),
                 "s3silent": dict(s3, location="dj", endpoint=f"127.0.0.1:{self.silent.getsockname()[1]}", timeout=2),

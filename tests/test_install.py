@@ -6,7 +6,7 @@ import subprocess
 
 from conftest import ROOT
 
-FUNCTIONS = 17
+FUNCTIONS = 18
 
 
 def run_script(world, name):

@@ -296,7 +296,7 @@ def test_wrong_secret_is_rejected_by_the_server(db, s3):
     msg = db.error("CALL dj_udf.attach_put('s3badkey', %s, 'x.txt', 'payload', @h)", (s,))
     assert time.monotonic() - t < 2.0
     h = attach_hash("x.txt", b"payload")
-    key = s3_key(world, "s3attach", f"{s}/{h.hex()[:2]}/{h.hex()[2:4]}/{h.hex()}.x.txt")
+    key = s3_key(world, "s3badkey", f"{s}/{h.hex()[:2]}/{h.hex()[2:4]}/{h.hex()}.x.txt")
     assert msg == (
         "dj_udf.attach_put: dj_attach_put: store 's3badkey': bad credentials: the S3 server rejected the request signature or access key "
         "(SignatureDoesNotMatch); check access_key and secret_key in the config file; "

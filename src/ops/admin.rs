@@ -3,6 +3,7 @@
 use super::open;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::hash::{self, Hash};
 use crate::layout::Object;
 
 /// The stored size of an object, `None` when it is absent.
@@ -30,4 +31,104 @@ pub fn delete(cfg: &Config, store: &str, obj: &Object, key: &[u8]) -> Result<&'s
     }
     let st = open(cfg, store)?;
     Ok(if st.io.delete(&st.key(obj))? { "deleted" } else { "missing" })
+}
+
+/// Whether two stores keep their objects in the same place.
+fn same_place(a: &crate::config::Store, b: &crate::config::Store) -> bool {
+    use crate::config::Protocol;
+    match (&a.protocol, &b.protocol) {
+        (Protocol::File, Protocol::File) => {
+            let canon = |l: &str| std::path::Path::new(l).canonicalize().unwrap_or_else(|_| l.into());
+            canon(&a.location) == canon(&b.location)
+        }
+        (Protocol::S3(x), Protocol::S3(y)) => {
+            x.endpoint.eq_ignore_ascii_case(&y.endpoint)
+                && x.bucket == y.bucket
+                && crate::store::s3::location_prefix(&a.location) == crate::store::s3::location_prefix(&b.location)
+        }
+        _ => false,
+    }
+}
+
+/// What a listed key names, when it has DataJoint's layout for this store:
+/// `<schema>/<subfolds>/<hex>` (a blob) or `…/<hex>.<name>` (an attachment).
+pub fn parse_key(key: &str, schema: &str, folds: &[usize]) -> Option<(Hash, Option<String>)> {
+    let rest = key.strip_prefix(schema)?.strip_prefix('/')?;
+    let mut parts: Vec<&str> = rest.split('/').collect();
+    let file = parts.pop()?;
+    let (hex, name) = match file.split_once('.') {
+        Some((hex, name)) => (hex, Some(name.to_string())),
+        None => (file, None),
+    };
+    let h = hash::parse(hex.as_bytes()).filter(|_| hex.len() == 32 && hex == hex.to_ascii_lowercase())?;
+    let expected = Object::Blob { schema: schema.into(), hash: h }.key(folds);
+    if expected != format!("{schema}/{}{hex}", parts.iter().map(|p| format!("{p}/")).collect::<String>()) {
+        return None;
+    }
+    if let Some(n) = &name {
+        crate::layout::check_attachment_name(n).ok()?;
+    }
+    Some((h, name))
+}
+
+/// A page of the objects stored for one schema, as JSON for the sweep
+/// routine: `[{"key", "hash", "attachment_name", "size", "age"}, …]`, with
+/// `hash` null for a file that is not a DataJoint object of this store.
+pub fn list_objects(cfg: &Config, store: &str, schema: &str, after: &str, limit: usize) -> Result<String> {
+    crate::layout::check_schema_name(schema)?;
+    let st = open(cfg, store)?;
+    // Two stores in one place (a blob and an attach store on one folder is a
+    // common DataJoint setup) hold each other's objects: seen from one, the
+    // other's objects have no tracking row and would be swept away.
+    if let Some(other) = cfg.stores.iter().find(|o| o.name != st.cfg.name && same_place(o, st.cfg)) {
+        return Err(Error::Denied {
+            msg: format!(
+                "store '{}' shares its location with store '{}': listing it for a sweep could remove the other store's objects; give each store its own location",
+                st.cfg.name, other.name
+            ),
+        });
+    }
+    let page = st.io.list(&format!("{schema}/"), after, limit.clamp(1, 1000))?;
+    let items: Vec<serde_json::Value> = page
+        .into_iter()
+        .map(|o| {
+            let parsed = parse_key(&o.key, schema, &st.cfg.subfolding);
+            serde_json::json!({
+                "key": o.key,
+                "hash": parsed.as_ref().map(|(h, _)| hash::to_hex(h)),
+                "attachment_name": parsed.and_then(|(_, n)| n),
+                "size": o.size,
+                "age": o.age,
+            })
+        })
+        .collect();
+    Ok(serde_json::Value::Array(items).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_key;
+    use crate::hash;
+
+    #[test]
+    fn keys_parse_back_to_objects() {
+        let h = hash::parse(b"676de6356c1b33e8084921c02b8cdea6").unwrap();
+        assert_eq!(parse_key("s/67/6d/676de6356c1b33e8084921c02b8cdea6", "s", &[2, 2]), Some((h, None)));
+        assert_eq!(
+            parse_key("s/67/6d/676de6356c1b33e8084921c02b8cdea6.a.tar.gz", "s", &[2, 2]),
+            Some((h, Some("a.tar.gz".into())))
+        );
+        assert_eq!(parse_key("s/676de6356c1b33e8084921c02b8cdea6..hidden", "s", &[]), Some((h, Some(".hidden".into()))));
+        assert_eq!(parse_key("s/6/76/de6/676de6356c1b33e8084921c02b8cdea6", "s", &[1, 2, 3]), Some((h, None)));
+        for foreign in [
+            "s/67/6d/676de6356c1b33e8084921c02b8cdea6x",
+            "s/67/6e/676de6356c1b33e8084921c02b8cdea6",
+            "s/676de6356c1b33e8084921c02b8cdea6",
+            "s/67/6d/notes.txt",
+            "other/67/6d/676de6356c1b33e8084921c02b8cdea6",
+            "s/67/6d/676DE6356C1B33E8084921C02B8CDEA6",
+        ] {
+            assert_eq!(parse_key(foreign, "s", &[2, 2]), None, "{foreign}");
+        }
+    }
 }

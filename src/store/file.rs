@@ -1,6 +1,6 @@
 //! The `file` protocol: objects are files below the store's location folder.
 
-use super::{check_source, copy_hashing, CopyError, ObjectStore, Source};
+use super::{check_source, copy_hashing, now_secs, CopyError, Listed, ObjectStore, Source};
 use crate::config;
 use crate::confine::{self, Dir};
 use crate::error::{Error, Result};
@@ -44,6 +44,35 @@ impl FileStore {
                 Err(e)
             }
         }
+    }
+
+    /// Depth-first, in name order, skipping every subtree that sorts
+    /// wholly before `after`: a page costs the folders along one path, not
+    /// the whole tree. `/` sorts before every character of a DataJoint
+    /// name, so this order is the order of the keys.
+    fn list_below(&self, dir: &Dir, key: &str, after: &str, limit: usize, now: i64, out: &mut Vec<Listed>) -> Result<()> {
+        let entries = dir.entries().map_err(|e| Error::io("list", self.describe(key), e))?;
+        for e in entries {
+            if out.len() >= limit {
+                return Ok(());
+            }
+            // Temporary files of writes in progress, never objects.
+            if e.name.starts_with('.') {
+                continue;
+            }
+            let child = format!("{key}/{}", e.name);
+            if e.is_dir {
+                let inside = after.len() > child.len() && after.starts_with(&child) && after.as_bytes()[child.len()] == b'/';
+                if child.as_str() < after && !inside {
+                    continue;
+                }
+                let sub = dir.walk([e.name.as_str()], false).map_err(|err| Error::io("open folder", self.describe(&child), err))?;
+                self.list_below(&sub, &child, after, limit, now, out)?;
+            } else if child.as_str() > after {
+                out.push(Listed { key: child, size: e.size, age: (now - e.mtime).max(0) as u64 });
+            }
+        }
+        Ok(())
     }
 
     fn describe_dir(&self, d: &Dir) -> String {
@@ -120,6 +149,19 @@ impl ObjectStore for FileStore {
             let _ = scope_dir.remove(&tmp);
         }
         result.map(|written| (hash, n, written))
+    }
+
+    fn list(&self, prefix: &str, after: &str, limit: usize) -> Result<Vec<Listed>> {
+        let top = prefix.trim_end_matches('/');
+        let root = Dir::open_root(&self.root).map_err(|e| Error::io("open store location", self.root.display().to_string(), e))?;
+        let dir = match root.walk(top.split('/'), false) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("open folder", self.describe(top), e)),
+        };
+        let mut out = Vec::new();
+        self.list_below(&dir, top, after, limit, now_secs(), &mut out)?;
+        Ok(out)
     }
 
     fn delete(&self, key: &str) -> Result<bool> {

@@ -43,12 +43,31 @@ pub trait ObjectStore {
         hasher: Hasher,
         key_of: &dyn Fn(&Hash) -> String,
     ) -> Result<(Hash, u64, bool)>;
+    /// Up to `limit` objects whose keys start with `prefix` (a folder such
+    /// as `<schema>/`) and sort after `after`, in key order; for sweeping
+    /// objects that no tracking row names.
+    fn list(&self, prefix: &str, after: &str, limit: usize) -> Result<Vec<Listed>>;
     /// Removes the object; `false` when it was already gone.
     fn delete(&self, key: &str) -> Result<bool>;
     /// Where the object lives, for messages (never with credentials).
     fn describe(&self, key: &str) -> String;
     /// The server-local path of the object, when the protocol has one.
     fn local_path(&self, key: &str) -> Option<std::path::PathBuf>;
+}
+
+/// One object found by [`ObjectStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The key relative to the store's location, as [`crate::layout`] makes it.
+    pub key: String,
+    pub size: u64,
+    /// Seconds since it was last written.
+    pub age: u64,
+}
+
+/// Seconds since the epoch, now.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// The implementation for a configured store.

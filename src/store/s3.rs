@@ -14,12 +14,12 @@
 //! the whole object hashed as expected, and aborted on any failure, so a
 //! reader never sees a partial or wrong object under its key.
 
-use super::{check_source, hash_all, ObjectStore, Source};
+use super::{check_source, hash_all, now_secs, Listed, ObjectStore, Source};
 use crate::config::{self, S3};
 use crate::error::{Error, Result, S3Problem};
 use crate::hash::{Hash, Hasher};
 use md5::{Digest, Md5};
-use rusty_s3::actions::{CreateMultipartUpload, S3Action};
+use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2, S3Action};
 use rusty_s3::{Bucket, Credentials, UrlStyle};
 use std::io::{self, Read, SeekFrom};
 use std::sync::OnceLock;
@@ -48,6 +48,24 @@ const ANSWER_LIMIT: usize = 1 << 20;
 const MESSAGE_LIMIT: usize = 200;
 /// The first read buffer; it doubles up to [`PART_SIZE`] only for large objects.
 const FIRST_BUFFER: usize = 64 << 10;
+
+/// Seconds since the epoch of an S3 timestamp (`2026-11-25T12:00:00.000Z`).
+pub fn parse_time(s: &str) -> Option<i64> {
+    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|t| t.parse::<i64>().ok());
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if s.as_bytes().get(4) != Some(&b'-') || s.as_bytes().get(10) != Some(&b'T') || !(1..=12).contains(&m) {
+        return None;
+    }
+    // Days from the civil date (proleptic Gregorian), as in Howard Hinnant's algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
 
 /// How long a bucket that answered `HEAD bucket` is taken to exist.
 const BUCKET_SEEN_FOR: Duration = Duration::from_secs(60);
@@ -729,6 +747,45 @@ impl Read for Download {
 }
 
 impl ObjectStore for S3Store {
+    /// One `ListObjectsV2` page under the written (stripped) key form;
+    /// objects only a Python ≥ 3.12 client wrote under the `/…` form are not
+    /// listed.
+    fn list(&self, prefix: &str, after: &str, limit: usize) -> Result<Vec<Listed>> {
+        let loc = location_prefix(&self.location);
+        let full = |rel: &str| if loc.is_empty() { rel.to_string() } else { format!("{loc}/{rel}") };
+        let key_prefix = full(prefix);
+        let start_after = (!after.is_empty()).then(|| full(after));
+        let url = || {
+            let mut a = ListObjectsV2::new(&self.bucket, Some(&self.creds));
+            a.with_prefix(key_prefix.as_str());
+            if let Some(s) = &start_after {
+                a.with_start_after(s.as_str());
+            }
+            a.with_max_keys(limit.clamp(1, 1000));
+            a.sign(SIGNATURE_LIFETIME)
+        };
+        let c = Call { op: "LIST", verb: Verb::Get, key: &key_prefix, url: &url, headers: &[], body: &[], stream: false, retry_5xx: true };
+        let r = self.send(&c)?;
+        if !r.status().is_success() {
+            return Err(self.answer_error(&c, r));
+        }
+        let text = answer_text(r.into_body());
+        let page = ListObjectsV2::parse_response(&text)
+            .map_err(|e| self.err(&key_prefix, S3Problem::Protocol { op: "LIST", detail: e.to_string() }))?;
+        let now = now_secs();
+        let strip = if loc.is_empty() { String::new() } else { format!("{loc}/") };
+        Ok(page
+            .contents
+            .into_iter()
+            .filter_map(|o| {
+                let key = o.key.strip_prefix(strip.as_str())?.to_string();
+                let written = o.last_modified.as_deref().and_then(parse_time).unwrap_or(now);
+                Some(Listed { key, size: o.size.unwrap_or(0), age: (now - written).max(0) as u64 })
+            })
+            .take(limit)
+            .collect())
+    }
+
     fn size(&self, relative: &str) -> Result<Option<u64>> {
         let (key, rooted) = self.keys(relative);
         if let Some(n) = self.head(&key, false)? {
@@ -847,6 +904,14 @@ mod tests {
         assert_eq!(location_prefix(""), "");
         assert_eq!(location_prefix("/"), "");
         assert_eq!(location_prefix("."), "");
+    }
+
+    #[test]
+    fn s3_timestamps() {
+        assert_eq!(parse_time("1970-01-01T00:00:00.000Z"), Some(0));
+        assert_eq!(parse_time("2026-11-25T12:00:00.000Z"), Some(1_795_608_000));
+        assert_eq!(parse_time("2000-02-29T23:59:59Z"), Some(951_868_799));
+        assert_eq!(parse_time("not a date"), None);
     }
 
     #[test]

@@ -272,6 +272,22 @@ impl Func for DeleteObject {
 }
 export_fn!(string Call<DeleteObject>, dj_delete_object, dj_delete_object_init, dj_delete_object_deinit);
 
+pub struct ListObjects;
+impl Func for ListObjects {
+    const DEF: Def = Def {
+        name: "dj_list_objects",
+        params: &[("store", Store), ("schema", Schema), ("after", Text), ("limit", Size)],
+        optional: 0,
+        needs_config: true,
+        max_length: 16 << 20,
+    };
+    fn run(c: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
+        let limit = a.size(3)?.unwrap_or(1000) as usize;
+        put_text(out, &ops::admin::list_objects(cfg(c), a.req(0)?, a.req(1)?, a.text(2)?.unwrap_or(""), limit)?)
+    }
+}
+export_fn!(string Call<ListObjects>, dj_list_objects, dj_list_objects_init, dj_list_objects_deinit);
+
 pub struct LastError;
 impl Func for LastError {
     const DEF: Def = Def { name: "dj_last_error", params: &[], optional: 0, needs_config: false, max_length: TEXT };
