@@ -367,6 +367,45 @@ BEGIN
   SET @dj_udf_sql = NULL, @dj_udf_before = NULL, @dj_udf_schema = NULL, @dj_udf_store = NULL;
 END $$
 
+-- The purge key, for the routines that delete objects; reading it needs
+-- SELECT on dj_udf.purge_key, which is the privilege to delete.
+DROP PROCEDURE IF EXISTS dj_udf.purge_key_for $$
+CREATE PROCEDURE dj_udf.purge_key_for(IN what varchar(64), OUT k varchar(255))
+  SQL SECURITY INVOKER READS SQL DATA
+BEGIN
+  DECLARE msg varchar(512);
+  SELECT MIN(purge_key) INTO k FROM dj_udf.purge_key;
+  IF k IS NULL THEN
+    SET msg = CONCAT(what, ': dj_udf.purge_key is empty; insert the purge_key of the config file');
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
+  END IF;
+END $$
+
+-- The one place objects are deleted: inside the caller's transaction, it
+-- locks the object's tracking-row slot (a row lock, or a gap lock that holds
+-- off inserts) and deletes the object only if no row names it. status:
+-- 'tracked', 'deleted', 'missing', or NULL with dj_last_error() on failure.
+DROP PROCEDURE IF EXISTS dj_udf.delete_if_untracked $$
+CREATE PROCEDURE dj_udf.delete_if_untracked(IN schema_name varchar(64), IN store varchar(64), IN h binary(16),
+                                            IN attachment_name varchar(255), IN filepath varchar(1000),
+                                            IN k varchar(255), OUT status varchar(100))
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  CALL dj_udf.check_target(schema_name, store);
+  SET @dj_udf_h = h, @dj_udf_n = NULL;
+  SET @dj_udf_sql = CONCAT('SELECT COUNT(*) INTO @dj_udf_n FROM `', schema_name, '`.`~external_', store,
+                           '` WHERE hash = ? FOR UPDATE');
+  PREPARE dj_udf_stmt FROM @dj_udf_sql;
+  EXECUTE dj_udf_stmt USING @dj_udf_h;
+  DEALLOCATE PREPARE dj_udf_stmt;
+  IF @dj_udf_n = 0 THEN
+    SET status = dj_delete_object(store, schema_name, h, attachment_name, filepath, k);
+  ELSE
+    SET status = 'tracked';
+  END IF;
+  SET @dj_udf_sql = NULL, @dj_udf_h = NULL, @dj_udf_n = NULL;
+END $$
+
 -- Removes the queued objects of one schema and store. Each object is removed
 -- while its tracking-row slot is locked, and only if no row for it exists
 -- again; a failure leaves the entry queued with its error for a later run.
@@ -380,21 +419,14 @@ BEGIN
   DECLARE nm varchar(255);
   DECLARE fp varchar(1000);
   DECLARE status varchar(100);
-  DECLARE done int DEFAULT 0;
   DECLARE EXIT HANDLER FOR SQLEXCEPTION
   BEGIN
     ROLLBACK;
-    SET @dj_udf_sql = NULL;
     RESIGNAL;
   END;
   CALL dj_udf.check_target(schema_name, store);
-  SELECT MIN(purge_key) INTO k FROM dj_udf.purge_key;
-  IF k IS NULL THEN
-    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = 'dj_udf.purge: dj_udf.purge_key is empty; insert the purge_key of the config file';
-  END IF;
+  CALL dj_udf.purge_key_for('dj_udf.purge', k);
   SET objects_deleted = 0, failures = 0;
-  SET @dj_udf_sql = CONCAT('SELECT COUNT(*) INTO @dj_udf_n FROM `', schema_name, '`.`~external_', store,
-                           '` WHERE hash = ? FOR UPDATE');
   purge_loop: LOOP
     SELECT MIN(id) INTO qid FROM dj_udf.purge_queue q
      WHERE q.schema_name = schema_name AND q.store = store AND q.id > last_id;
@@ -402,26 +434,17 @@ BEGIN
     SELECT hash, attachment_name, filepath INTO h, nm, fp FROM dj_udf.purge_queue WHERE id = qid;
     SET last_id = qid;
     START TRANSACTION;
-    SET @dj_udf_h = h;
-    PREPARE dj_udf_stmt FROM @dj_udf_sql;
-    EXECUTE dj_udf_stmt USING @dj_udf_h;
-    DEALLOCATE PREPARE dj_udf_stmt;
-    IF @dj_udf_n = 0 THEN
-      SET status = dj_delete_object(store, schema_name, h, nm, fp, k);
-      IF status IS NULL THEN
-        UPDATE dj_udf.purge_queue SET last_error = LEFT(CONVERT(dj_last_error() USING utf8mb4), 1000) WHERE id = qid;
-        SET failures = failures + 1;
-      ELSE
-        DELETE FROM dj_udf.purge_queue WHERE id = qid;
-        IF status = 'deleted' THEN SET objects_deleted = objects_deleted + 1; END IF;
-      END IF;
+    CALL dj_udf.delete_if_untracked(schema_name, store, h, nm, fp, k, status);
+    IF status IS NULL THEN
+      UPDATE dj_udf.purge_queue SET last_error = LEFT(CONVERT(dj_last_error() USING utf8mb4), 1000) WHERE id = qid;
+      SET failures = failures + 1;
     ELSE
-      -- tracked again since it was queued: the object is in use
+      -- deleted, already gone, or tracked again since it was queued (in use)
       DELETE FROM dj_udf.purge_queue WHERE id = qid;
+      IF status = 'deleted' THEN SET objects_deleted = objects_deleted + 1; END IF;
     END IF;
     COMMIT;
   END LOOP;
-  SET @dj_udf_sql = NULL, @dj_udf_h = NULL, @dj_udf_n = NULL;
 END $$
 
 -- Removes objects of one schema that no tracking row names and that are at
@@ -454,17 +477,11 @@ BEGIN
   DECLARE EXIT HANDLER FOR SQLEXCEPTION
   BEGIN
     ROLLBACK;
-    SET @dj_udf_sql = NULL;
     RESIGNAL;
   END;
   CALL dj_udf.check_target(schema_name, store);
-  SELECT MIN(purge_key) INTO k FROM dj_udf.purge_key;
-  IF k IS NULL THEN
-    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = 'dj_udf.sweep: dj_udf.purge_key is empty; insert the purge_key of the config file';
-  END IF;
+  CALL dj_udf.purge_key_for('dj_udf.sweep', k);
   SET orphans_deleted = 0;
-  SET @dj_udf_sql = CONCAT('SELECT COUNT(*) INTO @dj_udf_n FROM `', schema_name, '`.`~external_', store,
-                           '` WHERE hash = ? FOR UPDATE');
   sweep_loop: LOOP
     SET page = CONVERT(dj_list_objects(store, schema_name, after_key, 500) USING utf8mb4);
     IF page IS NULL THEN CALL dj_udf.fail('dj_udf.sweep'); END IF;
@@ -477,21 +494,14 @@ BEGIN
       SET after_key = ik;
       IF ih IS NOT NULL AND iage >= min_age_seconds THEN
         START TRANSACTION;
-        SET @dj_udf_h = UNHEX(ih);
-        PREPARE dj_udf_stmt FROM @dj_udf_sql;
-        EXECUTE dj_udf_stmt USING @dj_udf_h;
-        DEALLOCATE PREPARE dj_udf_stmt;
-        IF @dj_udf_n = 0 THEN
-          SET status = dj_delete_object(store, schema_name, UNHEX(ih), inm, NULL, k);
-          IF status IS NULL THEN CALL dj_udf.fail('dj_udf.sweep'); END IF;
-          IF status = 'deleted' THEN SET orphans_deleted = orphans_deleted + 1; END IF;
-        END IF;
+        CALL dj_udf.delete_if_untracked(schema_name, store, UNHEX(ih), inm, NULL, k, status);
+        IF status IS NULL THEN CALL dj_udf.fail('dj_udf.sweep'); END IF;
+        IF status = 'deleted' THEN SET orphans_deleted = orphans_deleted + 1; END IF;
         COMMIT;
       END IF;
     END LOOP;
     CLOSE items;
   END LOOP;
-  SET @dj_udf_sql = NULL, @dj_udf_h = NULL, @dj_udf_n = NULL;
 END $$
 
 -- Both steps: delete unused tracking rows, then remove their objects.

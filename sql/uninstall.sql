@@ -35,6 +35,8 @@ DROP FUNCTION IF EXISTS dj_udf.attach_export;
 DROP FUNCTION IF EXISTS dj_udf.filepath_get;
 DROP PROCEDURE IF EXISTS dj_udf.verify;
 DROP PROCEDURE IF EXISTS dj_udf.delete_unused;
+DROP PROCEDURE IF EXISTS dj_udf.purge_key_for;
+DROP PROCEDURE IF EXISTS dj_udf.delete_if_untracked;
 DROP PROCEDURE IF EXISTS dj_udf.purge;
 DROP PROCEDURE IF EXISTS dj_udf.sweep;
 DROP PROCEDURE IF EXISTS dj_udf.cleanup;
