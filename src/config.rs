@@ -229,10 +229,7 @@ fn parse_store(name: &str, spec: &Map<String, Value>) -> std::result::Result<Sto
         Some(s) => Some(existing_dir(&s).map_err(|m| (Some("stage"), m))?),
     };
     let protocol = match protocol.to_ascii_lowercase().as_str() {
-        "file" => {
-            existing_dir(&location).map_err(|m| (Some("location"), m))?;
-            Protocol::File
-        }
+        "file" => Protocol::File,
         "s3" => {
             let endpoint = required("endpoint")?;
             check_endpoint(&endpoint).map_err(|m| (Some("endpoint"), m))?;
@@ -282,6 +279,12 @@ fn parse_store(name: &str, spec: &Map<String, Value>) -> std::result::Result<Sto
             })
         }
         other => return Err((Some("protocol"), format!("unknown protocol '{other}' (use 'file' or 's3')"))),
+    };
+    // A file store's folder is kept canonical, like stages and the import and
+    // export folders, so that every path comparison sees one spelling.
+    let location = match protocol {
+        Protocol::File => existing_dir(&location).map_err(|m| (Some("location"), m))?.display().to_string(),
+        Protocol::S3(_) => location,
     };
     Ok(Store { name: name.to_string(), protocol, location, subfolding, stage })
 }
@@ -356,7 +359,8 @@ pub fn path() -> PathBuf {
     std::env::var_os("DJ_UDF_CONFIG").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
 }
 
-type Stamp = (u64, u64, i64, i64);
+/// What identifies one version of the file: device, inode, mtime, size.
+type Stamp = (u64, u64, i64, i64, u64);
 static CACHE: Mutex<Option<(PathBuf, Stamp, Arc<Config>)>> = Mutex::new(None);
 
 /// The current config, re-read only when the file's identity or mtime changed.
@@ -368,7 +372,7 @@ pub fn current() -> Result<Arc<Config>> {
         key: None,
         msg: format!("{e} (set DJ_UDF_CONFIG in the server's environment or create {DEFAULT_PATH})"),
     })?;
-    let stamp = (meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec() ^ meta.size() as i64);
+    let stamp = (meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.size());
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((f, s, cfg)) = cache.as_ref() {
         if *f == file && *s == stamp {

@@ -37,10 +37,8 @@ pub fn delete(cfg: &Config, store: &str, obj: &Object, key: &[u8]) -> Result<&'s
 fn same_place(a: &crate::config::Store, b: &crate::config::Store) -> bool {
     use crate::config::Protocol;
     match (&a.protocol, &b.protocol) {
-        (Protocol::File, Protocol::File) => {
-            let canon = |l: &str| std::path::Path::new(l).canonicalize().unwrap_or_else(|_| l.into());
-            canon(&a.location) == canon(&b.location)
-        }
+        // File locations are canonical in the config.
+        (Protocol::File, Protocol::File) => a.location == b.location,
         (Protocol::S3(x), Protocol::S3(y)) => {
             x.endpoint.eq_ignore_ascii_case(&y.endpoint)
                 && x.bucket == y.bucket

@@ -15,11 +15,8 @@ pub struct FileStore {
 
 impl FileStore {
     pub fn new(store: &config::Store) -> Self {
-        // The location was checked to exist when the config was read; it is
-        // used canonical so that messages and prefix checks agree.
-        let root = PathBuf::from(&store.location);
-        let root = root.canonicalize().unwrap_or(root);
-        FileStore { name: store.name.clone(), root }
+        // The config checked the location and keeps it canonical.
+        FileStore { name: store.name.clone(), root: PathBuf::from(&store.location) }
     }
 
     fn locate(&self, key: &str, create: bool) -> Result<(Dir, String)> {
