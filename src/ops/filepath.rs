@@ -81,10 +81,13 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
     let same_file = st.io.local_path(&rel).is_some_and(|p| p == c.root.join(&rel));
     let (dir, name) = c.parent(false)?;
     let mut src = dir.open_read(name).map_err(|e| Error::io("open", c.display(), e))?;
+    let hash_source = |src: &mut std::fs::File| -> Result<Hash> {
+        Ok(store::hash_all(src, Hasher::default()).map_err(|e| Error::io("read", c.display(), e))?.0)
+    };
     if same_file {
         // Stage and location are one folder: the file already is the object.
         if let Some(want) = expect {
-            let (got, _) = store::hash_all(&mut src, Hasher::default()).map_err(|e| Error::io("read", c.display(), e))?;
+            let got = hash_source(&mut src)?;
             if got != want {
                 return Err(Error::ChecksumMismatch { what: c.display(), expected: to_hex(&want), actual: to_hex(&got) });
             }
@@ -94,7 +97,7 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
     if st.io.size(&rel)?.is_some() {
         let want = match expect {
             Some(w) => w,
-            None => store::hash_all(&mut src, Hasher::default()).map_err(|e| Error::io("read", c.display(), e))?.0,
+            None => hash_source(&mut src)?,
         };
         let mut existing = st.io.open(&rel)?;
         let (have, _) = store::hash_all(&mut *existing, Hasher::default()).map_err(|e| Error::io("read", st.io.describe(&rel), e))?;
@@ -113,7 +116,7 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
         None if remote => {
             let size = src.metadata().map_err(|e| Error::io("stat", c.display(), e))?.len();
             if cfg.checksum_size_limit_insert.is_none_or(|limit| size <= limit) {
-                let (got, _) = store::hash_all(&mut src, Hasher::default()).map_err(|e| Error::io("read", c.display(), e))?;
+                let got = hash_source(&mut src)?;
                 src.seek(SeekFrom::Start(0)).map_err(|e| Error::io("rewind", c.display(), e))?;
                 Some(got)
             } else {
