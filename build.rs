@@ -18,7 +18,9 @@ fn main() {
             cc::Build::new().file("csrc/layout_check.c").include(&dir).cargo_warnings(true).compile("dj_udf_layout_check");
             println!("cargo:rustc-cfg=dj_layout_checked");
         }
-        None => println!("cargo:warning=server headers not found: UDF struct layout not checked against them (install libmariadbd-dev or set DJ_UDF_SERVER_INCLUDE)"),
+        None => println!(
+            "cargo:warning=server headers not found: UDF struct layout not checked against them (install libmariadbd-dev or set DJ_UDF_SERVER_INCLUDE)"
+        ),
     }
     println!("cargo:rustc-check-cfg=cfg(dj_layout_checked)");
 }

@@ -308,7 +308,8 @@ fn check_endpoint(endpoint: &str) -> std::result::Result<(), String> {
 /// Bucket names go into the URL path as one segment; S3 allows lowercase
 /// letters, digits, '.' and '-', and older servers also '_' and uppercase.
 fn check_bucket(bucket: &str) -> std::result::Result<(), String> {
-    let ok = bucket.len() <= 255 && bucket.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) && bucket != "." && bucket != "..";
+    let ok =
+        bucket.len() <= 255 && bucket.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) && bucket != "." && bucket != "..";
     if ok {
         Ok(())
     } else {
@@ -379,8 +380,7 @@ pub fn current() -> Result<Arc<Config>> {
             return Ok(cfg.clone());
         }
     }
-    let text = std::fs::read_to_string(&file)
-        .map_err(|e| Error::Config { file: file.clone(), store: None, key: None, msg: e.to_string() })?;
+    let text = std::fs::read_to_string(&file).map_err(|e| Error::Config { file: file.clone(), store: None, key: None, msg: e.to_string() })?;
     let cfg = Arc::new(Config::parse(&file, &text)?);
     *cache = Some((file, stamp, cfg.clone()));
     Ok(cfg)
@@ -497,9 +497,11 @@ mod tests {
             .to_string();
             assert!(m.starts_with("store 's', key 'endpoint'"), "{bad}: {m}");
         }
-        let m = parse(r#"{"stores": {"s": {"protocol": "s3", "location": "x", "endpoint": "h", "bucket": "a/b", "access_key": "a", "secret_key": "s"}}}"#)
-            .unwrap_err()
-            .to_string();
+        let m = parse(
+            r#"{"stores": {"s": {"protocol": "s3", "location": "x", "endpoint": "h", "bucket": "a/b", "access_key": "a", "secret_key": "s"}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(m.starts_with("store 's', key 'bucket'"), "{m}");
     }
 

@@ -36,10 +36,9 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
 /// Turns the kernel's answer to O_NOFOLLOW on a link into a readable one.
 fn explain(e: io::Error) -> io::Error {
     match e.raw_os_error() {
-        Some(libc::ELOOP) | Some(libc::ENOTDIR) => io::Error::new(
-            e.kind(),
-            "a symbolic link or non-directory is in the way (links are not followed inside store roots)",
-        ),
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
+            io::Error::new(e.kind(), "a symbolic link or non-directory is in the way (links are not followed inside store roots)")
+        }
         _ => e,
     }
 }
@@ -257,9 +256,7 @@ impl Confined {
     pub fn parent(&self, create: bool) -> Result<(Dir, &str)> {
         let root = Dir::open_root(&self.root).map_err(|e| Error::io("open root", self.root.display().to_string(), e))?;
         let (name, dirs) = self.components.split_last().expect("confined paths are never empty");
-        let dir = root
-            .walk(dirs.iter().map(String::as_str), create)
-            .map_err(|e| Error::io("open folder of", self.display(), e))?;
+        let dir = root.walk(dirs.iter().map(String::as_str), create).map_err(|e| Error::io("open folder of", self.display(), e))?;
         Ok((dir, name))
     }
 
@@ -301,11 +298,7 @@ pub fn resolve(path: &str, roots: &[&Path]) -> Result<Confined> {
     let allowed: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
     Err(Error::confine(
         shown,
-        if allowed.is_empty() {
-            "no folder is configured for this function".to_string()
-        } else {
-            format!("it is not inside {}", allowed.join(", "))
-        },
+        if allowed.is_empty() { "no folder is configured for this function".to_string() } else { format!("it is not inside {}", allowed.join(", ")) },
     ))
 }
 

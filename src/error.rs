@@ -10,30 +10,73 @@ use std::path::PathBuf;
 #[derive(Debug)]
 pub enum Error {
     /// The config file is missing, unreadable or wrong.
-    Config { file: PathBuf, store: Option<String>, key: Option<String>, msg: String },
+    Config {
+        file: PathBuf,
+        store: Option<String>,
+        key: Option<String>,
+        msg: String,
+    },
     /// SQL named a store the config file does not define.
-    UnknownStore { store: String, file: PathBuf, known: Vec<String> },
+    UnknownStore {
+        store: String,
+        file: PathBuf,
+        known: Vec<String>,
+    },
     /// An argument is malformed (bad hash, bad name, wrong kind of value).
-    Argument { what: &'static str, msg: String },
+    Argument {
+        what: &'static str,
+        msg: String,
+    },
     /// A server path lies outside every configured root, or tries to leave one.
-    Confinement { path: String, msg: String },
+    Confinement {
+        path: String,
+        msg: String,
+    },
     /// The object or file that should be there is not.
-    Missing { what: String },
+    Missing {
+        what: String,
+    },
     /// Contents do not match what the tracking row records.
-    SizeMismatch { what: String, expected: u64, actual: u64 },
-    ChecksumMismatch { what: String, expected: String, actual: String },
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
+    ChecksumMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
     /// The store already holds other contents under a filepath's key.
-    OccupiedKey { relative: String, location: String },
+    OccupiedKey {
+        relative: String,
+        location: String,
+    },
     /// The result would not fit in what the function may return.
-    TooLarge { what: String, size: u64, limit: u64 },
+    TooLarge {
+        what: String,
+        size: u64,
+        limit: u64,
+    },
     /// The operation is switched off or the caller lacks the key for it.
-    Denied { msg: String },
+    Denied {
+        msg: String,
+    },
     /// An operating-system error during `op` on `path`.
-    Io { op: &'static str, path: String, source: io::Error },
+    Io {
+        op: &'static str,
+        path: String,
+        source: io::Error,
+    },
     /// A request to an S3-compatible server failed. The fields never hold
     /// credentials: requests are presigned, and their URLs (which name the
     /// access key) are never put into a message.
-    S3 { store: String, bucket: String, key: String, problem: Box<S3Problem> },
+    S3 {
+        store: String,
+        bucket: String,
+        key: String,
+        problem: Box<S3Problem>,
+    },
 }
 
 /// Why an S3 request failed, in the terms a DBA acts on.

@@ -384,14 +384,8 @@ mod tests {
 
     #[test]
     fn trampolines_catch_panics_and_report_errors() {
-        let mut init = UdfInit {
-            maybe_null: 0,
-            decimals: 0,
-            max_length: 0,
-            ptr: std::ptr::null_mut(),
-            const_item: 0,
-            extension: std::ptr::null_mut(),
-        };
+        let mut init =
+            UdfInit { maybe_null: 0, decimals: 0, max_length: 0, ptr: std::ptr::null_mut(), const_item: 0, extension: std::ptr::null_mut() };
         let mut msg = [0 as c_char; 512];
         let mut two = Fake::new(&[None, None]);
         assert_eq!(unsafe { string_init::<Echo>(&mut init, &mut two.raw, msg.as_mut_ptr()) }, 1);

@@ -27,9 +27,7 @@ pub fn check_store_name(store: &str) -> Result<()> {
 /// A schema (database) name. It becomes a folder name and is quoted into SQL
 /// by the routines, so only plain identifier characters are allowed.
 pub fn check_schema_name(schema: &str) -> Result<()> {
-    let ok = !schema.is_empty()
-        && schema.len() <= 64
-        && schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '-');
+    let ok = !schema.is_empty() && schema.len() <= 64 && schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '-');
     if ok {
         Ok(())
     } else {

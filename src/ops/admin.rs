@@ -22,9 +22,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// table only trusted accounts may read.
 pub fn delete(cfg: &Config, store: &str, obj: &Object, key: &[u8]) -> Result<&'static str> {
     let Some(secret) = &cfg.purge_key else {
-        return Err(Error::Denied {
-            msg: format!("object deletion is disabled: {} has no purge_key", cfg.file.display()),
-        });
+        return Err(Error::Denied { msg: format!("object deletion is disabled: {} has no purge_key", cfg.file.display()) });
     };
     if !same_secret(secret.as_bytes(), key) {
         return Err(Error::Denied { msg: "wrong purge key: deletion refused".into() });
@@ -112,10 +110,7 @@ mod tests {
     fn keys_parse_back_to_objects() {
         let h = hash::parse(b"676de6356c1b33e8084921c02b8cdea6").unwrap();
         assert_eq!(parse_key("s/67/6d/676de6356c1b33e8084921c02b8cdea6", "s", &[2, 2]), Some((h, None)));
-        assert_eq!(
-            parse_key("s/67/6d/676de6356c1b33e8084921c02b8cdea6.a.tar.gz", "s", &[2, 2]),
-            Some((h, Some("a.tar.gz".into())))
-        );
+        assert_eq!(parse_key("s/67/6d/676de6356c1b33e8084921c02b8cdea6.a.tar.gz", "s", &[2, 2]), Some((h, Some("a.tar.gz".into()))));
         assert_eq!(parse_key("s/676de6356c1b33e8084921c02b8cdea6..hidden", "s", &[]), Some((h, Some(".hidden".into()))));
         assert_eq!(parse_key("s/6/76/de6/676de6356c1b33e8084921c02b8cdea6", "s", &[1, 2, 3]), Some((h, None)));
         for foreign in [

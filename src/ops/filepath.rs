@@ -34,9 +34,9 @@ impl Info {
 }
 
 fn stage(st: &Store) -> Result<&Path> {
-    st.stage.as_deref().ok_or_else(|| Error::Denied {
-        msg: format!("store '{}' has no 'stage' in the config; filepath attributes need one", st.name),
-    })
+    st.stage
+        .as_deref()
+        .ok_or_else(|| Error::Denied { msg: format!("store '{}' has no 'stage' in the config; filepath attributes need one", st.name) })
 }
 
 /// Resolves a server path that must lie in the store's stage, with
@@ -44,10 +44,9 @@ fn stage(st: &Store) -> Result<&Path> {
 fn staged(st: &Store, path: &str) -> Result<Confined> {
     let stage = stage(st)?;
     let c = confine::resolve(path, &[stage]).map_err(|e| match e {
-        Error::Confinement { path, msg } if msg.starts_with("it is not inside") => Error::Confinement {
-            msg: format!("The path {path} is not in stage {}", stage.display()),
-            path,
-        },
+        Error::Confinement { path, msg } if msg.starts_with("it is not inside") => {
+            Error::Confinement { msg: format!("The path {path} is not in stage {}", stage.display()), path }
+        }
         other => other,
     })?;
     layout::check_relative_path(&c.relative())?;
@@ -81,9 +80,8 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
     let same_file = st.io.local_path(&rel).is_some_and(|p| p == c.root.join(&rel));
     let (dir, name) = c.parent(false)?;
     let mut src = dir.open_read(name).map_err(|e| Error::io("open", c.display(), e))?;
-    let hash_source = |src: &mut std::fs::File| -> Result<Hash> {
-        Ok(store::hash_all(src, Hasher::default()).map_err(|e| Error::io("read", c.display(), e))?.0)
-    };
+    let hash_source =
+        |src: &mut std::fs::File| -> Result<Hash> { Ok(store::hash_all(src, Hasher::default()).map_err(|e| Error::io("read", c.display(), e))?.0) };
     if same_file {
         // Stage and location are one folder: the file already is the object.
         if let Some(want) = expect {
@@ -101,11 +99,7 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
         };
         let mut existing = st.io.open(&rel)?;
         let (have, _) = store::hash_all(&mut *existing, Hasher::default()).map_err(|e| Error::io("read", st.io.describe(&rel), e))?;
-        return if have == want {
-            Ok(h)
-        } else {
-            Err(Error::OccupiedKey { location: st.io.describe(&rel), relative: rel })
-        };
+        return if have == want { Ok(h) } else { Err(Error::OccupiedKey { location: st.io.describe(&rel), relative: rel }) };
     }
     // DataJoint stores a filepath object on S3 with the metadata
     // `contents_hash` = the UUID text of its MD5. For a remote
@@ -158,9 +152,7 @@ pub fn get(cfg: &Config, store: &str, relative: &str, contents_hash: Option<Hash
     if local == Some(size) || same_file {
         let mut f = match dir.open_read(name) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::Missing { what: st.io.describe(relative) })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::Missing { what: st.io.describe(relative) }),
             Err(e) => return Err(Error::io("open", shown, e)),
         };
         let skip_read = check.is_none() && local == Some(size);

@@ -117,20 +117,13 @@ impl ObjectStore for FileStore {
         Ok((got, n))
     }
 
-    fn put_by_hash(
-        &self,
-        scope: &str,
-        src: &mut dyn Source,
-        mut hasher: Hasher,
-        key_of: &dyn Fn(&Hash) -> String,
-    ) -> Result<(Hash, u64, bool)> {
+    fn put_by_hash(&self, scope: &str, src: &mut dyn Source, mut hasher: Hasher, key_of: &dyn Fn(&Hash) -> String) -> Result<(Hash, u64, bool)> {
         // The temporary file lives in the scope (schema) folder, on the same
         // file system as the final folder, so the rename stays atomic.
         let scope_dir = confine::below(&self.root, scope);
         let root = Dir::open_root(&self.root).map_err(|e| Error::io("open store location", self.root.display().to_string(), e))?;
-        let scope_dir = root
-            .walk(scope_dir.components.iter().map(String::as_str), true)
-            .map_err(|e| Error::io("create folder", self.describe(scope), e))?;
+        let scope_dir =
+            root.walk(scope_dir.components.iter().map(String::as_str), true).map_err(|e| Error::io("create folder", self.describe(scope), e))?;
         let (tmp, n) = self.write_temp(&scope_dir, src, &mut hasher)?;
         let hash = hasher.finish();
         let key = key_of(&hash);

@@ -36,13 +36,7 @@ pub trait ObjectStore {
     /// `src` once (temporary file, then rename); S3 reads it twice (see
     /// [`s3::S3Store`]). Returns the hash, the size and whether anything new
     /// was written.
-    fn put_by_hash(
-        &self,
-        scope: &str,
-        src: &mut dyn Source,
-        hasher: Hasher,
-        key_of: &dyn Fn(&Hash) -> String,
-    ) -> Result<(Hash, u64, bool)>;
+    fn put_by_hash(&self, scope: &str, src: &mut dyn Source, hasher: Hasher, key_of: &dyn Fn(&Hash) -> String) -> Result<(Hash, u64, bool)>;
     /// Up to `limit` objects whose keys start with `prefix` (a folder such
     /// as `<schema>/`) and sort after `after`, in key order; for sweeping
     /// objects that no tracking row names.

@@ -3,10 +3,10 @@
 use super::{Call, Def, Func, IntFunc, Kind, Row};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::export_fn;
 use crate::hash::{self, Hash};
 use crate::layout::Object;
 use crate::ops::{self, verify::Row as TrackingRow};
-use crate::export_fn;
 
 use Kind::*;
 
@@ -33,20 +33,14 @@ fn put_text(out: &mut Vec<u8>, s: &str) -> Result<bool> {
 /// The object a (schema, hash, attachment_name, filepath) argument group names.
 fn object(a: &Row, schema: usize, h: Hash, name: usize, filepath: usize) -> Result<Object> {
     let schema = a.text(schema)?.unwrap_or("");
-    let row = TrackingRow {
-        schema,
-        hash: h,
-        size: 0,
-        attachment_name: a.text(name)?,
-        filepath: a.text(filepath)?,
-        contents_hash: None,
-    };
+    let row = TrackingRow { schema, hash: h, size: 0, attachment_name: a.text(name)?, filepath: a.text(filepath)?, contents_hash: None };
     row.object()
 }
 
 pub struct Checksum;
 impl Func for Checksum {
-    const DEF: Def = Def { name: "dj_checksum", params: &[("data", Bytes), ("init_string", Bytes)], optional: 1, needs_config: false, max_length: 16 };
+    const DEF: Def =
+        Def { name: "dj_checksum", params: &[("data", Bytes), ("init_string", Bytes)], optional: 1, needs_config: false, max_length: 16 };
     fn run(_: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
         let Some(data) = a.bytes(0) else { return Ok(false) };
         put_hash(out, hash::digest(a.bytes(1).unwrap_or(b""), data))
@@ -67,8 +61,13 @@ export_fn!(string Call<FileChecksum>, dj_file_checksum, dj_file_checksum_init, d
 
 pub struct BlobPut;
 impl Func for BlobPut {
-    const DEF: Def =
-        Def { name: "dj_blob_put", params: &[("store", Store), ("schema", Schema), ("data", Bytes)], optional: 0, needs_config: true, max_length: 16 };
+    const DEF: Def = Def {
+        name: "dj_blob_put",
+        params: &[("store", Store), ("schema", Schema), ("data", Bytes)],
+        optional: 0,
+        needs_config: true,
+        max_length: 16,
+    };
     fn run(c: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
         let Some(data) = a.bytes(2) else { return Ok(false) };
         put_hash(out, ops::blob::put(cfg(c), a.req(0)?, a.req(1)?, data)?)
@@ -78,8 +77,13 @@ export_fn!(string Call<BlobPut>, dj_blob_put, dj_blob_put_init, dj_blob_put_dein
 
 pub struct BlobGet;
 impl Func for BlobGet {
-    const DEF: Def =
-        Def { name: "dj_blob_get", params: &[("store", Store), ("schema", Schema), ("hash", Hash)], optional: 0, needs_config: true, max_length: LONG };
+    const DEF: Def = Def {
+        name: "dj_blob_get",
+        params: &[("store", Store), ("schema", Schema), ("hash", Hash)],
+        optional: 0,
+        needs_config: true,
+        max_length: LONG,
+    };
     fn run(c: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
         let Some(h) = a.hash(2)? else { return Ok(false) };
         *out = ops::blob::get(cfg(c), a.req(0)?, a.req(1)?, &h)?;

@@ -83,9 +83,7 @@ fn init_call(def: &Def, args: &mut Args) -> Result<Option<Arc<Config>>, String> 
         let wrong = |what: &str| format!("argument {} ({pname}) {what}", i + 1);
         match (kind, args.kind(i)) {
             (Kind::Size, INT_RESULT | STRING_RESULT) => {}
-            (Kind::Hash, INT_RESULT | REAL_RESULT | DECIMAL_RESULT) => {
-                return Err(wrong("must be binary(16), hex or a UUID, not a number"))
-            }
+            (Kind::Hash, INT_RESULT | REAL_RESULT | DECIMAL_RESULT) => return Err(wrong("must be binary(16), hex or a UUID, not a number")),
             (Kind::Size, _) => return Err(wrong("must be an integer")),
             _ => args.coerce(i, STRING_RESULT),
         }

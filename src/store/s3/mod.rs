@@ -23,15 +23,15 @@ mod answers;
 mod keys;
 mod upload;
 
-pub use answers::{classify, error_fields};
 use answers::shorten;
+pub use answers::{classify, error_fields};
 pub use keys::{location_prefix, object_keys, parse_time};
-pub use upload::{content_md5, parts_for, plan, Upload, MAX_OBJECT, MAX_PARTS, PART_SIZE, SINGLE_PUT_MAX};
 use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2, S3Action};
 use rusty_s3::{Bucket, Credentials, UrlStyle};
 use std::io::{self, Read, SeekFrom};
 use std::sync::OnceLock;
 use std::time::Duration;
+pub use upload::{content_md5, parts_for, plan, Upload, MAX_OBJECT, MAX_PARTS, PART_SIZE, SINGLE_PUT_MAX};
 use ureq::http::Response;
 use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
 use ureq::{Agent, Body, RequestBuilder};
@@ -138,10 +138,9 @@ fn with_headers<B>(mut rb: RequestBuilder<B>, headers: &[(String, String)]) -> R
 fn retryable(e: &ureq::Error) -> bool {
     use io::ErrorKind::*;
     match e {
-        ureq::Error::Io(io) => matches!(
-            io.kind(),
-            ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected | Interrupted
-        ),
+        ureq::Error::Io(io) => {
+            matches!(io.kind(), ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected | Interrupted)
+        }
         ureq::Error::ConnectionFailed | ureq::Error::Protocol(_) => true,
         ureq::Error::Timeout(t) => matches!(t, ureq::Timeout::Connect),
         _ => false,
@@ -218,9 +217,7 @@ impl S3Store {
 
     fn err(&self, key: &str, problem: S3Problem) -> Error {
         let problem = match problem {
-            S3Problem::Unreachable { endpoint, detail, attempts } => {
-                S3Problem::Unreachable { endpoint, detail: self.scrub(&detail), attempts }
-            }
+            S3Problem::Unreachable { endpoint, detail, attempts } => S3Problem::Unreachable { endpoint, detail: self.scrub(&detail), attempts },
             S3Problem::AccessDenied { message } => S3Problem::AccessDenied { message: self.scrub(&message) },
             S3Problem::Failed { op, status, code, message } => {
                 S3Problem::Failed { op, status, code: self.scrub(&code), message: self.scrub(&message) }
@@ -234,10 +231,9 @@ impl S3Store {
     fn transport_problem(&self, op: &'static str, e: &ureq::Error, attempts: u32) -> S3Problem {
         let unreachable = |detail: String| S3Problem::Unreachable { endpoint: self.endpoint.clone(), detail, attempts };
         match e {
-            ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => unreachable(format!(
-                "no connection within {} s, config key 'connect_timeout'",
-                self.connect_timeout.as_secs_f64()
-            )),
+            ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => {
+                unreachable(format!("no connection within {} s, config key 'connect_timeout'", self.connect_timeout.as_secs_f64()))
+            }
             ureq::Error::Timeout(_) => S3Problem::Timeout { op, seconds: self.timeout.as_secs_f64() },
             ureq::Error::HostNotFound => unreachable("host name not found".into()),
             ureq::Error::ConnectionFailed => unreachable("connection failed".into()),
@@ -460,9 +456,7 @@ impl S3Store {
 
     fn complete_upload(&self, key: &str, upload_id: &str, etags: &[String], size: u64) -> Result<()> {
         let body = self.bucket.complete_multipart_upload(Some(&self.creds), key, upload_id, etags.iter().map(String::as_str)).body();
-        let url = || {
-            self.bucket.complete_multipart_upload(Some(&self.creds), key, upload_id, std::iter::empty()).sign(SIGNATURE_LIFETIME)
-        };
+        let url = || self.bucket.complete_multipart_upload(Some(&self.creds), key, upload_id, std::iter::empty()).sign(SIGNATURE_LIFETIME);
         let op = "CompleteMultipartUpload";
         let c = Call { op, verb: Verb::Post, key, url: &url, headers: &[], body: body.as_bytes(), stream: false, retry_5xx: true };
         let r = self.send(&c)?;
@@ -619,8 +613,8 @@ impl ObjectStore for S3Store {
             return Err(self.answer_error(&c, r));
         }
         let text = answer_text(r.into_body());
-        let page = ListObjectsV2::parse_response(&text)
-            .map_err(|e| self.err(&key_prefix, S3Problem::Protocol { op: "LIST", detail: e.to_string() }))?;
+        let page =
+            ListObjectsV2::parse_response(&text).map_err(|e| self.err(&key_prefix, S3Problem::Protocol { op: "LIST", detail: e.to_string() }))?;
         let now = now_secs();
         let strip = if loc.is_empty() { String::new() } else { format!("{loc}/") };
         Ok(page
@@ -695,13 +689,7 @@ impl ObjectStore for S3Store {
     /// leave a temporary object behind after a crash); reading a server file
     /// twice is cheaper, and a file that changes between the passes fails the
     /// check of the second pass, which leaves nothing stored.
-    fn put_by_hash(
-        &self,
-        scope: &str,
-        src: &mut dyn Source,
-        hasher: Hasher,
-        key_of: &dyn Fn(&Hash) -> String,
-    ) -> Result<(Hash, u64, bool)> {
+    fn put_by_hash(&self, scope: &str, src: &mut dyn Source, hasher: Hasher, key_of: &dyn Fn(&Hash) -> String) -> Result<(Hash, u64, bool)> {
         let start = src.stream_position().map_err(|e| Error::io("read source for", self.describe(scope), e))?;
         let (hash, n) = hash_all(src, hasher.clone()).map_err(|e| Error::io("read source for", self.describe(scope), e))?;
         let relative = key_of(&hash);

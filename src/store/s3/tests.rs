@@ -280,10 +280,7 @@ fn multipart_with_unexpected_hash_is_aborted_not_completed() {
     assert!(e.to_string().contains("object 'dj/sch/big' in bucket 'b' of store 's'"), "{e}");
     let seen = server.join().unwrap();
     let lines: Vec<_> = seen.iter().map(|r| (r.line.as_str(), r.query.contains("uploadId=UP1"))).collect();
-    assert_eq!(
-        lines,
-        [("POST /b/dj/sch/big", false), ("PUT /b/dj/sch/big", true), ("PUT /b/dj/sch/big", true), ("DELETE /b/dj/sch/big", true)]
-    );
+    assert_eq!(lines, [("POST /b/dj/sch/big", false), ("PUT /b/dj/sch/big", true), ("PUT /b/dj/sch/big", true), ("DELETE /b/dj/sch/big", true)]);
 }
 
 #[test]
@@ -311,10 +308,7 @@ fn objects_under_the_leading_slash_form_are_found() {
     s.open("sch/a.txt").unwrap().read_to_string(&mut body).unwrap();
     assert_eq!(body, "hello");
     let seen: Vec<_> = server.join().unwrap().into_iter().map(|r| r.line).collect();
-    assert_eq!(
-        seen,
-        ["HEAD /b/dj/x/sch/a.txt", "HEAD /b//dj/x/sch/a.txt", "GET /b/dj/x/sch/a.txt", "GET /b//dj/x/sch/a.txt"].map(String::from)
-    );
+    assert_eq!(seen, ["HEAD /b/dj/x/sch/a.txt", "HEAD /b//dj/x/sch/a.txt", "GET /b/dj/x/sch/a.txt", "GET /b//dj/x/sch/a.txt"].map(String::from));
 }
 
 #[test]
@@ -330,9 +324,7 @@ fn a_silent_server_times_out() {
 
 #[test]
 fn server_errors_are_retried_then_reported() {
-    let (addr, server) = fake_server(3, |_| {
-        Some("HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into())
-    });
+    let (addr, server) = fake_server(3, |_| Some("HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()));
     let s = store_at(&addr, "dj", r#", "retries": 2"#);
     let t = std::time::Instant::now();
     let e = s.size("sch/x").unwrap_err().to_string();
