@@ -16,6 +16,7 @@ DROP FUNCTION IF EXISTS dj_blob_put;
 DROP FUNCTION IF EXISTS dj_blob_get;
 DROP FUNCTION IF EXISTS dj_attach_put;
 DROP FUNCTION IF EXISTS dj_attach_put_file;
+DROP FUNCTION IF EXISTS dj_attachment_name;
 DROP FUNCTION IF EXISTS dj_attach_get;
 DROP FUNCTION IF EXISTS dj_attach_export;
 DROP FUNCTION IF EXISTS dj_filepath_info;
@@ -25,6 +26,7 @@ DROP FUNCTION IF EXISTS dj_verify;
 DROP FUNCTION IF EXISTS dj_object_size;
 DROP FUNCTION IF EXISTS dj_delete_object;
 DROP FUNCTION IF EXISTS dj_list_objects;
+DROP FUNCTION IF EXISTS dj_tracking_table;
 DROP FUNCTION IF EXISTS dj_last_error;
 DROP FUNCTION IF EXISTS dj_stores;
 DROP FUNCTION IF EXISTS dj_version;
@@ -35,6 +37,7 @@ CREATE FUNCTION dj_blob_put RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_blob_get RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_attach_put RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_attach_put_file RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_attachment_name RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_attach_get RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_attach_export RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_filepath_info RETURNS STRING SONAME 'dj_udf.so';
@@ -44,6 +47,7 @@ CREATE FUNCTION dj_verify RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_object_size RETURNS INTEGER SONAME 'dj_udf.so';
 CREATE FUNCTION dj_delete_object RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_list_objects RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_tracking_table RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_last_error RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_stores RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_version RETURNS STRING SONAME 'dj_udf.so';
@@ -92,20 +96,54 @@ BEGIN
   SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
 END $$
 
--- Checks names before they are quoted into dynamic SQL.
-DROP PROCEDURE IF EXISTS dj_udf.check_target $$
-CREATE PROCEDURE dj_udf.check_target(IN schema_name varchar(64), IN store varchar(64))
-  SQL SECURITY INVOKER NO SQL
+-- `<schema>`.`~external_<store>`, quoted for dynamic SQL. The library checks
+-- both names (the checks every dj_* function applies), so no name that could
+-- leave the identifier ever reaches a statement.
+DROP FUNCTION IF EXISTS dj_udf.tracking_table $$
+CREATE FUNCTION dj_udf.tracking_table(schema_name varchar(64), store varchar(64)) RETURNS varchar(200) CHARACTER SET utf8mb4
+  NOT DETERMINISTIC NO SQL SQL SECURITY INVOKER
 BEGIN
-  DECLARE msg varchar(512);
-  IF schema_name IS NULL OR schema_name NOT REGEXP '^[A-Za-z0-9_$-]{1,64}$' THEN
-    SET msg = CONCAT('invalid schema name: ', COALESCE(schema_name, 'NULL'));
-    SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = msg;
-  END IF;
-  IF store IS NULL OR store NOT REGEXP '^[A-Za-z][A-Za-z0-9_-]{0,53}$' THEN
-    SET msg = CONCAT('invalid store name: ', COALESCE(store, 'NULL'));
-    SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = msg;
-  END IF;
+  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT CONVERT(dj_tracking_table(store, schema_name) USING utf8mb4);
+  IF t IS NULL THEN CALL dj_udf.fail('dj_udf.tracking_table'); END IF;
+  RETURN t;
+END $$
+
+-- SQL literals for values spliced into dynamic SQL: hexadecimal, so that no
+-- quote, backslash or sql_mode can change what they mean.
+DROP FUNCTION IF EXISTS dj_udf.bytes_literal $$
+CREATE FUNCTION dj_udf.bytes_literal(v longblob) RETURNS longtext CHARACTER SET ascii
+  DETERMINISTIC NO SQL SQL SECURITY INVOKER
+  RETURN IF(v IS NULL, 'NULL', CONCAT('X''', HEX(v), '''')) $$
+
+DROP FUNCTION IF EXISTS dj_udf.text_literal $$
+CREATE FUNCTION dj_udf.text_literal(v longtext CHARACTER SET utf8mb4) RETURNS longtext CHARACTER SET ascii
+  DETERMINISTIC NO SQL SQL SECURITY INVOKER
+  RETURN IF(v IS NULL, 'NULL', CONCAT('_utf8mb4 X''', HEX(v), '''')) $$
+
+-- The one place dynamic SQL runs: prepare, execute, deallocate.
+DROP PROCEDURE IF EXISTS dj_udf.run_sql $$
+CREATE PROCEDURE dj_udf.run_sql(IN stmt longtext CHARACTER SET utf8mb4)
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  SET @dj_udf_sql = stmt;
+  PREPARE dj_udf_stmt FROM @dj_udf_sql;
+  EXECUTE dj_udf_stmt;
+  DEALLOCATE PREPARE dj_udf_stmt;
+  SET @dj_udf_sql = NULL;
+END $$
+
+-- Whether a tracking row names hash h, and its contents_hash. With
+-- for_update, the row (or the gap where it would be) stays locked until
+-- the caller's transaction ends, which holds off an insert of it.
+DROP PROCEDURE IF EXISTS dj_udf.lookup $$
+CREATE PROCEDURE dj_udf.lookup(IN schema_name varchar(64), IN store varchar(64), IN h binary(16), IN for_update boolean,
+                               OUT tracked boolean, OUT contents_hash binary(16))
+  SQL SECURITY INVOKER READS SQL DATA
+BEGIN
+  CALL dj_udf.run_sql(CONCAT('SELECT COUNT(*) > 0, MAX(contents_hash) INTO @dj_udf_n, @dj_udf_ch FROM ',
+                             dj_udf.tracking_table(schema_name, store), ' WHERE hash = ', dj_udf.bytes_literal(h),
+                             IF(for_update, ' FOR UPDATE', '')));
+  SET tracked = @dj_udf_n, contents_hash = @dj_udf_ch, @dj_udf_n = NULL, @dj_udf_ch = NULL;
 END $$
 
 -- Creates `<schema>`.`~external_<store>` exactly as DataJoint 0.14 does.
@@ -113,13 +151,13 @@ DROP PROCEDURE IF EXISTS dj_udf.create_tracking_table $$
 CREATE PROCEDURE dj_udf.create_tracking_table(IN schema_name varchar(64), IN store varchar(64))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
+  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
   DECLARE msg varchar(512);
-  CALL dj_udf.check_target(schema_name, store);
   IF NOT JSON_CONTAINS_PATH(dj_stores(), 'one', CONCAT('$.stores."', store, '"')) THEN
     SET msg = LEFT(CONCAT('store ''', store, ''' is not configured: ', COALESCE(dj_last_error(), JSON_EXTRACT(dj_stores(), '$.config_file'))), 512);
     SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
   END IF;
-  SET @dj_udf_sql = CONCAT('CREATE TABLE IF NOT EXISTS `', schema_name, '`.`~external_', store, '` (',
+  CALL dj_udf.run_sql(CONCAT('CREATE TABLE IF NOT EXISTS ', t, ' (',
     '`hash` binary(16) NOT NULL COMMENT ":uuid:hash of contents (blob), of filename + contents (attach), or relative filepath (filepath)",',
     '`size` bigint unsigned NOT NULL COMMENT "size of object in bytes",',
     '`attachment_name` varchar(255) DEFAULT NULL COMMENT "the filename of an attachment",',
@@ -127,28 +165,25 @@ BEGIN
     '`contents_hash` binary(16) DEFAULT NULL COMMENT ":uuid:used for the filepath datatype",',
     '`timestamp` timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP COMMENT "automatic timestamp",',
     'PRIMARY KEY (`hash`)',
-    ') ENGINE=InnoDB, COMMENT "external storage tracking"');
-  PREPARE dj_udf_stmt FROM @dj_udf_sql;
-  EXECUTE dj_udf_stmt;
-  DEALLOCATE PREPARE dj_udf_stmt;
-  SET @dj_udf_sql = NULL;
+    ') ENGINE=InnoDB, COMMENT "external storage tracking"'));
 END $$
 
--- Inserts or refreshes a tracking row the way DataJoint does.
+-- Inserts or refreshes a tracking row the way DataJoint does, then tells
+-- whether the object is missing. Objects are written before their row, so a
+-- purge that ran between the write and this insert may have removed the
+-- object; with the row in place no later purge can, so a caller told
+-- object_gone writes the object again.
 DROP PROCEDURE IF EXISTS dj_udf.track $$
 CREATE PROCEDURE dj_udf.track(IN schema_name varchar(64), IN store varchar(64), IN h binary(16), IN sz bigint unsigned,
-                              IN attachment_name varchar(255), IN filepath varchar(1000), IN contents_hash binary(16))
+                              IN attachment_name varchar(255), IN filepath varchar(1000), IN contents_hash binary(16),
+                              OUT object_gone boolean)
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  CALL dj_udf.check_target(schema_name, store);
-  SET @dj_udf_h = h, @dj_udf_size = sz, @dj_udf_name = attachment_name, @dj_udf_fp = filepath, @dj_udf_ch = contents_hash;
-  SET @dj_udf_sql = CONCAT('INSERT INTO `', schema_name, '`.`~external_', store,
-    '` (hash, size, attachment_name, filepath, contents_hash) VALUES (?, ?, ?, ?, ?)',
-    ' ON DUPLICATE KEY UPDATE timestamp = CURRENT_TIMESTAMP');
-  PREPARE dj_udf_stmt FROM @dj_udf_sql;
-  EXECUTE dj_udf_stmt USING @dj_udf_h, @dj_udf_size, @dj_udf_name, @dj_udf_fp, @dj_udf_ch;
-  DEALLOCATE PREPARE dj_udf_stmt;
-  SET @dj_udf_h = NULL, @dj_udf_size = NULL, @dj_udf_name = NULL, @dj_udf_fp = NULL, @dj_udf_ch = NULL, @dj_udf_sql = NULL;
+  CALL dj_udf.run_sql(CONCAT('INSERT INTO ', dj_udf.tracking_table(schema_name, store),
+    ' (hash, size, attachment_name, filepath, contents_hash) VALUES (', dj_udf.bytes_literal(h), ', ', sz, ', ',
+    dj_udf.text_literal(attachment_name), ', ', dj_udf.text_literal(filepath), ', ', dj_udf.bytes_literal(contents_hash),
+    ') ON DUPLICATE KEY UPDATE timestamp = CURRENT_TIMESTAMP'));
+  SET object_gone = dj_object_size(store, schema_name, h, attachment_name, filepath) IS NULL;
 END $$
 
 -- blob@store: stores serialized blob bytes, tracks them, returns the hash.
@@ -156,19 +191,17 @@ DROP PROCEDURE IF EXISTS dj_udf.blob_put $$
 CREATE PROCEDURE dj_udf.blob_put(IN store varchar(64), IN schema_name varchar(64), IN data longblob, OUT hash binary(16))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
+  -- checks both names before anything is written
+  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
   DECLARE h binary(16);
-  CALL dj_udf.check_target(schema_name, store);
+  DECLARE gone boolean;
   IF data IS NULL THEN
     SET hash = NULL;
   ELSE
     SET h = dj_blob_put(store, schema_name, data);
     IF h IS NULL THEN CALL dj_udf.fail('dj_udf.blob_put'); END IF;
-    CALL dj_udf.track(schema_name, store, h, LENGTH(data), NULL, NULL, NULL);
-    -- A purge that ran between the write and the insert may have removed the
-    -- object; with the row in place no later purge can, so write it again.
-    IF dj_object_size(store, schema_name, h, NULL, NULL) IS NULL THEN
-      IF dj_blob_put(store, schema_name, data) IS NULL THEN CALL dj_udf.fail('dj_udf.blob_put'); END IF;
-    END IF;
+    CALL dj_udf.track(schema_name, store, h, LENGTH(data), NULL, NULL, NULL, gone);
+    IF gone AND dj_blob_put(store, schema_name, data) IS NULL THEN CALL dj_udf.fail('dj_udf.blob_put'); END IF;
     SET hash = h;
   END IF;
 END $$
@@ -179,40 +212,42 @@ CREATE PROCEDURE dj_udf.attach_put(IN store varchar(64), IN schema_name varchar(
                                    IN data longblob, OUT hash binary(16))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
+  -- checks both names before anything is written
+  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
   DECLARE h binary(16);
-  CALL dj_udf.check_target(schema_name, store);
+  DECLARE gone boolean;
   IF data IS NULL THEN
     SET hash = NULL;
   ELSE
     SET h = dj_attach_put(store, schema_name, attachment_name, data);
     IF h IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put'); END IF;
-    CALL dj_udf.track(schema_name, store, h, LENGTH(data), attachment_name, NULL, NULL);
-    IF dj_object_size(store, schema_name, h, attachment_name, NULL) IS NULL THEN
-      IF dj_attach_put(store, schema_name, attachment_name, data) IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put'); END IF;
-    END IF;
+    CALL dj_udf.track(schema_name, store, h, LENGTH(data), attachment_name, NULL, NULL, gone);
+    IF gone AND dj_attach_put(store, schema_name, attachment_name, data) IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put'); END IF;
     SET hash = h;
   END IF;
 END $$
 
--- attach@store from a file on the database server (inside a configured folder).
+-- attach@store from a file on the database server (inside a configured
+-- folder), under the name the library gives it: the file's base name.
 DROP PROCEDURE IF EXISTS dj_udf.attach_put_file $$
 CREATE PROCEDURE dj_udf.attach_put_file(IN store varchar(64), IN schema_name varchar(64), IN server_path varchar(4096),
                                         OUT hash binary(16))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
+  -- checks both names before anything is written
+  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
   DECLARE h binary(16);
-  DECLARE name varchar(255);
+  DECLARE name varchar(255) CHARACTER SET utf8mb4;
   DECLARE sz bigint;
-  CALL dj_udf.check_target(schema_name, store);
+  DECLARE gone boolean;
+  SET name = CONVERT(dj_attachment_name(server_path) USING utf8mb4);
+  IF name IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_file'); END IF;
   SET h = dj_attach_put_file(store, schema_name, server_path);
   IF h IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_file'); END IF;
-  SET name = SUBSTRING_INDEX(server_path, '/', -1);
   SET sz = dj_object_size(store, schema_name, h, name, NULL);
   IF sz IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_file'); END IF;
-  CALL dj_udf.track(schema_name, store, h, sz, name, NULL, NULL);
-  IF dj_object_size(store, schema_name, h, name, NULL) IS NULL THEN
-    IF dj_attach_put_file(store, schema_name, server_path) IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_file'); END IF;
-  END IF;
+  CALL dj_udf.track(schema_name, store, h, sz, name, NULL, NULL, gone);
+  IF gone AND dj_attach_put_file(store, schema_name, server_path) IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_file'); END IF;
   SET hash = h;
 END $$
 
@@ -223,12 +258,14 @@ CREATE PROCEDURE dj_udf.filepath_put(IN store varchar(64), IN schema_name varcha
                                      OUT hash binary(16))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
+  -- checks both names before anything is written
+  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
   DECLARE info text CHARACTER SET utf8mb4;
-  DECLARE h, ch binary(16);
-  DECLARE rel varchar(1000);
+  DECLARE h, ch, tracked_ch binary(16);
+  DECLARE rel varchar(1000) CHARACTER SET utf8mb4;
   DECLARE sz bigint unsigned;
+  DECLARE tracked, gone boolean;
   DECLARE msg varchar(512);
-  CALL dj_udf.check_target(schema_name, store);
   SET info = CONVERT(dj_filepath_info(store, server_path) USING utf8mb4);
   IF info IS NULL THEN CALL dj_udf.fail('dj_udf.filepath_put'); END IF;
   SET h = UNHEX(JSON_UNQUOTE(JSON_EXTRACT(info, '$.hash')));
@@ -236,24 +273,19 @@ BEGIN
   SET sz = JSON_EXTRACT(info, '$.size');
   SET ch = IF(JSON_TYPE(JSON_EXTRACT(info, '$.contents_hash')) = 'NULL', NULL,
               UNHEX(JSON_UNQUOTE(JSON_EXTRACT(info, '$.contents_hash'))));
-  SET @dj_udf_h = h, @dj_udf_n = 0, @dj_udf_ch = NULL;
-  SET @dj_udf_sql = CONCAT('SELECT COUNT(*), MAX(contents_hash) INTO @dj_udf_n, @dj_udf_ch FROM `', schema_name,
-                           '`.`~external_', store, '` WHERE hash = ?');
-  PREPARE dj_udf_stmt FROM @dj_udf_sql;
-  EXECUTE dj_udf_stmt USING @dj_udf_h;
-  DEALLOCATE PREPARE dj_udf_stmt;
-  IF @dj_udf_n > 0 THEN
+  CALL dj_udf.lookup(schema_name, store, h, FALSE, tracked, tracked_ch);
+  IF tracked THEN
     -- Like DataJoint, a file above filepath_checksum_size_limit_insert (no
     -- contents_hash) is not compared with the row already there.
-    IF ch IS NOT NULL AND NOT (@dj_udf_ch <=> ch) THEN
+    IF ch IS NOT NULL AND NOT (tracked_ch <=> ch) THEN
       SET msg = LEFT(CONCAT('A different version of ''', rel, ''' has already been placed.'), 512);
       SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
     END IF;
   ELSE
     IF dj_filepath_put(store, server_path, ch) IS NULL THEN CALL dj_udf.fail('dj_udf.filepath_put'); END IF;
-    CALL dj_udf.track(schema_name, store, h, sz, NULL, rel, ch);
+    CALL dj_udf.track(schema_name, store, h, sz, NULL, rel, ch, gone);
+    IF gone AND dj_filepath_put(store, server_path, ch) IS NULL THEN CALL dj_udf.fail('dj_udf.filepath_put'); END IF;
   END IF;
-  SET @dj_udf_h = NULL, @dj_udf_n = NULL, @dj_udf_ch = NULL, @dj_udf_sql = NULL;
   SET hash = h;
 END $$
 
@@ -311,14 +343,10 @@ DROP PROCEDURE IF EXISTS dj_udf.verify $$
 CREATE PROCEDURE dj_udf.verify(IN schema_name varchar(64), IN store varchar(64))
   SQL SECURITY INVOKER READS SQL DATA
 BEGIN
-  CALL dj_udf.check_target(schema_name, store);
-  SET @dj_udf_sql = CONCAT('SELECT HEX(hash) AS hash, size, attachment_name, filepath, ',
-    'CONVERT(dj_verify(''', store, ''', ''', schema_name, ''', hash, size, attachment_name, filepath, contents_hash) USING utf8mb4) AS status ',
-    'FROM `', schema_name, '`.`~external_', store, '` ORDER BY hash');
-  PREPARE dj_udf_stmt FROM @dj_udf_sql;
-  EXECUTE dj_udf_stmt;
-  DEALLOCATE PREPARE dj_udf_stmt;
-  SET @dj_udf_sql = NULL;
+  CALL dj_udf.run_sql(CONCAT('SELECT HEX(hash) AS hash, size, attachment_name, filepath, ',
+    'CONVERT(dj_verify(', dj_udf.text_literal(store), ', ', dj_udf.text_literal(schema_name),
+    ', hash, size, attachment_name, filepath, contents_hash) USING utf8mb4) AS status ',
+    'FROM ', dj_udf.tracking_table(schema_name, store), ' ORDER BY hash'));
 END $$
 
 -- Deletes the tracking rows that no column references, queueing their
@@ -329,15 +357,14 @@ DROP PROCEDURE IF EXISTS dj_udf.delete_unused $$
 CREATE PROCEDURE dj_udf.delete_unused(IN schema_name varchar(64), IN store varchar(64), OUT rows_deleted bigint)
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
+  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
   DECLARE pred text;
   DECLARE before_id bigint unsigned;
   DECLARE EXIT HANDLER FOR SQLEXCEPTION
   BEGIN
     ROLLBACK;
-    SET @dj_udf_sql = NULL;
     RESIGNAL;
   END;
-  CALL dj_udf.check_target(schema_name, store);
   SET SESSION group_concat_max_len = 1048576;
   SELECT GROUP_CONCAT(CONCAT('NOT EXISTS (SELECT 1 FROM `', REPLACE(TABLE_SCHEMA, '`', '``'), '`.`',
                              REPLACE(TABLE_NAME, '`', '``'), '` r WHERE r.`', REPLACE(COLUMN_NAME, '`', '``'),
@@ -350,21 +377,14 @@ BEGIN
   SET pred = COALESCE(pred, 'TRUE');
   START TRANSACTION;
   SELECT COALESCE(MAX(id), 0) INTO before_id FROM dj_udf.purge_queue;
-  SET @dj_udf_sql = CONCAT('INSERT INTO dj_udf.purge_queue (schema_name, store, hash, size, attachment_name, filepath, contents_hash) ',
-    'SELECT ''', schema_name, ''', ''', store, ''', e.hash, e.size, e.attachment_name, e.filepath, e.contents_hash ',
-    'FROM `', schema_name, '`.`~external_', store, '` e WHERE ', pred, ' FOR UPDATE');
-  PREPARE dj_udf_stmt FROM @dj_udf_sql;
-  EXECUTE dj_udf_stmt;
-  DEALLOCATE PREPARE dj_udf_stmt;
-  SET @dj_udf_before = before_id, @dj_udf_schema = schema_name, @dj_udf_store = store;
-  SET @dj_udf_sql = CONCAT('DELETE e FROM `', schema_name, '`.`~external_', store, '` e ',
-    'JOIN dj_udf.purge_queue q ON q.hash = e.hash AND q.id > ? AND q.schema_name = ? AND q.store = ?');
-  PREPARE dj_udf_stmt FROM @dj_udf_sql;
-  EXECUTE dj_udf_stmt USING @dj_udf_before, @dj_udf_schema, @dj_udf_store;
+  CALL dj_udf.run_sql(CONCAT(
+    'INSERT INTO dj_udf.purge_queue (schema_name, store, hash, size, attachment_name, filepath, contents_hash) ',
+    'SELECT ', dj_udf.text_literal(schema_name), ', ', dj_udf.text_literal(store),
+    ', e.hash, e.size, e.attachment_name, e.filepath, e.contents_hash FROM ', t, ' e WHERE ', pred, ' FOR UPDATE'));
+  CALL dj_udf.run_sql(CONCAT('DELETE e FROM ', t, ' e JOIN dj_udf.purge_queue q ON q.hash = e.hash AND q.id > ', before_id,
+    ' AND q.schema_name = ', dj_udf.text_literal(schema_name), ' AND q.store = ', dj_udf.text_literal(store)));
   SET rows_deleted = ROW_COUNT();
-  DEALLOCATE PREPARE dj_udf_stmt;
   COMMIT;
-  SET @dj_udf_sql = NULL, @dj_udf_before = NULL, @dj_udf_schema = NULL, @dj_udf_store = NULL;
 END $$
 
 -- The purge key, for the routines that delete objects; reading it needs
@@ -382,28 +402,23 @@ BEGIN
 END $$
 
 -- The one place objects are deleted: inside the caller's transaction, it
--- locks the object's tracking-row slot (a row lock, or a gap lock that holds
--- off inserts) and deletes the object only if no row names it. status:
--- 'tracked', 'deleted', 'missing', or NULL with dj_last_error() on failure.
+-- locks the object's tracking-row slot (dj_udf.lookup FOR UPDATE) and
+-- deletes the object only if no row names it. status: 'tracked',
+-- 'deleted', 'missing', or NULL with dj_last_error() on failure.
 DROP PROCEDURE IF EXISTS dj_udf.delete_if_untracked $$
 CREATE PROCEDURE dj_udf.delete_if_untracked(IN schema_name varchar(64), IN store varchar(64), IN h binary(16),
                                             IN attachment_name varchar(255), IN filepath varchar(1000),
                                             IN k varchar(255), OUT status varchar(100))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  CALL dj_udf.check_target(schema_name, store);
-  SET @dj_udf_h = h, @dj_udf_n = NULL;
-  SET @dj_udf_sql = CONCAT('SELECT COUNT(*) INTO @dj_udf_n FROM `', schema_name, '`.`~external_', store,
-                           '` WHERE hash = ? FOR UPDATE');
-  PREPARE dj_udf_stmt FROM @dj_udf_sql;
-  EXECUTE dj_udf_stmt USING @dj_udf_h;
-  DEALLOCATE PREPARE dj_udf_stmt;
-  IF @dj_udf_n = 0 THEN
-    SET status = dj_delete_object(store, schema_name, h, attachment_name, filepath, k);
-  ELSE
+  DECLARE tracked boolean;
+  DECLARE ch binary(16);
+  CALL dj_udf.lookup(schema_name, store, h, TRUE, tracked, ch);
+  IF tracked THEN
     SET status = 'tracked';
+  ELSE
+    SET status = dj_delete_object(store, schema_name, h, attachment_name, filepath, k);
   END IF;
-  SET @dj_udf_sql = NULL, @dj_udf_h = NULL, @dj_udf_n = NULL;
 END $$
 
 -- Removes the queued objects of one schema and store. Each object is removed
@@ -421,10 +436,11 @@ BEGIN
   DECLARE status varchar(100);
   DECLARE EXIT HANDLER FOR SQLEXCEPTION
   BEGIN
+  -- checks both names before anything is written
+  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
     ROLLBACK;
     RESIGNAL;
   END;
-  CALL dj_udf.check_target(schema_name, store);
   CALL dj_udf.purge_key_for('dj_udf.purge', k);
   SET objects_deleted = 0, failures = 0;
   purge_loop: LOOP
@@ -476,10 +492,11 @@ BEGIN
   DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
   DECLARE EXIT HANDLER FOR SQLEXCEPTION
   BEGIN
+  -- checks both names before anything is written
+  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
     ROLLBACK;
     RESIGNAL;
   END;
-  CALL dj_udf.check_target(schema_name, store);
   CALL dj_udf.purge_key_for('dj_udf.sweep', k);
   SET orphans_deleted = 0;
   sweep_loop: LOOP

@@ -275,24 +275,34 @@ pub unsafe fn int_row<T: IntFn>(initid: *mut UdfInit, args: *mut UdfArgs, is_nul
     outcome.unwrap_or(0)
 }
 
-/// Exports the C symbols of one function: `name_init`, `name_deinit` and
-/// `name`, with the row signature of its kind (`string` or `int`).
+/// Exports the C symbols of one SQL function, all named from its one SQL
+/// name: `name_init`, `name` (with the row signature of its kind, `string`
+/// or `int`) and `name_deinit`. Used by the registry in `crate::udf`.
 #[macro_export]
-macro_rules! export_fn {
-    (@init_deinit $ty:ty, $init:ident, $deinit:ident, $initfn:ident) => {
-        #[no_mangle]
-        pub unsafe extern "C" fn $init(i: *mut $crate::ffi::UdfInit, a: *mut $crate::ffi::UdfArgs, m: *mut std::ffi::c_char) -> std::ffi::c_char {
+macro_rules! export_udf {
+    (@init_deinit $ty:ty, $name:ident, $initfn:ident) => {
+        /// # Safety
+        /// Called only by the server, with the structures the UDF interface defines.
+        #[allow(unsafe_code)]
+        #[export_name = concat!(stringify!($name), "_init")]
+        pub unsafe extern "C" fn init(i: *mut $crate::ffi::UdfInit, a: *mut $crate::ffi::UdfArgs, m: *mut std::ffi::c_char) -> std::ffi::c_char {
             $crate::ffi::$initfn::<$ty>(i, a, m)
         }
-        #[no_mangle]
-        pub unsafe extern "C" fn $deinit(i: *mut $crate::ffi::UdfInit) {
+        /// # Safety
+        /// Called only by the server, with the structures the UDF interface defines.
+        #[allow(unsafe_code)]
+        #[export_name = concat!(stringify!($name), "_deinit")]
+        pub unsafe extern "C" fn deinit(i: *mut $crate::ffi::UdfInit) {
             $crate::ffi::deinit::<$ty>(i)
         }
     };
-    (string $ty:ty, $name:ident, $init:ident, $deinit:ident) => {
-        $crate::export_fn!(@init_deinit $ty, $init, $deinit, string_init);
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(
+    (string, $name:ident, $ty:ty) => {
+        $crate::export_udf!(@init_deinit $ty, $name, string_init);
+        /// # Safety
+        /// Called only by the server, with the structures the UDF interface defines.
+        #[allow(unsafe_code)]
+        #[export_name = stringify!($name)]
+        pub unsafe extern "C" fn row(
             i: *mut $crate::ffi::UdfInit,
             a: *mut $crate::ffi::UdfArgs,
             r: *mut std::ffi::c_char,
@@ -303,10 +313,13 @@ macro_rules! export_fn {
             $crate::ffi::string_row::<$ty>(i, a, r, l, n, e)
         }
     };
-    (int $ty:ty, $name:ident, $init:ident, $deinit:ident) => {
-        $crate::export_fn!(@init_deinit $ty, $init, $deinit, int_init);
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(
+    (int, $name:ident, $ty:ty) => {
+        $crate::export_udf!(@init_deinit $ty, $name, int_init);
+        /// # Safety
+        /// Called only by the server, with the structures the UDF interface defines.
+        #[allow(unsafe_code)]
+        #[export_name = stringify!($name)]
+        pub unsafe extern "C" fn row(
             i: *mut $crate::ffi::UdfInit,
             a: *mut $crate::ffi::UdfArgs,
             n: *mut std::ffi::c_char,

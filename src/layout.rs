@@ -35,6 +35,15 @@ pub fn check_schema_name(schema: &str) -> Result<()> {
     }
 }
 
+/// The tracking table of a store in a schema, quoted for SQL:
+/// `` `<schema>`.`~external_<store>` ``. Both names are checked first, so
+/// neither can hold a backtick or leave the identifier.
+pub fn tracking_table(schema: &str, store: &str) -> Result<String> {
+    check_schema_name(schema)?;
+    check_store_name(store)?;
+    Ok(format!("`{schema}`.`~external_{store}`"))
+}
+
 /// An attachment name is a base name: it becomes part of a file name in the
 /// store and of a path in an export directory, so it may not name a folder.
 pub fn check_attachment_name(name: &str) -> Result<()> {

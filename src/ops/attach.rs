@@ -25,8 +25,7 @@ pub fn put(cfg: &Config, store: &str, schema: &str, name: &str, data: &[u8]) -> 
 pub fn put_file(cfg: &Config, store: &str, schema: &str, path: &str) -> Result<(Hash, u64)> {
     layout::check_schema_name(schema)?;
     let c = confine::resolve(path, &super::readable_roots(cfg))?;
-    let name = c.components.last().expect("never empty").clone();
-    layout::check_attachment_name(&name)?;
+    let name = file_name(path)?;
     let st = open(cfg, store)?;
     let (dir, file_name) = c.parent(false)?;
     let mut src = dir.open_read(file_name).map_err(|e| Error::io("open", c.display(), e))?;
@@ -34,6 +33,15 @@ pub fn put_file(cfg: &Config, store: &str, schema: &str, path: &str) -> Result<(
     let key_of = |h: &Hash| Object::Attach { schema: schema.into(), hash: *h, name: name.clone() }.key(&folds);
     let (h, n, _) = st.io.put_by_hash(schema, &mut src, Hasher::for_attachment(&name), &key_of)?;
     Ok((h, n))
+}
+
+/// The attachment name a server file is attached under: the last
+/// component of its path, as [`confine::resolve`] splits it (so
+/// `/import/a.bin/` is `a.bin`).
+pub fn file_name(path: &str) -> Result<String> {
+    let name = path.split('/').rfind(|c| !c.is_empty()).unwrap_or("");
+    layout::check_attachment_name(name)?;
+    Ok(name.to_string())
 }
 
 pub fn get(cfg: &Config, store: &str, schema: &str, h: &Hash, name: &str) -> Result<Vec<u8>> {

@@ -1,24 +1,18 @@
-//! The SQL functions: their names, parameters and what each row does.
+//! The registry: every SQL function the library exports, declared once.
+//! Adding a function means adding it here, to `sql/install.sql` and
+//! `sql/uninstall.sql` (a unit test checks those against this list), and
+//! to the tests.
 
-use super::{Call, Def, Func, IntFunc, Kind, Row};
-use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::export_fn;
 use crate::hash::{self, Hash};
-use crate::layout::Object;
+use crate::layout::{self, Object};
 use crate::ops::{self, verify::Row as TrackingRow};
-
-use Kind::*;
 
 /// LONGBLOB: results that carry object contents.
 const LONG: u64 = u32::MAX as u64;
 /// A path or status text: below 64 KiB keeps it a VARCHAR/TEXT column.
 /// Room for a 4096-byte path, or a JSON holding a 1000-character filepath.
 const TEXT: u64 = 8192;
-
-fn cfg(c: Option<&Config>) -> &Config {
-    c.expect("this function declares needs_config")
-}
 
 fn put_hash(out: &mut Vec<u8>, h: Hash) -> Result<bool> {
     out.extend_from_slice(&h);
@@ -30,294 +24,154 @@ fn put_text(out: &mut Vec<u8>, s: &str) -> Result<bool> {
     Ok(true)
 }
 
-/// The object a (schema, hash, attachment_name, filepath) argument group names.
-fn object(a: &Row, schema: usize, h: Hash, name: usize, filepath: usize) -> Result<Object> {
-    let schema = a.text(schema)?.unwrap_or("");
-    let row = TrackingRow { schema, hash: h, size: 0, attachment_name: a.text(name)?, filepath: a.text(filepath)?, contents_hash: None };
-    row.object()
+/// The object a tracking row's (schema, hash, attachment_name, filepath) names.
+fn object(schema: Option<&str>, hash: Hash, attachment_name: Option<&str>, filepath: Option<&str>) -> Result<Object> {
+    TrackingRow { schema: schema.unwrap_or(""), hash, size: 0, attachment_name, filepath, contents_hash: None }.object()
 }
 
-pub struct Checksum;
-impl Func for Checksum {
-    const DEF: Def =
-        Def { name: "dj_checksum", params: &[("data", Bytes), ("init_string", Bytes)], optional: 1, needs_config: false, max_length: 16 };
-    fn run(_: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
-        let Some(data) = a.bytes(0) else { return Ok(false) };
-        put_hash(out, hash::digest(a.bytes(1).unwrap_or(b""), data))
+sql_functions! {
+    /// MD5(init ‖ data): DataJoint's hash of bytes.
+    dj_checksum(data: Bytes, [init_string: Bytes]) -> string(16) = |_, a, out| {
+        let Some(data) = a.data.bytes() else { return Ok(false) };
+        put_hash(out, hash::digest(a.init_string.bytes().unwrap_or(b""), data))
     }
-}
-export_fn!(string Call<Checksum>, dj_checksum, dj_checksum_init, dj_checksum_deinit);
 
-pub struct FileChecksum;
-impl Func for FileChecksum {
-    const DEF: Def =
-        Def { name: "dj_file_checksum", params: &[("server_path", Text), ("init_string", Bytes)], optional: 1, needs_config: true, max_length: 16 };
-    fn run(c: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
-        let Some(path) = a.text(0)? else { return Ok(false) };
-        put_hash(out, ops::checksum::file(cfg(c), path, a.bytes(1).unwrap_or(b""))?)
+    /// MD5(init ‖ contents) of a server file inside a configured folder.
+    dj_file_checksum(server_path: Text, [init_string: Bytes]) -> string(16) needs_config = |c, a, out| {
+        let Some(path) = a.server_path.text()? else { return Ok(false) };
+        put_hash(out, ops::checksum::file(c.config(), path, a.init_string.bytes().unwrap_or(b""))?)
     }
-}
-export_fn!(string Call<FileChecksum>, dj_file_checksum, dj_file_checksum_init, dj_file_checksum_deinit);
 
-pub struct BlobPut;
-impl Func for BlobPut {
-    const DEF: Def = Def {
-        name: "dj_blob_put",
-        params: &[("store", Store), ("schema", Schema), ("data", Bytes)],
-        optional: 0,
-        needs_config: true,
-        max_length: 16,
-    };
-    fn run(c: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
-        let Some(data) = a.bytes(2) else { return Ok(false) };
-        put_hash(out, ops::blob::put(cfg(c), a.req(0)?, a.req(1)?, data)?)
+    /// Stores serialized blob bytes; returns their hash.
+    dj_blob_put(store: Store, schema: Schema, data: Bytes) -> string(16) needs_config = |c, a, out| {
+        let Some(data) = a.data.bytes() else { return Ok(false) };
+        put_hash(out, ops::blob::put(c.config(), a.store.req()?, a.schema.req()?, data)?)
     }
-}
-export_fn!(string Call<BlobPut>, dj_blob_put, dj_blob_put_init, dj_blob_put_deinit);
 
-pub struct BlobGet;
-impl Func for BlobGet {
-    const DEF: Def = Def {
-        name: "dj_blob_get",
-        params: &[("store", Store), ("schema", Schema), ("hash", Hash)],
-        optional: 0,
-        needs_config: true,
-        max_length: LONG,
-    };
-    fn run(c: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
-        let Some(h) = a.hash(2)? else { return Ok(false) };
-        *out = ops::blob::get(cfg(c), a.req(0)?, a.req(1)?, &h)?;
+    /// A blob's bytes, verified against its hash.
+    dj_blob_get(store: Store, schema: Schema, hash: Hash) -> string(LONG) needs_config = |c, a, out| {
+        let Some(h) = a.hash.hash()? else { return Ok(false) };
+        *out = ops::blob::get(c.config(), a.store.req()?, a.schema.req()?, &h)?;
         Ok(true)
     }
-}
-export_fn!(string Call<BlobGet>, dj_blob_get, dj_blob_get_init, dj_blob_get_deinit);
 
-pub struct AttachPut;
-impl Func for AttachPut {
-    const DEF: Def = Def {
-        name: "dj_attach_put",
-        params: &[("store", Store), ("schema", Schema), ("attachment_name", Name), ("data", Bytes)],
-        optional: 0,
-        needs_config: true,
-        max_length: 16,
-    };
-    fn run(c: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
-        let Some(data) = a.bytes(3) else { return Ok(false) };
-        put_hash(out, ops::attach::put(cfg(c), a.req(0)?, a.req(1)?, a.req(2)?, data)?)
+    /// Stores an attachment sent as bytes; returns its hash.
+    dj_attach_put(store: Store, schema: Schema, attachment_name: Name, data: Bytes) -> string(16) needs_config = |c, a, out| {
+        let Some(data) = a.data.bytes() else { return Ok(false) };
+        put_hash(out, ops::attach::put(c.config(), a.store.req()?, a.schema.req()?, a.attachment_name.req()?, data)?)
     }
-}
-export_fn!(string Call<AttachPut>, dj_attach_put, dj_attach_put_init, dj_attach_put_deinit);
 
-pub struct AttachPutFile;
-impl Func for AttachPutFile {
-    const DEF: Def = Def {
-        name: "dj_attach_put_file",
-        params: &[("store", Store), ("schema", Schema), ("server_path", Text)],
-        optional: 0,
-        needs_config: true,
-        max_length: 16,
-    };
-    fn run(c: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
-        let Some(path) = a.text(2)? else { return Ok(false) };
-        put_hash(out, ops::attach::put_file(cfg(c), a.req(0)?, a.req(1)?, path)?.0)
+    /// Attaches a server file under its base name; returns its hash.
+    dj_attach_put_file(store: Store, schema: Schema, server_path: Text) -> string(16) needs_config = |c, a, out| {
+        let Some(path) = a.server_path.text()? else { return Ok(false) };
+        put_hash(out, ops::attach::put_file(c.config(), a.store.req()?, a.schema.req()?, path)?.0)
     }
-}
-export_fn!(string Call<AttachPutFile>, dj_attach_put_file, dj_attach_put_file_init, dj_attach_put_file_deinit);
 
-pub struct AttachGet;
-impl Func for AttachGet {
-    const DEF: Def = Def {
-        name: "dj_attach_get",
-        params: &[("store", Store), ("schema", Schema), ("hash", Hash), ("attachment_name", Name)],
-        optional: 0,
-        needs_config: true,
-        max_length: LONG,
-    };
-    fn run(c: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
-        let Some(h) = a.hash(2)? else { return Ok(false) };
-        *out = ops::attach::get(cfg(c), a.req(0)?, a.req(1)?, &h, a.req(3)?)?;
+    /// The attachment name `dj_attach_put_file` gives a server path: the
+    /// routines take it from here so that SQL and Rust never disagree.
+    dj_attachment_name(server_path: Text) -> string(TEXT) = |_, a, out| {
+        let Some(path) = a.server_path.text()? else { return Ok(false) };
+        put_text(out, &ops::attach::file_name(path)?)
+    }
+
+    /// An attachment's bytes, verified against its hash.
+    dj_attach_get(store: Store, schema: Schema, hash: Hash, attachment_name: Name) -> string(LONG) needs_config = |c, a, out| {
+        let Some(h) = a.hash.hash()? else { return Ok(false) };
+        *out = ops::attach::get(c.config(), a.store.req()?, a.schema.req()?, &h, a.attachment_name.req()?)?;
         Ok(true)
     }
-}
-export_fn!(string Call<AttachGet>, dj_attach_get, dj_attach_get_init, dj_attach_get_deinit);
 
-pub struct AttachExport;
-impl Func for AttachExport {
-    const DEF: Def = Def {
-        name: "dj_attach_export",
-        params: &[("store", Store), ("schema", Schema), ("hash", Hash), ("attachment_name", Name), ("server_dir", Text)],
-        optional: 0,
-        needs_config: true,
-        max_length: TEXT,
-    };
-    fn run(c: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
-        let Some(h) = a.hash(2)? else { return Ok(false) };
-        put_text(out, &ops::attach::export(cfg(c), a.req(0)?, a.req(1)?, &h, a.req(3)?, a.req(4)?)?)
+    /// Writes a verified copy of an attachment into a server folder; returns its path.
+    dj_attach_export(store: Store, schema: Schema, hash: Hash, attachment_name: Name, server_dir: Text) -> string(TEXT) needs_config = |c, a, out| {
+        let Some(h) = a.hash.hash()? else { return Ok(false) };
+        let path = ops::attach::export(c.config(), a.store.req()?, a.schema.req()?, &h, a.attachment_name.req()?, a.server_dir.req()?)?;
+        put_text(out, &path)
     }
-}
-export_fn!(string Call<AttachExport>, dj_attach_export, dj_attach_export_init, dj_attach_export_deinit);
 
-pub struct FilepathInfo;
-impl Func for FilepathInfo {
-    const DEF: Def =
-        Def { name: "dj_filepath_info", params: &[("store", Store), ("server_path", Text)], optional: 0, needs_config: true, max_length: TEXT };
-    fn run(c: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
-        let Some(path) = a.text(1)? else { return Ok(false) };
-        put_text(out, &ops::filepath::info(cfg(c), a.req(0)?, path)?.to_json())
+    /// What a tracking row for a staged file will hold, as JSON.
+    dj_filepath_info(store: Store, server_path: Text) -> string(TEXT) needs_config = |c, a, out| {
+        let Some(path) = a.server_path.text()? else { return Ok(false) };
+        put_text(out, &ops::filepath::info(c.config(), a.store.req()?, path)?.to_json())
     }
-}
-export_fn!(string Call<FilepathInfo>, dj_filepath_info, dj_filepath_info_init, dj_filepath_info_deinit);
 
-pub struct FilepathPut;
-impl Func for FilepathPut {
-    const DEF: Def = Def {
-        name: "dj_filepath_put",
-        params: &[("store", Store), ("server_path", Text), ("contents_hash", Hash)],
-        optional: 1,
-        needs_config: true,
-        max_length: 16,
-    };
-    fn run(c: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
-        let Some(path) = a.text(1)? else { return Ok(false) };
-        put_hash(out, ops::filepath::put(cfg(c), a.req(0)?, path, a.hash(2)?)?)
+    /// Uploads a staged file once; returns MD5 of its relative path.
+    dj_filepath_put(store: Store, server_path: Text, [contents_hash: Hash]) -> string(16) needs_config = |c, a, out| {
+        let Some(path) = a.server_path.text()? else { return Ok(false) };
+        put_hash(out, ops::filepath::put(c.config(), a.store.req()?, path, a.contents_hash.hash()?)?)
     }
-}
-export_fn!(string Call<FilepathPut>, dj_filepath_put, dj_filepath_put_init, dj_filepath_put_deinit);
 
-pub struct FilepathGet;
-impl Func for FilepathGet {
-    const DEF: Def = Def {
-        name: "dj_filepath_get",
-        params: &[("store", Store), ("filepath", Text), ("contents_hash", Hash), ("size", Size)],
-        optional: 0,
-        needs_config: true,
-        max_length: TEXT,
-    };
-    fn run(c: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
-        let Some(rel) = a.text(1)? else { return Ok(false) };
-        let size = a.size(3)?.ok_or_else(|| Error::arg("size", "must not be NULL"))?;
-        put_text(out, &ops::filepath::get(cfg(c), a.req(0)?, rel, a.hash(2)?, size)?)
+    /// Makes the staged copy of a filepath object a checked copy; returns its path.
+    dj_filepath_get(store: Store, filepath: Text, contents_hash: Hash, size: Size) -> string(TEXT) needs_config = |c, a, out| {
+        let Some(rel) = a.filepath.text()? else { return Ok(false) };
+        put_text(out, &ops::filepath::get(c.config(), a.store.req()?, rel, a.contents_hash.hash()?, a.size.req_size()?)?)
     }
-}
-export_fn!(string Call<FilepathGet>, dj_filepath_get, dj_filepath_get_init, dj_filepath_get_deinit);
 
-pub struct Verify;
-impl Func for Verify {
-    const DEF: Def = Def {
-        name: "dj_verify",
-        params: &[
-            ("store", Store),
-            ("schema", Schema),
-            ("hash", Hash),
-            ("size", Size),
-            ("attachment_name", Text),
-            ("filepath", Text),
-            ("contents_hash", Hash),
-        ],
-        optional: 0,
-        needs_config: true,
-        max_length: TEXT,
-    };
-    /// Returns a status for every row, failures included, so that one query
-    /// audits a whole table; the failure text also goes to dj_last_error().
-    fn run(c: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
-        let Some(h) = a.hash(2)? else { return Ok(false) };
+    /// A status for every tracking row, failures included, so that one
+    /// query audits a whole table; the failure text also goes to dj_last_error().
+    dj_verify(store: Store, schema: Schema, hash: Hash, size: Size, attachment_name: Text, filepath: Text, contents_hash: Hash)
+        -> string(TEXT) needs_config = |c, a, out| {
+        let Some(h) = a.hash.hash()? else { return Ok(false) };
         let status = (|| {
             let row = TrackingRow {
-                schema: a.text(1)?.unwrap_or(""),
+                schema: a.schema.text()?.unwrap_or(""),
                 hash: h,
-                size: a.size(3)?.ok_or_else(|| Error::arg("size", "must not be NULL"))?,
-                attachment_name: a.text(4)?,
-                filepath: a.text(5)?,
-                contents_hash: a.hash(6)?,
+                size: a.size.req_size()?,
+                attachment_name: a.attachment_name.text()?,
+                filepath: a.filepath.text()?,
+                contents_hash: a.contents_hash.hash()?,
             };
-            ops::verify::verify(cfg(c), a.req(0)?, &row)
+            ops::verify::verify(c.config(), a.store.req()?, &row)
         })()
-        .unwrap_or_else(|e| {
-            crate::ffi::set_last_error(format!("dj_verify: {e}"));
+        .unwrap_or_else(|e: Error| {
+            crate::ffi::set_last_error(format!("{}: {e}", DEF.name));
             e.status()
         });
         put_text(out, &status)
     }
-}
-export_fn!(string Call<Verify>, dj_verify, dj_verify_init, dj_verify_deinit);
 
-pub struct ObjectSize;
-impl IntFunc for ObjectSize {
-    const DEF: Def = Def {
-        name: "dj_object_size",
-        params: &[("store", Store), ("schema", Schema), ("hash", Hash), ("attachment_name", Text), ("filepath", Text)],
-        optional: 0,
-        needs_config: true,
-        max_length: 21,
-    };
-    fn run(c: Option<&Config>, a: &Row) -> Result<Option<i64>> {
-        let Some(h) = a.hash(2)? else { return Ok(None) };
-        let obj = object(a, 1, h, 3, 4)?;
-        Ok(ops::admin::object_size(cfg(c), a.req(0)?, &obj)?.map(|n| n as i64))
+    /// The stored size of an object, NULL when it is absent.
+    dj_object_size(store: Store, schema: Schema, hash: Hash, attachment_name: Text, filepath: Text) -> int needs_config = |c, a| {
+        let Some(h) = a.hash.hash()? else { return Ok(None) };
+        let obj = object(a.schema.text()?, h, a.attachment_name.text()?, a.filepath.text()?)?;
+        Ok(ops::admin::object_size(c.config(), a.store.req()?, &obj)?.map(|n| n as i64))
     }
-}
-export_fn!(int Call<ObjectSize>, dj_object_size, dj_object_size_init, dj_object_size_deinit);
 
-pub struct DeleteObject;
-impl Func for DeleteObject {
-    const DEF: Def = Def {
-        name: "dj_delete_object",
-        params: &[("store", Store), ("schema", Schema), ("hash", Hash), ("attachment_name", Text), ("filepath", Text), ("purge_key", Bytes)],
-        optional: 0,
-        needs_config: true,
-        max_length: 16,
-    };
-    fn run(c: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
-        let Some(h) = a.hash(2)? else { return Ok(false) };
-        let obj = object(a, 1, h, 3, 4)?;
-        put_text(out, ops::admin::delete(cfg(c), a.req(0)?, &obj, a.bytes(5).unwrap_or(b""))?)
+    /// Deletes an object; needs the config's purge key.
+    dj_delete_object(store: Store, schema: Schema, hash: Hash, attachment_name: Text, filepath: Text, purge_key: Bytes)
+        -> string(16) needs_config = |c, a, out| {
+        let Some(h) = a.hash.hash()? else { return Ok(false) };
+        let obj = object(a.schema.text()?, h, a.attachment_name.text()?, a.filepath.text()?)?;
+        put_text(out, ops::admin::delete(c.config(), a.store.req()?, &obj, a.purge_key.bytes().unwrap_or(b""))?)
     }
-}
-export_fn!(string Call<DeleteObject>, dj_delete_object, dj_delete_object_init, dj_delete_object_deinit);
 
-pub struct ListObjects;
-impl Func for ListObjects {
-    const DEF: Def = Def {
-        name: "dj_list_objects",
-        params: &[("store", Store), ("schema", Schema), ("after", Text), ("limit", Size)],
-        optional: 0,
-        needs_config: true,
-        max_length: 16 << 20,
-    };
-    fn run(c: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
-        let limit = a.size(3)?.unwrap_or(1000) as usize;
-        put_text(out, &ops::admin::list_objects(cfg(c), a.req(0)?, a.req(1)?, a.text(2)?.unwrap_or(""), limit)?)
+    /// A JSON page of a schema's objects in a store, for sweeping.
+    dj_list_objects(store: Store, schema: Schema, after: Text, limit: Size) -> string(16 << 20) needs_config = |c, a, out| {
+        let limit = a.limit.size()?.unwrap_or(1000) as usize;
+        put_text(out, &ops::admin::list_objects(c.config(), a.store.req()?, a.schema.req()?, a.after.text()?.unwrap_or(""), limit)?)
     }
-}
-export_fn!(string Call<ListObjects>, dj_list_objects, dj_list_objects_init, dj_list_objects_deinit);
 
-pub struct LastError;
-impl Func for LastError {
-    const DEF: Def = Def { name: "dj_last_error", params: &[], optional: 0, needs_config: false, max_length: TEXT };
-    fn run(_: Option<&Config>, _: &Row, out: &mut Vec<u8>) -> Result<bool> {
+    /// `` `schema`.`~external_store` ``, quoted, once both names pass the
+    /// checks every other function applies: the routines build their SQL
+    /// from it instead of checking names again.
+    dj_tracking_table(store: Text, schema: Schema) -> string(256) = |_, a, out| {
+        put_text(out, &layout::tracking_table(a.schema.text()?.unwrap_or(""), a.store.text()?.unwrap_or(""))?)
+    }
+
+    /// This connection's last failure.
+    dj_last_error() -> string(TEXT) = |_, _a, out| {
         match crate::ffi::last_error() {
             Some(e) => put_text(out, &e),
             None => Ok(false),
         }
     }
-}
-export_fn!(string Call<LastError>, dj_last_error, dj_last_error_init, dj_last_error_deinit);
 
-pub struct Stores;
-impl Func for Stores {
-    const DEF: Def = Def { name: "dj_stores", params: &[], optional: 0, needs_config: true, max_length: 65535 };
-    fn run(c: Option<&Config>, _: &Row, out: &mut Vec<u8>) -> Result<bool> {
-        put_text(out, &cfg(c).redacted_json())
+    /// The config as JSON, credentials redacted.
+    dj_stores() -> string(65535) needs_config = |c, _a, out| {
+        put_text(out, &c.config().redacted_json())
     }
-}
-export_fn!(string Call<Stores>, dj_stores, dj_stores_init, dj_stores_deinit);
 
-pub struct Version;
-impl Func for Version {
-    const DEF: Def = Def { name: "dj_version", params: &[], optional: 0, needs_config: false, max_length: 64 };
-    fn run(_: Option<&Config>, _: &Row, out: &mut Vec<u8>) -> Result<bool> {
+    /// The library's version.
+    dj_version() -> string(64) = |_, _a, out| {
         put_text(out, env!("CARGO_PKG_VERSION"))
     }
 }
-export_fn!(string Call<Version>, dj_version, dj_version_init, dj_version_deinit);
