@@ -29,6 +29,11 @@ if [ ${#pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 fi
 have cargo || [ -x "$HOME/.cargo/bin/cargo" ] || { echo "setup: cargo not found; install the Rust toolchain" >&2; exit 1; }
+export PATH="$HOME/.cargo/bin:$PATH"
+# The test command checks formatting and lints.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
 
 if [ "${1:-}" = --python ]; then
   if ! .venv/bin/python -c "import datajoint, pymysql, pytest" >/dev/null 2>&1 \

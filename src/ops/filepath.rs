@@ -39,13 +39,25 @@ fn stage(st: &Store) -> Result<&Path> {
         .ok_or_else(|| Error::Denied { msg: format!("store '{}' has no 'stage' in the config; filepath attributes need one", st.name) })
 }
 
+/// The folder Python's `pathlib.PurePosixPath(path).parent` names: DataJoint
+/// quotes it, not the file, when a path is outside the stage.
+fn pathlib_parent(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let root = if path.starts_with('/') { "/" } else { "" };
+    match parts.split_last() {
+        Some((_, dirs)) if !dirs.is_empty() => format!("{root}{}", dirs.join("/")),
+        _ if root.is_empty() => ".".into(),
+        _ => root.into(),
+    }
+}
+
 /// Resolves a server path that must lie in the store's stage, with
-/// DataJoint's wording when it does not.
+/// DataJoint 0.14's wording (`upload_filepath`) when it does not.
 fn staged(st: &Store, path: &str) -> Result<Confined> {
     let stage = stage(st)?;
     let c = confine::resolve(path, &[stage]).map_err(|e| match e {
-        Error::Confinement { path, msg } if msg.starts_with("it is not inside") => {
-            Error::Confinement { msg: format!("The path {path} is not in stage {}", stage.display()), path }
+        Error::Confinement { path: shown, msg } if msg.starts_with("it is not inside") => {
+            Error::Confinement { msg: format!("The path {} is not in stage {}", layout::shown(&pathlib_parent(path)), stage.display()), path: shown }
         }
         other => other,
     })?;
@@ -191,4 +203,19 @@ pub fn get(cfg: &Config, store: &str, relative: &str, contents_hash: Option<Hash
         let _ = dir.remove(&tmp);
     }
     result.map(|_| shown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pathlib_parent;
+
+    /// `str(pathlib.PurePosixPath(p).parent)` for each input, as Python 3.11 prints it.
+    #[test]
+    fn parent_as_pathlib_names_it() {
+        for (path, parent) in
+            [("/a/b/c.dat", "/a/b"), ("/a/b/", "/a"), ("/a//b/./c", "/a/b"), ("/c.dat", "/"), ("/", "/"), ("c.dat", "."), ("d/c.dat", "d"), ("", ".")]
+        {
+            assert_eq!(pathlib_parent(path), parent, "{path}");
+        }
+    }
 }
