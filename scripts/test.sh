@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: sets up what it needs, checks formatting and lints
-# (rustfmt, clippy), builds the library, runs the unit tests, then the integration, fuzz and DataJoint interoperability tests
-# against a MariaDB server that the harness starts on 127.0.0.1.
+# (rustfmt, clippy), builds the library, runs the unit tests, then the
+# integration, fuzz and DataJoint interoperability tests against a MariaDB
+# server that the harness starts on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
