@@ -98,7 +98,9 @@ END $$
 
 -- `<schema>`.`~external_<store>`, quoted for dynamic SQL. The library checks
 -- both names (the checks every dj_* function applies), so no name that could
--- leave the identifier ever reaches a statement.
+-- leave the identifier ever reaches a statement. Every routine that takes a
+-- schema and a store declares it first, so both names are checked before
+-- anything is written.
 DROP FUNCTION IF EXISTS dj_udf.tracking_table $$
 CREATE FUNCTION dj_udf.tracking_table(schema_name varchar(64), store varchar(64)) RETURNS varchar(200) CHARACTER SET utf8mb4
   NOT DETERMINISTIC NO SQL SQL SECURITY INVOKER
@@ -191,7 +193,6 @@ DROP PROCEDURE IF EXISTS dj_udf.blob_put $$
 CREATE PROCEDURE dj_udf.blob_put(IN store varchar(64), IN schema_name varchar(64), IN data longblob, OUT hash binary(16))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  -- checks both names before anything is written
   DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
   DECLARE h binary(16);
   DECLARE gone boolean;
@@ -212,7 +213,6 @@ CREATE PROCEDURE dj_udf.attach_put(IN store varchar(64), IN schema_name varchar(
                                    IN data longblob, OUT hash binary(16))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  -- checks both names before anything is written
   DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
   DECLARE h binary(16);
   DECLARE gone boolean;
@@ -234,7 +234,6 @@ CREATE PROCEDURE dj_udf.attach_put_file(IN store varchar(64), IN schema_name var
                                         OUT hash binary(16))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  -- checks both names before anything is written
   DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
   DECLARE h binary(16);
   DECLARE name varchar(255) CHARACTER SET utf8mb4;
@@ -258,7 +257,6 @@ CREATE PROCEDURE dj_udf.filepath_put(IN store varchar(64), IN schema_name varcha
                                      OUT hash binary(16))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  -- checks both names before anything is written
   DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
   DECLARE info text CHARACTER SET utf8mb4;
   DECLARE h, ch, tracked_ch binary(16);
@@ -436,7 +434,6 @@ BEGIN
   DECLARE status varchar(100);
   DECLARE EXIT HANDLER FOR SQLEXCEPTION
   BEGIN
-  -- checks both names before anything is written
   DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
     ROLLBACK;
     RESIGNAL;
@@ -492,7 +489,6 @@ BEGIN
   DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
   DECLARE EXIT HANDLER FOR SQLEXCEPTION
   BEGIN
-  -- checks both names before anything is written
   DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
     ROLLBACK;
     RESIGNAL;
