@@ -6,7 +6,6 @@
 //! `extern "C"` would abort the whole server), and keeps the row results in
 //! a buffer owned by the call's state, freed in `deinit`.
 
-use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_longlong, c_uint, c_ulong, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -127,20 +126,7 @@ struct State<T> {
     out: Vec<u8>,
 }
 
-thread_local! {
-    /// The last row failure on this server thread, for `dj_last_error()`.
-    /// A statement runs on one thread, so a routine that calls a UDF and then
-    /// `dj_last_error()` in the same statement always sees its own error.
-    static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-pub fn set_last_error(msg: String) {
-    LAST_ERROR.with(|e| *e.borrow_mut() = Some(msg));
-}
-
-pub fn last_error() -> Option<String> {
-    LAST_ERROR.with(|e| e.borrow().clone())
-}
+pub use crate::udf::last_error::{last_error, set_last_error};
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
@@ -328,6 +314,78 @@ macro_rules! export_udf {
             $crate::ffi::int_row::<$ty>(i, a, n, e)
         }
     };
+}
+
+/// What the server offers loadable code beyond the UDF interface, found by
+/// name at run time. MariaDB exports these functions for its plugins
+/// (`mysql/plugin.h`, `service_kill_statement.h`); where one is missing
+/// (another server, or the library loaded by a test program) the answers
+/// are `None` and `false`, and callers fall back to what needs none.
+pub mod server {
+    use std::ffi::{c_int, c_ulong, c_void, CStr};
+    use std::sync::OnceLock;
+
+    type CurrentThd = unsafe extern "C" fn() -> *mut c_void;
+    type KillLevel = unsafe extern "C" fn(*const c_void) -> c_int;
+    type ThreadId = unsafe extern "C" fn(*const c_void) -> c_ulong;
+
+    struct Api {
+        current_thd: CurrentThd,
+        kill_level: Option<KillLevel>,
+        thread_id: Option<ThreadId>,
+    }
+
+    fn symbol(name: &CStr) -> *mut c_void {
+        // SAFETY: dlsym with RTLD_DEFAULT only looks a name up.
+        unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) }
+    }
+
+    fn api() -> Option<&'static Api> {
+        static API: OnceLock<Option<Api>> = OnceLock::new();
+        API.get_or_init(|| {
+            let current = symbol(c"_current_thd");
+            if current.is_null() {
+                return None;
+            }
+            let kill = symbol(c"thd_kill_level");
+            let id = symbol(c"thd_get_thread_id");
+            // SAFETY: the symbols are the server's functions of these C signatures.
+            unsafe {
+                Some(Api {
+                    current_thd: std::mem::transmute::<*mut c_void, CurrentThd>(current),
+                    kill_level: (!kill.is_null()).then(|| std::mem::transmute::<*mut c_void, KillLevel>(kill)),
+                    thread_id: (!id.is_null()).then(|| std::mem::transmute::<*mut c_void, ThreadId>(id)),
+                })
+            }
+        })
+        .as_ref()
+    }
+
+    /// The server's session object for the calling thread, if any.
+    fn thd(api: &Api) -> Option<*const c_void> {
+        // SAFETY: returns the THD of the connection this thread serves, or null.
+        let thd = unsafe { (api.current_thd)() };
+        (!thd.is_null()).then_some(thd as *const c_void)
+    }
+
+    /// The id of the connection this call runs for (`CONNECTION_ID()`).
+    pub fn connection_id() -> Option<u64> {
+        let api = api()?;
+        let f = api.thread_id?;
+        let thd = thd(api)?;
+        // SAFETY: a valid THD of the current thread. (c_ulong is not u64 everywhere.)
+        #[allow(clippy::unnecessary_cast)]
+        Some(unsafe { f(thd) } as u64)
+    }
+
+    /// Whether the statement this call runs for was killed (`KILL QUERY` or
+    /// `KILL`): long transfers check between chunks and stop.
+    pub fn killed() -> bool {
+        let Some(api) = api() else { return false };
+        let (Some(f), Some(thd)) = (api.kill_level, thd(api)) else { return false };
+        // SAFETY: a valid THD of the current thread.
+        unsafe { f(thd) != 0 }
+    }
 }
 
 #[cfg(test)]

@@ -118,6 +118,10 @@ impl Def {
     /// failure's full text is kept for dj_last_error() and the message
     /// itself is shortened to what the server will show.
     pub fn init(&self, args: &mut Args) -> Result<(Option<Arc<Config>>, Shape), String> {
+        // A new call: the connection's earlier failure is no longer its last.
+        if self.name != "dj_last_error" {
+            last_error::clear_last_error();
+        }
         let cfg = self.init_call(args).map_err(|full| {
             crate::ffi::set_last_error(format!("{}: {full}", self.name));
             const MORE: &str = "... (see dj_last_error())";
@@ -316,6 +320,7 @@ macro_rules! sql_functions {
 }
 
 mod functions;
+pub mod last_error;
 pub use functions::*;
 
 #[cfg(test)]
