@@ -6,6 +6,8 @@
 //! `extern "C"` would abort the whole server), and keeps the row results in
 //! a buffer owned by the call's state, freed in `deinit`.
 
+#![allow(unsafe_code)]
+
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_longlong, c_uint, c_ulong, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -276,14 +278,18 @@ pub unsafe fn int_row<T: IntFn>(initid: *mut UdfInit, args: *mut UdfArgs, is_nul
 }
 
 /// Exports the C symbols of one function: `name_init`, `name_deinit` and
-/// `name`, with the row signature of its kind (`string` or `int`).
+/// `name`, with the row signature of its kind (`string` or `int`). They are
+/// this layer's unsafe code wherever the macro is invoked, so they carry their
+/// own `allow(unsafe_code)`.
 #[macro_export]
 macro_rules! export_fn {
     (@init_deinit $ty:ty, $init:ident, $deinit:ident, $initfn:ident) => {
+        #[allow(unsafe_code)]
         #[no_mangle]
         pub unsafe extern "C" fn $init(i: *mut $crate::ffi::UdfInit, a: *mut $crate::ffi::UdfArgs, m: *mut std::ffi::c_char) -> std::ffi::c_char {
             $crate::ffi::$initfn::<$ty>(i, a, m)
         }
+        #[allow(unsafe_code)]
         #[no_mangle]
         pub unsafe extern "C" fn $deinit(i: *mut $crate::ffi::UdfInit) {
             $crate::ffi::deinit::<$ty>(i)
@@ -291,6 +297,7 @@ macro_rules! export_fn {
     };
     (string $ty:ty, $name:ident, $init:ident, $deinit:ident) => {
         $crate::export_fn!(@init_deinit $ty, $init, $deinit, string_init);
+        #[allow(unsafe_code)]
         #[no_mangle]
         pub unsafe extern "C" fn $name(
             i: *mut $crate::ffi::UdfInit,
@@ -305,6 +312,7 @@ macro_rules! export_fn {
     };
     (int $ty:ty, $name:ident, $init:ident, $deinit:ident) => {
         $crate::export_fn!(@init_deinit $ty, $init, $deinit, int_init);
+        #[allow(unsafe_code)]
         #[no_mangle]
         pub unsafe extern "C" fn $name(
             i: *mut $crate::ffi::UdfInit,

@@ -5,6 +5,10 @@
 //! that the unit tests exercise without a server: [`ffi`] alone handles raw
 //! pointers, [`ops`] does the work, [`store`] reaches the objects, and
 //! [`confine`] keeps every server path inside the configured folders.
+//! Unsafe code is denied everywhere but in [`ffi`] (system calls go through
+//! `rustix`'s safe wrappers).
+
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod confine;
