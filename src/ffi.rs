@@ -150,10 +150,8 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 unsafe fn write_message(message: *mut c_char, text: &str) {
-    let mut n = text.len().min(MESSAGE_MAX);
-    while !text.is_char_boundary(n) {
-        n -= 1;
-    }
+    let text = crate::text::cut(text, MESSAGE_MAX);
+    let n = text.len();
     std::ptr::copy_nonoverlapping(text.as_ptr(), message as *mut u8, n);
     *message.add(n) = 0;
 }

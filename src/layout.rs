@@ -144,11 +144,7 @@ pub fn shown(s: &str) -> String {
     if s.len() <= 80 {
         return s.replace('\0', "\\0");
     }
-    let mut end = 80;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", s[..end].replace('\0', "\\0"))
+    format!("{}…", crate::text::cut(s, 80).replace('\0', "\\0"))
 }
 
 #[cfg(test)]

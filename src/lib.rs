@@ -18,4 +18,5 @@ pub mod hash;
 pub mod layout;
 pub mod ops;
 pub mod store;
+pub mod text;
 pub mod udf;

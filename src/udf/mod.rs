@@ -122,11 +122,7 @@ fn init_checked(def: &Def, args: &mut Args) -> Result<Option<Arc<Config>>, Strin
         if full.len() <= INIT_SHOWN {
             full
         } else {
-            let mut cut = INIT_SHOWN - MORE.len();
-            while !full.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            format!("{}{MORE}", &full[..cut])
+            format!("{}{MORE}", crate::text::cut(&full, INIT_SHOWN - MORE.len()))
         }
     })
 }
