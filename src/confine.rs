@@ -11,7 +11,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use std::ffi::CString;
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,7 +111,7 @@ impl Dir {
 
     /// Creates a fresh temporary file here, named so that concurrent writers
     /// of the same object never share one; DataJoint's `.saving` suffix marks it.
-    pub fn create_temp(&self) -> io::Result<(String, File)> {
+    pub fn create_temp(&self) -> io::Result<TempFile<'_>> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         loop {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -119,29 +119,10 @@ impl Dir {
             let c = cstr(&name)?;
             let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             match rustix::fs::openat(&self.fd, c.as_c_str(), flags, Mode::from_raw_mode(0o664)) {
-                Ok(fd) => return Ok((name, File::from(fd))),
+                Ok(fd) => return Ok(TempFile { dir: self, name, file: File::from(fd), gone: false }),
                 Err(Errno::EXIST) => continue,
                 Err(e) => return Err(e.into()),
             }
-        }
-    }
-
-    /// Atomically moves `tmp` (in this folder) to `name` in `target`, then
-    /// makes the new directory entry durable.
-    pub fn rename_into(&self, tmp: &str, target: &Dir, name: &str) -> io::Result<()> {
-        let (a, b) = (cstr(tmp)?, cstr(name)?);
-        rustix::fs::renameat(&self.fd, a.as_c_str(), &target.fd, b.as_c_str())?;
-        target.sync()
-    }
-
-    /// Gives `tmp` (in this folder) the new name `name`, never replacing a file
-    /// that is already there: `false` when `name` exists.
-    pub fn link_new(&self, tmp: &str, name: &str) -> io::Result<bool> {
-        let (a, b) = (cstr(tmp)?, cstr(name)?);
-        match rustix::fs::linkat(&self.fd, a.as_c_str(), &self.fd, b.as_c_str(), AtFlags::empty()) {
-            Ok(()) => Ok(true),
-            Err(Errno::EXIST) => Ok(false),
-            Err(e) => Err(e.into()),
         }
     }
 
@@ -196,6 +177,84 @@ impl Dir {
     }
 }
 
+/// A temporary file being written in a folder ([`Dir::create_temp`]). It is
+/// removed when dropped unless it got its final name first, so no error path
+/// leaves it behind.
+pub struct TempFile<'d> {
+    dir: &'d Dir,
+    name: String,
+    file: File,
+    /// Whether the temporary name is gone (renamed, or removed after a link).
+    gone: bool,
+}
+
+impl TempFile<'_> {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where it is, for messages.
+    pub fn display(&self) -> String {
+        self.dir.display(&self.name)
+    }
+
+    /// Makes the contents written so far durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        self.file.sync_all()
+    }
+
+    /// Atomically renames it to `name` in `target` (a folder on the same file
+    /// system), replacing any file of that name, then makes the new
+    /// directory entry durable.
+    pub fn persist_into(mut self, target: &Dir, name: &str) -> io::Result<()> {
+        let (a, b) = (cstr(&self.name)?, cstr(name)?);
+        rustix::fs::renameat(&self.dir.fd, a.as_c_str(), &target.fd, b.as_c_str())?;
+        self.gone = true;
+        target.sync()
+    }
+
+    /// Gives it the name `name` in its folder as well (a hard link), never
+    /// replacing a file that is already there: `false` when `name` exists,
+    /// and it stays a temporary file. Once linked, the folder is made durable
+    /// and the temporary name removed.
+    pub fn link_new(&mut self, name: &str) -> io::Result<bool> {
+        let (a, b) = (cstr(&self.name)?, cstr(name)?);
+        match rustix::fs::linkat(&self.dir.fd, a.as_c_str(), &self.dir.fd, b.as_c_str(), AtFlags::empty()) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        self.dir.sync()?;
+        self.discard();
+        Ok(true)
+    }
+
+    /// Removes the temporary name (best effort: it is a hidden `.saving` file).
+    fn discard(&mut self) {
+        if !self.gone {
+            let _ = self.dir.remove(&self.name);
+            self.gone = true;
+        }
+    }
+}
+
+impl Write for TempFile<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for TempFile<'_> {
+    fn drop(&mut self) {
+        self.discard();
+    }
+}
+
 /// One entry of [`Dir::entries`].
 pub struct Entry {
     pub name: String,
@@ -220,6 +279,13 @@ pub struct Confined {
 impl Confined {
     pub fn relative(&self) -> String {
         self.components.join("/")
+    }
+
+    /// Opens the file for reading (a regular file; links and special files
+    /// are refused).
+    pub fn open_read(&self) -> Result<File> {
+        let (dir, name) = self.parent(false)?;
+        dir.open_read(name).map_err(|e| Error::io("open", self.display(), e))
     }
 
     /// Opens the root and walks to the parent folder of the final component.
@@ -280,7 +346,7 @@ pub fn below(root: &Path, relative: &str) -> Confined {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
+    use std::io::Read;
 
     fn tmpdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("dj-confine-{tag}-{}-{}", std::process::id(), nanos()));
@@ -352,16 +418,35 @@ mod tests {
     }
 
     #[test]
-    fn link_new_never_replaces() {
+    fn link_new_never_replaces_and_drops_the_temporary_name() {
         let root = tmpdir("link");
         let dir = Dir::open_root(&root).unwrap();
-        let (tmp, mut f) = dir.create_temp().unwrap();
-        f.write_all(b"new").unwrap();
+        let mut tmp = dir.create_temp().unwrap();
+        let tmp_name = tmp.name().to_string();
+        tmp.write_all(b"new").unwrap();
         std::fs::write(root.join("taken"), b"old").unwrap();
-        assert!(!dir.link_new(&tmp, "taken").unwrap());
+        assert!(!tmp.link_new("taken").unwrap());
         assert_eq!(std::fs::read(root.join("taken")).unwrap(), b"old");
-        assert!(dir.link_new(&tmp, "free").unwrap());
+        assert_eq!(dir.size_of(&tmp_name).unwrap(), Some(3), "still there after a taken name");
+        assert!(tmp.link_new("free").unwrap());
         assert_eq!(std::fs::read(root.join("free")).unwrap(), b"new");
+        assert_eq!(dir.size_of(&tmp_name).unwrap(), None, "the temporary name is removed once linked");
+        drop(tmp);
+        assert_eq!(std::fs::read(root.join("free")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn temp_files_not_persisted_are_removed() {
+        let root = tmpdir("drop");
+        let dir = Dir::open_root(&root).unwrap();
+        let mut tmp = dir.create_temp().unwrap();
+        tmp.write_all(b"partial").unwrap();
+        let name = tmp.name().to_string();
+        assert!(name.starts_with(".dj-") && name.ends_with(".saving"), "{name}");
+        assert_eq!(dir.size_of(&name).unwrap(), Some(7));
+        drop(tmp);
+        assert_eq!(dir.size_of(&name).unwrap(), None);
+        assert!(dir.entries().unwrap().is_empty());
     }
 
     #[test]
@@ -369,12 +454,13 @@ mod tests {
         let root = tmpdir("write");
         let dir = Dir::open_root(&root).unwrap();
         let sub = dir.walk(["a", "b"], true).unwrap();
-        let (tmp, mut f) = dir.create_temp().unwrap();
-        f.write_all(b"hello").unwrap();
-        drop(f);
-        dir.rename_into(&tmp, &sub, "obj").unwrap();
+        let mut tmp = dir.create_temp().unwrap();
+        tmp.write_all(b"hello").unwrap();
+        tmp.sync().unwrap();
+        let tmp_name = tmp.name().to_string();
+        tmp.persist_into(&sub, "obj").unwrap();
         assert_eq!(sub.size_of("obj").unwrap(), Some(5));
-        assert_eq!(dir.size_of(&tmp).unwrap(), None);
+        assert_eq!(dir.size_of(&tmp_name).unwrap(), None);
         let mut s = String::new();
         sub.open_read("obj").unwrap().read_to_string(&mut s).unwrap();
         assert_eq!(s, "hello");

@@ -1,13 +1,13 @@
 //! `filepath@store`: files managed by relative path below the store's stage,
 //! uploaded to the store once and synced back to the stage on fetch.
 
-use super::open;
+use super::{download_verified, open, Expected, Naming};
 use crate::config::{Config, Store};
 use crate::confine::{self, Confined};
 use crate::error::{Error, Result};
 use crate::hash::{self, to_hex, Hash, Hasher};
 use crate::layout;
-use crate::store::{self, CopyError};
+use crate::store;
 use std::io::{Seek, SeekFrom};
 use std::path::Path;
 
@@ -56,8 +56,7 @@ fn staged(st: &Store, path: &str) -> Result<Confined> {
 pub fn info(cfg: &Config, store: &str, path: &str) -> Result<Info> {
     let st = cfg.store(store)?;
     let c = staged(st, path)?;
-    let (dir, name) = c.parent(false)?;
-    let mut f = dir.open_read(name).map_err(|e| Error::io("open", c.display(), e))?;
+    let mut f = c.open_read()?;
     let size = f.metadata().map_err(|e| Error::io("stat", c.display(), e))?.len();
     let contents_hash = match cfg.checksum_size_limit_insert {
         Some(limit) if size > limit => None,
@@ -78,8 +77,7 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
     let rel = c.relative();
     let h = hash::filepath(&rel);
     let same_file = st.io.local_path(&rel).is_some_and(|p| p == c.root.join(&rel));
-    let (dir, name) = c.parent(false)?;
-    let mut src = dir.open_read(name).map_err(|e| Error::io("open", c.display(), e))?;
+    let mut src = c.open_read()?;
     let hash_source =
         |src: &mut std::fs::File| -> Result<Hash> { Ok(store::hash_all(src, Hasher::default()).map_err(|e| Error::io("read", c.display(), e))?.0) };
     if same_file {
@@ -165,30 +163,8 @@ pub fn get(cfg: &Config, store: &str, relative: &str, contents_hash: Option<Hash
             _ => {} // a stale local copy: fetch it again below
         }
     }
-    let mut src = st.io.open(relative)?;
-    let (tmp, mut f) = dir.create_temp().map_err(|e| Error::io("create temporary file in", &dir.path, e))?;
-    let mut hasher = Hasher::default();
-    let result = (|| {
-        let n = store::copy_hashing(&mut *src, &mut f, &mut hasher).map_err(|e| match e {
-            CopyError::Read(e) => Error::io("read", st.io.describe(relative), e),
-            CopyError::Write(e) => Error::io("write", dir.display(&tmp), e),
-        })?;
-        f.sync_all().map_err(|e| Error::io("fsync", dir.display(&tmp), e))?;
-        if n != size {
-            return Err(Error::SizeMismatch { what: st.io.describe(relative), expected: size, actual: n });
-        }
-        let got = hasher.finish();
-        if let Some(want) = check.filter(|w| *w != got) {
-            return Err(Error::ChecksumMismatch {
-                what: format!("'{shown}' downloaded but did not pass checksum ({})", st.io.describe(relative)),
-                expected: to_hex(&want),
-                actual: to_hex(&got),
-            });
-        }
-        dir.rename_into(&tmp, &dir, name).map_err(|e| Error::io("rename into place", shown.clone(), e))
-    })();
-    if result.is_err() {
-        let _ = dir.remove(&tmp);
-    }
-    result.map(|_| shown)
+    let expect =
+        Expected { hash: check, size: Some(size), what: format!("'{shown}' downloaded but did not pass checksum ({})", st.io.describe(relative)) };
+    download_verified(&st, relative, Hasher::default(), &expect, &dir, Naming::Replace(name))?;
+    Ok(shown)
 }
