@@ -5,8 +5,8 @@
 //! re-read when it changes on disk, so a DBA edits it without reloading the
 //! library.
 
+use crate::datajoint::layout;
 use crate::error::{Error, Result};
-use crate::layout;
 use serde_json::{Map, Value};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -320,7 +320,7 @@ fn components(path: &str) -> std::result::Result<Vec<String>, &'static str> {
 /// Resolves an absolute server path against `roots` (canonical folders).
 /// The first root that is a component-wise prefix wins.
 pub fn resolve(path: &str, roots: &[&Path]) -> Result<Confined> {
-    let shown = crate::layout::shown(path);
+    let shown = crate::datajoint::layout::shown(path);
     if !path.starts_with('/') {
         return Err(Error::confine(shown, "server paths must be absolute"));
     }

@@ -12,10 +12,9 @@
 
 pub mod config;
 pub mod confine;
+pub mod datajoint;
 pub mod error;
 pub mod ffi;
-pub mod hash;
-pub mod layout;
 pub mod ops;
 pub mod store;
 pub mod text;

@@ -2,9 +2,9 @@
 
 use super::open;
 use crate::config::Config;
+use crate::datajoint::hash::{self, Hash};
+use crate::datajoint::layout::Object;
 use crate::error::{Error, Result};
-use crate::hash::{self, Hash};
-use crate::layout::Object;
 
 /// The stored size of an object, `None` when it is absent.
 pub fn object_size(cfg: &Config, store: &str, obj: &Object) -> Result<Option<u64>> {
@@ -62,7 +62,7 @@ pub fn parse_key(key: &str, schema: &str, folds: &[usize]) -> Option<(Hash, Opti
         return None;
     }
     if let Some(n) = &name {
-        crate::layout::check_attachment_name(n).ok()?;
+        crate::datajoint::layout::check_attachment_name(n).ok()?;
     }
     Some((h, name))
 }
@@ -71,7 +71,7 @@ pub fn parse_key(key: &str, schema: &str, folds: &[usize]) -> Option<(Hash, Opti
 /// routine: `[{"key", "hash", "attachment_name", "size", "age"}, …]`, with
 /// `hash` null for a file that is not a DataJoint object of this store.
 pub fn list_objects(cfg: &Config, store: &str, schema: &str, after: &str, limit: usize) -> Result<String> {
-    crate::layout::check_schema_name(schema)?;
+    crate::datajoint::layout::check_schema_name(schema)?;
     let st = open(cfg, store)?;
     // Two stores in one place (a blob and an attach store on one folder is a
     // common DataJoint setup) hold each other's objects: seen from one, the
@@ -104,7 +104,7 @@ pub fn list_objects(cfg: &Config, store: &str, schema: &str, after: &str, limit:
 #[cfg(test)]
 mod tests {
     use super::parse_key;
-    use crate::hash;
+    use crate::datajoint::hash;
 
     #[test]
     fn keys_parse_back_to_objects() {

@@ -3,9 +3,9 @@
 use super::{download_verified, open, put_known, read_verified, Expected, Naming};
 use crate::config::Config;
 use crate::confine::{self, Dir};
+use crate::datajoint::hash::{self, Hash, Hasher};
+use crate::datajoint::layout::{self, Object};
 use crate::error::{Error, Result};
-use crate::hash::{self, Hash, Hasher};
-use crate::layout::{self, Object};
 use crate::store;
 
 /// How many `_NNNN` aliases `export` tries before giving up.

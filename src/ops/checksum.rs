@@ -3,8 +3,8 @@
 use super::readable_roots;
 use crate::config::Config;
 use crate::confine;
+use crate::datajoint::hash::{Hash, Hasher};
 use crate::error::{Error, Result};
-use crate::hash::{Hash, Hasher};
 use crate::store;
 
 /// MD5(init ‖ contents of the file at `path`), streamed; the path must lie in

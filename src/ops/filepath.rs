@@ -4,9 +4,9 @@
 use super::{download_verified, open, Expected, Naming};
 use crate::config::{Config, Store};
 use crate::confine::{self, Confined};
+use crate::datajoint::hash::{self, to_hex, Hash, Hasher};
+use crate::datajoint::layout;
 use crate::error::{Error, Result};
-use crate::hash::{self, to_hex, Hash, Hasher};
-use crate::layout;
 use crate::store;
 use std::io::{Seek, SeekFrom};
 use std::path::Path;

@@ -10,9 +10,9 @@ pub mod verify;
 
 use crate::config::{Config, Store};
 use crate::confine::Dir;
+use crate::datajoint::hash::{to_hex, Hash, Hasher};
+use crate::datajoint::layout::Object;
 use crate::error::{Error, Result};
-use crate::hash::{to_hex, Hash, Hasher};
-use crate::layout::Object;
 use crate::store::{self, CopyError, ObjectStore};
 use std::path::Path;
 
@@ -163,7 +163,7 @@ mod tests {
         let cfg = Config::parse(Path::new("/etc/t.json"), &text).unwrap();
         let st = open(&cfg, "f").unwrap();
         std::fs::write(location.join("obj"), b"contents").unwrap();
-        let good = crate::hash::digest(b"", b"contents");
+        let good = crate::datajoint::hash::digest(b"", b"contents");
         let dir = Dir::open_root(&target).unwrap();
         let expect = |hash, size| Expected { hash, size, what: "the copy".into() };
 

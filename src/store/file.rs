@@ -3,8 +3,8 @@
 use super::{check_source, copy_hashing, now_secs, CopyError, Listed, ObjectStore, Source};
 use crate::config;
 use crate::confine::{self, Dir, TempFile};
+use crate::datajoint::hash::{Hash, Hasher};
 use crate::error::{Error, Result};
-use crate::hash::{Hash, Hasher};
 use std::io::Read;
 use std::path::PathBuf;
 

@@ -2,11 +2,11 @@
 
 use super::{Call, Def, Func, IntFunc, Kind, Row};
 use crate::config::Config;
+use crate::datajoint::hash::{self, Hash};
+use crate::datajoint::layout::{Object, TrackingRow};
 use crate::error::{Error, Result};
 use crate::export_fn;
-use crate::hash::{self, Hash};
-use crate::layout::Object;
-use crate::ops::{self, verify::Row as TrackingRow};
+use crate::ops;
 
 use Kind::*;
 

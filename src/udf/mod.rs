@@ -4,10 +4,10 @@
 mod functions;
 
 use crate::config::{self, Config};
+use crate::datajoint::hash::{self, Hash};
+use crate::datajoint::layout;
 use crate::error::Error;
 use crate::ffi::{Args, IntFn, Shape, StringFn, Value, DECIMAL_RESULT, INT_RESULT, REAL_RESULT, STRING_RESULT};
-use crate::hash::{self, Hash};
-use crate::layout;
 use std::marker::PhantomData;
 use std::sync::Arc;
 

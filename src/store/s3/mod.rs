@@ -16,8 +16,8 @@
 
 use super::{check_source, hash_all, now_secs, Listed, ObjectStore, Source};
 use crate::config::{self, S3};
+use crate::datajoint::hash::{Hash, Hasher};
 use crate::error::{Error, Result, S3Problem};
-use crate::hash::{Hash, Hasher};
 
 mod answers;
 mod keys;

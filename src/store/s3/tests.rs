@@ -249,7 +249,7 @@ fn multipart_parts_carry_content_md5_and_complete_in_order() {
     let (addr, server) = fake_server(4, multipart_answer);
     let s = store_at(&addr, "dj", "");
     let data = two_part_object();
-    let want = crate::hash::digest(b"", &data);
+    let want = crate::datajoint::hash::digest(b"", &data);
     let mut src = &data[..];
     let (got, n) = s.put("sch/big", &mut src, Hasher::default(), Some(want), &[("contents_hash", "u-u-i-d")]).unwrap();
     assert_eq!((got, n), (want, data.len() as u64));
