@@ -29,9 +29,9 @@ pub fn put_file(cfg: &Config, store: &str, schema: &str, path: &str) -> Result<(
     layout::check_attachment_name(&name)?;
     let st = open(cfg, store)?;
     let mut src = c.open_read()?;
-    let folds = st.cfg.subfolding.clone();
+    let folds = st.spec.subfolding.clone();
     let key_of = |h: &Hash| Object::Attach { schema: schema.into(), hash: *h, name: name.clone() }.key(&folds);
-    let (h, n, _) = st.io.put_by_hash(schema, &mut src, Hasher::for_attachment(&name), &key_of)?;
+    let (h, n, _) = st.objects.put_by_hash(schema, &mut src, Hasher::for_attachment(&name), &key_of)?;
     Ok((h, n))
 }
 

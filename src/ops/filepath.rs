@@ -2,7 +2,7 @@
 //! uploaded to the store once and synced back to the stage on fetch.
 
 use super::{download_verified, open, Expected, Naming};
-use crate::config::{Config, Store};
+use crate::config::{Config, StoreConfig};
 use crate::confine::{self, Confined};
 use crate::datajoint::hash::{self, to_hex, Hash, Hasher};
 use crate::datajoint::layout;
@@ -33,7 +33,7 @@ impl Info {
     }
 }
 
-fn stage(st: &Store) -> Result<&Path> {
+fn stage(st: &StoreConfig) -> Result<&Path> {
     st.stage
         .as_deref()
         .ok_or_else(|| Error::Denied { msg: format!("store '{}' has no 'stage' in the config; filepath attributes need one", st.name) })
@@ -41,7 +41,7 @@ fn stage(st: &Store) -> Result<&Path> {
 
 /// Resolves a server path that must lie in the store's stage, with
 /// DataJoint's wording when it does not.
-fn staged(st: &Store, path: &str) -> Result<Confined> {
+fn staged(st: &StoreConfig, path: &str) -> Result<Confined> {
     let stage = stage(st)?;
     let c = confine::resolve(path, &[stage]).map_err(|e| match e {
         Error::Confinement { path, msg } if msg.starts_with("it is not inside") => {
@@ -73,10 +73,10 @@ pub fn info(cfg: &Config, store: &str, path: &str) -> Result<Info> {
 /// must not be able to replace a tracked file.
 pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Result<Hash> {
     let st = open(cfg, store)?;
-    let c = staged(st.cfg, path)?;
+    let c = staged(st.spec, path)?;
     let rel = c.relative();
     let h = hash::filepath(&rel);
-    let same_file = st.io.local_path(&rel).is_some_and(|p| p == c.root.join(&rel));
+    let same_file = st.objects.local_path(&rel).is_some_and(|p| p == c.root.join(&rel));
     let mut src = c.open_read()?;
     let hash_source =
         |src: &mut std::fs::File| -> Result<Hash> { Ok(store::hash_all(src, Hasher::default()).map_err(|e| Error::io("read", c.display(), e))?.0) };
@@ -90,20 +90,20 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
         }
         return Ok(h);
     }
-    if st.io.size(&rel)?.is_some() {
+    if st.objects.size(&rel)?.is_some() {
         let want = match expect {
             Some(w) => w,
             None => hash_source(&mut src)?,
         };
-        let mut existing = st.io.open(&rel)?;
-        let (have, _) = store::hash_all(&mut *existing, Hasher::default()).map_err(|e| Error::io("read", st.io.describe(&rel), e))?;
-        return if have == want { Ok(h) } else { Err(Error::OccupiedKey { location: st.io.describe(&rel), relative: rel }) };
+        let mut existing = st.objects.open(&rel)?;
+        let (have, _) = store::hash_all(&mut *existing, Hasher::default()).map_err(|e| Error::io("read", st.objects.describe(&rel), e))?;
+        return if have == want { Ok(h) } else { Err(Error::OccupiedKey { location: st.objects.describe(&rel), relative: rel }) };
     }
     // DataJoint stores a filepath object on S3 with the metadata
     // `contents_hash` = the UUID text of its MD5. For a remote
     // store without a given hash, hash the file first (within that limit):
     // the metadata must be sent before the contents.
-    let remote = st.io.local_path(&rel).is_none();
+    let remote = st.objects.local_path(&rel).is_none();
     let expect = match expect {
         None if remote => {
             let size = src.metadata().map_err(|e| Error::io("stat", c.display(), e))?.len();
@@ -121,7 +121,7 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
     // then fails to fetch the file (uuid.UUID("")): leave the key out instead.
     let uuid = expect.as_ref().map(hash::to_uuid);
     let meta: Vec<(&str, &str)> = uuid.iter().map(|u| ("contents_hash", u.as_str())).collect();
-    st.io.put(&rel, &mut src, Hasher::default(), expect, &meta)?;
+    st.objects.put(&rel, &mut src, Hasher::default(), expect, &meta)?;
     Ok(h)
 }
 
@@ -130,7 +130,7 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
 pub fn get(cfg: &Config, store: &str, relative: &str, contents_hash: Option<Hash>, size: u64) -> Result<String> {
     layout::check_relative_path(relative)?;
     let st = open(cfg, store)?;
-    let stage = stage(st.cfg)?;
+    let stage = stage(st.spec)?;
     let target = confine::below(stage, relative);
     let shown = target.display();
     // DataJoint skips the checksum at or above filepath_checksum_size_limit;
@@ -146,11 +146,11 @@ pub fn get(cfg: &Config, store: &str, relative: &str, contents_hash: Option<Hash
     };
     let (dir, name) = target.parent(true)?;
     let local = dir.size_of(name).map_err(|e| Error::io("stat", shown.clone(), e))?;
-    let same_file = st.io.local_path(relative).is_some_and(|p| p == stage.join(relative));
+    let same_file = st.objects.local_path(relative).is_some_and(|p| p == stage.join(relative));
     if local == Some(size) || same_file {
         let mut f = match dir.open_read(name) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::Missing { what: st.io.describe(relative) }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::Missing { what: st.objects.describe(relative) }),
             Err(e) => return Err(Error::io("open", shown, e)),
         };
         let skip_read = check.is_none() && local == Some(size);
@@ -163,8 +163,11 @@ pub fn get(cfg: &Config, store: &str, relative: &str, contents_hash: Option<Hash
             _ => {} // a stale local copy: fetch it again below
         }
     }
-    let expect =
-        Expected { hash: check, size: Some(size), what: format!("'{shown}' downloaded but did not pass checksum ({})", st.io.describe(relative)) };
+    let expect = Expected {
+        hash: check,
+        size: Some(size),
+        what: format!("'{shown}' downloaded but did not pass checksum ({})", st.objects.describe(relative)),
+    };
     download_verified(&st, relative, Hasher::default(), &expect, &dir, Naming::Replace(name))?;
     Ok(shown)
 }

@@ -8,7 +8,7 @@ pub mod checksum;
 pub mod filepath;
 pub mod verify;
 
-use crate::config::{Config, Store};
+use crate::config::{Config, StoreConfig};
 use crate::confine::Dir;
 use crate::datajoint::hash::{to_hex, Hash, Hasher};
 use crate::datajoint::layout::Object;
@@ -18,34 +18,36 @@ use std::path::Path;
 
 /// A configured store together with its protocol implementation.
 pub struct Opened<'c> {
-    pub cfg: &'c Store,
-    pub io: Box<dyn ObjectStore>,
+    /// The store's settings from the config file.
+    pub spec: &'c StoreConfig,
+    /// Its objects, through the store's protocol.
+    pub objects: Box<dyn ObjectStore>,
 }
 
 impl Opened<'_> {
     pub fn key(&self, obj: &Object) -> String {
-        obj.key(&self.cfg.subfolding)
+        obj.key(&self.spec.subfolding)
     }
 
     /// The object and where it lives (path, or bucket and key), for messages.
     pub fn what(&self, obj: &Object, key: &str) -> String {
-        format!("{} ({})", obj.describe(&self.cfg.name), self.io.describe(key))
+        format!("{} ({})", obj.describe(&self.spec.name), self.objects.describe(key))
     }
 }
 
 pub fn open<'c>(cfg: &'c Config, store: &str) -> Result<Opened<'c>> {
     let st = cfg.store(store)?;
-    Ok(Opened { cfg: st, io: store::open(st)? })
+    Ok(Opened { spec: st, objects: store::open(st)? })
 }
 
 /// Stores bytes whose hash is already known, skipping the write when an
 /// object of that key and size is already there (keys embed the hash).
 pub fn put_known(st: &Opened, key: &str, data: &[u8], hasher: Hasher, hash: Hash) -> Result<()> {
-    if st.io.size(key)? == Some(data.len() as u64) {
+    if st.objects.size(key)? == Some(data.len() as u64) {
         return Ok(());
     }
     let mut src = data;
-    st.io.put(key, &mut src, hasher, Some(hash), &[]).map(|_| ())
+    st.objects.put(key, &mut src, hasher, Some(hash), &[]).map(|_| ())
 }
 
 /// Reads a whole object into memory, checking its size and hash on the way:
@@ -53,12 +55,12 @@ pub fn put_known(st: &Opened, key: &str, data: &[u8], hasher: Hasher, hash: Hash
 pub fn read_verified(st: &Opened, obj: &Object, hasher: Hasher, expect: &Hash, limit: u64) -> Result<Vec<u8>> {
     let key = st.key(obj);
     let what = st.what(obj, &key);
-    let size = st.io.size(&key)?.ok_or_else(|| Error::Missing { what: what.clone() })?;
+    let size = st.objects.size(&key)?.ok_or_else(|| Error::Missing { what: what.clone() })?;
     if size > limit {
         return Err(Error::TooLarge { what, size, limit });
     }
     let mut hasher = hasher;
-    let mut src = st.io.open(&key)?;
+    let mut src = st.objects.open(&key)?;
     let data = store::read_limited(&mut *src, &mut hasher, limit, &what)?;
     let got = hasher.finish();
     if &got != expect {
@@ -91,16 +93,16 @@ pub enum Naming<'a> {
 /// unverified file and no temporary file is left behind. Returns the name
 /// taken, `None` when every `FirstFree` name was taken.
 pub fn download_verified(st: &Opened, key: &str, hasher: Hasher, expect: &Expected, dir: &Dir, naming: Naming) -> Result<Option<String>> {
-    let mut src = st.io.open(key)?;
+    let mut src = st.objects.open(key)?;
     let mut tmp = dir.create_temp().map_err(|e| Error::io("create temporary file in", &dir.path, e))?;
     let mut hasher = hasher;
     let n = store::copy_hashing(&mut *src, &mut tmp, &mut hasher).map_err(|e| match e {
-        CopyError::Read(e) => Error::io("read", st.io.describe(key), e),
+        CopyError::Read(e) => Error::io("read", st.objects.describe(key), e),
         CopyError::Write(e) => Error::io("write", tmp.display(), e),
     })?;
     tmp.sync().map_err(|e| Error::io("fsync", tmp.display(), e))?;
     if let Some(size) = expect.size.filter(|s| *s != n) {
-        return Err(Error::SizeMismatch { what: st.io.describe(key), expected: size, actual: n });
+        return Err(Error::SizeMismatch { what: st.objects.describe(key), expected: size, actual: n });
     }
     let got = hasher.finish();
     if let Some(want) = expect.hash.filter(|w| *w != got) {

@@ -24,17 +24,17 @@ pub fn verify(cfg: &Config, store: &str, row: &TrackingRow) -> Result<String> {
         }
     };
     let key = st.key(&obj);
-    let Some(size) = st.io.size(&key)? else { return Ok("missing".into()) };
+    let Some(size) = st.objects.size(&key)? else { return Ok("missing".into()) };
     if size != row.size {
         return Ok("size mismatch".into());
     }
     let Some(expect) = expect else { return Ok("ok (size only)".into()) };
-    let mut src = match st.io.open(&key) {
+    let mut src = match st.objects.open(&key) {
         Ok(s) => s,
         Err(Error::Missing { .. }) => return Ok("missing".into()),
         Err(e) => return Err(e),
     };
-    let (got, n) = store::hash_all(&mut *src, hasher).map_err(|e| Error::io("read", st.io.describe(&key), e))?;
+    let (got, n) = store::hash_all(&mut *src, hasher).map_err(|e| Error::io("read", st.objects.describe(&key), e))?;
     Ok(if n != row.size {
         "size mismatch"
     } else if got != expect {

@@ -14,7 +14,7 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    pub fn new(store: &config::Store) -> Self {
+    pub fn new(store: &config::StoreConfig) -> Self {
         // The config checked the location and keeps it canonical.
         FileStore { name: store.name.clone(), root: PathBuf::from(&store.location) }
     }

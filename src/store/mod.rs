@@ -65,7 +65,7 @@ pub fn now_secs() -> i64 {
 }
 
 /// The implementation for a configured store.
-pub fn open(store: &config::Store) -> Result<Box<dyn ObjectStore>> {
+pub fn open(store: &config::StoreConfig) -> Result<Box<dyn ObjectStore>> {
     match &store.protocol {
         Protocol::File => Ok(Box::new(file::FileStore::new(store))),
         Protocol::S3(s3) => Ok(Box::new(s3::S3Store::new(store, s3)?)),

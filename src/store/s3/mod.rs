@@ -15,7 +15,7 @@
 //! reader never sees a partial or wrong object under its key.
 
 use super::{check_source, hash_all, now_secs, Listed, ObjectStore, Source};
-use crate::config::{self, S3};
+use crate::config::{S3Config, StoreConfig};
 use crate::datajoint::hash::{Hash, Hasher};
 use crate::error::{Error, Result, S3Problem};
 
@@ -155,7 +155,7 @@ fn answer_text(body: Body) -> String {
 }
 
 impl S3Store {
-    pub fn new(store: &config::Store, s3: &S3) -> Result<Self> {
+    pub fn new(store: &StoreConfig, s3: &S3Config) -> Result<Self> {
         let unusable = |what: &str| Error::Denied { msg: format!("store '{}': {what} is not usable", store.name) };
         let scheme = if s3.secure { "https" } else { "http" };
         let endpoint_url = Url::parse(&format!("{scheme}://{}/", s3.endpoint)).map_err(|_| unusable("endpoint"))?;

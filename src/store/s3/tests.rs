@@ -123,7 +123,7 @@ fn store(location: &str) -> S3Store {
 }
 
 fn store_at(endpoint: &str, location: &str, extra: &str) -> S3Store {
-    let cfg = config::Config::parse(
+    let cfg = crate::config::Config::parse(
         std::path::Path::new("/etc/t.json"),
         &format!(
             r#"{{"stores": {{"s": {{"protocol": "s3", "endpoint": "{endpoint}", "bucket": "b", "location": "{location}",
