@@ -1,11 +1,11 @@
 //! The engine behind each SQL function family, free of any FFI concern:
 //! plain Rust values in, plain Rust values or [`Error`]s out.
 
-pub mod admin;
 pub mod attach;
 pub mod blob;
 pub mod checksum;
 pub mod filepath;
+pub mod objects;
 pub mod verify;
 
 use crate::config::{Config, StoreConfig};

@@ -254,7 +254,7 @@ impl IntFunc for ObjectSize {
     fn run(c: Option<&Config>, a: &Row) -> Result<Option<i64>> {
         let Some(h) = a.hash(2)? else { return Ok(None) };
         let obj = object(a, 1, h, 3, 4)?;
-        Ok(ops::admin::object_size(cfg(c), a.req(0)?, &obj)?.map(|n| n as i64))
+        Ok(ops::objects::object_size(cfg(c), a.req(0)?, &obj)?.map(|n| n as i64))
     }
 }
 export_fn!(int Call<ObjectSize>, dj_object_size, dj_object_size_init, dj_object_size_deinit);
@@ -271,7 +271,7 @@ impl Func for DeleteObject {
     fn run(c: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
         let Some(h) = a.hash(2)? else { return Ok(false) };
         let obj = object(a, 1, h, 3, 4)?;
-        put_text(out, ops::admin::delete(cfg(c), a.req(0)?, &obj, a.bytes(5).unwrap_or(b""))?)
+        put_text(out, ops::objects::delete(cfg(c), a.req(0)?, &obj, a.bytes(5).unwrap_or(b""))?)
     }
 }
 export_fn!(string Call<DeleteObject>, dj_delete_object, dj_delete_object_init, dj_delete_object_deinit);
@@ -287,7 +287,7 @@ impl Func for ListObjects {
     };
     fn run(c: Option<&Config>, a: &Row, out: &mut Vec<u8>) -> Result<bool> {
         let limit = a.size(3)?.unwrap_or(1000) as usize;
-        put_text(out, &ops::admin::list_objects(cfg(c), a.req(0)?, a.req(1)?, a.text(2)?.unwrap_or(""), limit)?)
+        put_text(out, &ops::objects::list_objects(cfg(c), a.req(0)?, a.req(1)?, a.text(2)?.unwrap_or(""), limit)?)
     }
 }
 export_fn!(string Call<ListObjects>, dj_list_objects, dj_list_objects_init, dj_list_objects_deinit);

@@ -1,4 +1,6 @@
-//! Object existence and deletion, the latter gated by the config's purge key.
+//! Objects one by one, for the SQL layer's put checks, cleanup and sweep:
+//! `dj_object_size`, `dj_delete_object` (gated by the config's purge key) and
+//! `dj_list_objects`.
 
 use super::open;
 use crate::config::{Config, StoreConfig};
