@@ -1,7 +1,8 @@
 //! Unit tests of the S3 store: pure parts, and requests against a fake server.
 
-use super::upload::base64;
+use super::upload::{base64, FIRST_BUFFER};
 use super::*;
+use std::time::Duration;
 
 #[test]
 fn location_prefix_strips_root_drive_and_empty_parts() {
@@ -141,8 +142,8 @@ fn describe_scrub_and_local_path() {
     let s = store("/dj/loc");
     assert_eq!(s.describe("sch/a.txt"), "object 'dj/loc/sch/a.txt' in bucket 'b' of store 's'");
     assert_eq!(s.local_path("x"), None);
-    assert_eq!(s.scrub("key AKIDSECRETACCESS secret SECRETKEYVALUE123"), "key <redacted> secret <redacted>");
-    let e = s.err("k", S3Problem::Failed { op: "GET", status: 400, code: "X".into(), message: "echo SECRETKEYVALUE123".into() });
+    assert_eq!(s.client.scrub("key AKIDSECRETACCESS secret SECRETKEYVALUE123"), "key <redacted> secret <redacted>");
+    let e = s.client.err("k", S3Problem::Failed { op: "GET", status: 400, code: "X".into(), message: "echo SECRETKEYVALUE123".into() });
     assert!(!e.to_string().contains("SECRETKEYVALUE123"), "{e}");
 }
 
@@ -150,7 +151,7 @@ fn describe_scrub_and_local_path() {
 fn connection_refused_is_reported_without_secrets_and_quickly() {
     // Port 1 on localhost refuses at once; one retry, 0.5 s backoff.
     let mut s = store("dj");
-    s.retries = 1;
+    s.client.retries = 1;
     let t = std::time::Instant::now();
     let e = s.size("sch/x").unwrap_err().to_string();
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
