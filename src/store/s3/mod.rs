@@ -65,6 +65,8 @@ impl S3Store {
         })
     }
 
+    /// The key an object is written under, and the other key a DataJoint
+    /// client may have given it (see [`object_keys`]), also looked up and deleted.
     fn keys(&self, relative: &str) -> (String, Option<String>) {
         object_keys(&self.location, relative)
     }
@@ -112,9 +114,9 @@ impl S3Store {
 }
 
 impl ObjectStore for S3Store {
-    /// One `ListObjectsV2` page under the written (stripped) key form;
-    /// objects only a Python ≥ 3.12 client wrote under the `/…` form are not
-    /// listed.
+    /// One `ListObjectsV2` page under the written key form (Python ≤ 3.11's,
+    /// see [`object_keys`]); objects that only a Python ≥ 3.12 client wrote, under
+    /// a key that differs from it, are not listed.
     fn list(&self, prefix: &str, after: &str, limit: usize) -> Result<Vec<Listed>> {
         let loc = location_prefix(&self.location);
         let full = |rel: &str| if loc.is_empty() { rel.to_string() } else { format!("{loc}/{rel}") };
@@ -136,12 +138,12 @@ impl ObjectStore for S3Store {
     }
 
     fn size(&self, relative: &str) -> Result<Option<u64>> {
-        let (key, rooted) = self.keys(relative);
+        let (key, other) = self.keys(relative);
         if let Some(n) = self.head(&key, false)? {
             return Ok(Some(n));
         }
-        if let Some(rooted) = rooted {
-            if let Some(n) = self.head(&rooted, true)? {
+        if let Some(other) = other {
+            if let Some(n) = self.head(&other, true)? {
                 return Ok(Some(n));
             }
         }
@@ -150,12 +152,12 @@ impl ObjectStore for S3Store {
     }
 
     fn open(&self, relative: &str) -> Result<Box<dyn Read>> {
-        let (key, rooted) = self.keys(relative);
+        let (key, other) = self.keys(relative);
         if let Some(r) = self.get(&key, false)? {
             return Ok(r);
         }
-        if let Some(rooted) = rooted {
-            if let Some(r) = self.get(&rooted, true)? {
+        if let Some(other) = other {
+            if let Some(r) = self.get(&other, true)? {
                 return Ok(r);
             }
         }
@@ -208,10 +210,10 @@ impl ObjectStore for S3Store {
     }
 
     fn delete(&self, relative: &str) -> Result<bool> {
-        let (key, rooted) = self.keys(relative);
+        let (key, other) = self.keys(relative);
         let mut deleted = false;
         // Both forms: a copy left under the other one would keep the object readable.
-        for (k, second_chance) in [(key.clone(), false)].into_iter().chain(rooted.map(|r| (r, true))) {
+        for (k, second_chance) in [(key.clone(), false)].into_iter().chain(other.map(|r| (r, true))) {
             if self.head(&k, second_chance)?.is_some() {
                 self.delete_key(&k)?;
                 deleted = true;

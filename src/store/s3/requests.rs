@@ -35,9 +35,10 @@ fn remember_bucket(id: String) {
 
 impl S3Store {
     /// `HEAD` of one key: its size, `None` on 404. A `second_chance` lookup
-    /// (the leading-`/` form of a key, after the main form was not found)
-    /// takes any failure answer as "not there": servers that cannot hold such
-    /// keys (s3s-fs, MinIO) answer them with 400 or 500.
+    /// (the Python ≥ 3.12 form of a key, after the written form was not
+    /// found) takes any failure answer as "not there": servers that cannot
+    /// hold such keys (often starting with `/`; s3s-fs, MinIO) answer them
+    /// with 400 or 500.
     pub(super) fn head(&self, key: &str, second_chance: bool) -> Result<Option<u64>> {
         let url = || self.bucket.head_object(Some(&self.creds), key).sign(SIGNATURE_LIFETIME);
         let r = Request { retry_5xx: !second_chance, ..Request::new("HEAD", Verb::Head, key, &url) };
