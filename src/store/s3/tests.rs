@@ -334,3 +334,71 @@ fn server_errors_are_retried_then_reported() {
     assert!(e.contains("HEAD failed: HTTP 503: service unavailable"), "{e}");
     assert_eq!(server.join().unwrap().len(), 3);
 }
+
+/// A seekable source whose bytes change (same length) once it is rewound
+/// after being read: a server file edited between the two passes of
+/// `put_by_hash`.
+struct ChangesWhenRewound {
+    data: Vec<u8>,
+    pos: usize,
+    changed: bool,
+}
+
+impl Read for ChangesWhenRewound {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.data.len() - self.pos);
+        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for ChangesWhenRewound {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        if let SeekFrom::Start(p) = to {
+            if self.pos > 0 && !self.changed {
+                let mid = self.data.len() / 2;
+                self.data[mid] ^= 0xff;
+                self.changed = true;
+            }
+            self.pos = p as usize;
+        }
+        Ok(self.pos as u64)
+    }
+}
+
+#[test]
+fn a_source_that_changes_between_the_two_passes_stores_nothing() {
+    // The object is missing (HEAD 404) in a bucket that exists.
+    fn answer(req: &Seen) -> Option<String> {
+        if req.line == "HEAD /b" || req.line == "HEAD /b/" {
+            return reply("200 OK", "", "");
+        }
+        multipart_answer(req)
+    }
+    let (addr, server) = fake_server(7, answer);
+    let s = store_at(&addr, "dj", "");
+    let key_of = |h: &crate::datajoint::hash::Hash| format!("sch/{}", crate::datajoint::hash::to_hex(h));
+    let small = b"the first version of a small file".to_vec();
+    let large = two_part_object();
+    assert!(small.len() <= SINGLE_PUT_MAX && large.len() > SINGLE_PUT_MAX);
+    for data in [small, large] {
+        let mut src = ChangesWhenRewound { data, pos: 0, changed: false };
+        let e = s.put_by_hash("sch", &mut src, Hasher::default(), &key_of).unwrap_err();
+        assert!(src.changed, "the source was read twice");
+        assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
+        assert!(e.to_string().starts_with("source for object 'dj/sch/"), "{e}");
+    }
+    let seen = server.join().unwrap();
+    let lines: Vec<_> = seen.iter().map(|r| (r.line.as_str(), r.query.contains("uploadId=UP1"))).collect();
+    assert!(seen.iter().all(|r| r.line == "HEAD /b" || r.line == "HEAD /b/" || r.line.contains(" /b/dj/sch/")), "{lines:?}");
+    let kinds: Vec<_> = lines.iter().map(|(l, up)| (l.split(' ').next().unwrap(), *up)).collect();
+    // Small: the lookups, then nothing sent. Large: parts sent, never completed, aborted.
+    assert_eq!(
+        kinds,
+        [("HEAD", false), ("HEAD", false), ("HEAD", false), ("POST", false), ("PUT", true), ("PUT", true), ("DELETE", true)],
+        "{lines:?}"
+    );
+    assert!(!seen.iter().any(|r| r.line.starts_with("PUT") && !r.query.contains("uploadId")), "no single PUT");
+    assert!(!seen.iter().any(|r| r.line.starts_with("POST") && r.query.contains("uploadId")), "no CompleteMultipartUpload");
+}
