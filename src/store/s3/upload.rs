@@ -1,4 +1,5 @@
-//! How an upload is cut into requests, and the `Content-MD5` each one carries.
+//! How an upload is cut into requests, the buffer its parts are read into,
+//! and the `Content-MD5` each one carries.
 
 use md5::{Digest, Md5};
 use std::io::{self, Read};
