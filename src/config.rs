@@ -5,8 +5,8 @@
 //! re-read when it changes on disk, so a DBA edits it without reloading the
 //! library.
 
+use crate::datajoint::layout;
 use crate::error::{Error, Result};
-use crate::layout;
 use serde_json::{Map, Value};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ pub const DEFAULT_MAX_GET: u64 = 256 << 20;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Protocol {
     File,
-    S3(S3),
+    S3(S3Config),
 }
 
 /// Seconds to wait for a TCP (and TLS) connection unless `connect_timeout` says otherwise.
@@ -38,7 +38,7 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 /// S3 settings under DataJoint's key names, plus the plugin's own
 /// `region`, `connect_timeout`, `timeout` and `retries` (see docs/s3.md).
 #[derive(Clone, PartialEq, Eq)]
-pub struct S3 {
+pub struct S3Config {
     pub endpoint: String,
     pub bucket: String,
     pub access_key: String,
@@ -52,9 +52,9 @@ pub struct S3 {
 }
 
 /// Never prints the credentials, so that no `{:?}` can leak them.
-impl std::fmt::Debug for S3 {
+impl std::fmt::Debug for S3Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3")
+        f.debug_struct("S3Config")
             .field("endpoint", &self.endpoint)
             .field("bucket", &self.bucket)
             .field("access_key", &"<redacted>")
@@ -70,7 +70,7 @@ impl std::fmt::Debug for S3 {
 }
 
 #[derive(Clone, Debug)]
-pub struct Store {
+pub struct StoreConfig {
     pub name: String,
     pub protocol: Protocol,
     /// A folder (file) or a key prefix (s3), used as DataJoint uses it.
@@ -83,7 +83,7 @@ pub struct Store {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub file: PathBuf,
-    pub stores: Vec<Store>,
+    pub stores: Vec<StoreConfig>,
     pub checksum_size_limit: Option<u64>,
     pub checksum_size_limit_insert: Option<u64>,
     /// Extra folders that `dj_file_checksum` and `dj_attach_put_file` may read.
@@ -96,7 +96,7 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn store(&self, name: &str) -> Result<&Store> {
+    pub fn store(&self, name: &str) -> Result<&StoreConfig> {
         self.stores.iter().find(|s| s.name.eq_ignore_ascii_case(name)).ok_or_else(|| Error::UnknownStore {
             store: layout::shown(name),
             file: self.file.clone(),
@@ -201,19 +201,23 @@ impl Config {
 
 type KeyError = (Option<&'static str>, String);
 
-fn parse_store(name: &str, spec: &Map<String, Value>) -> std::result::Result<Store, KeyError> {
-    let text = |key: &'static str| -> std::result::Result<Option<String>, KeyError> {
-        match spec.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err((Some(key), "must be a string".into())),
-        }
-    };
-    let required = |key: &'static str| -> std::result::Result<String, KeyError> {
-        text(key)?.filter(|s| !s.is_empty()).ok_or((Some(key), "missing (required for this protocol)".into()))
-    };
-    let protocol = required("protocol")?;
-    let location = required("location")?;
+/// A string setting of a store; `None` when absent or null.
+fn text(spec: &Map<String, Value>, key: &'static str) -> std::result::Result<Option<String>, KeyError> {
+    match spec.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err((Some(key), "must be a string".into())),
+    }
+}
+
+/// A string setting the store's protocol cannot do without.
+fn required(spec: &Map<String, Value>, key: &'static str) -> std::result::Result<String, KeyError> {
+    text(spec, key)?.filter(|s| !s.is_empty()).ok_or((Some(key), "missing (required for this protocol)".into()))
+}
+
+fn parse_store(name: &str, spec: &Map<String, Value>) -> std::result::Result<StoreConfig, KeyError> {
+    let protocol = required(spec, "protocol")?;
+    let location = required(spec, "location")?;
     let subfolding = match spec.get("subfolding") {
         None => vec![2, 2],
         Some(Value::Null) => Vec::new(),
@@ -224,60 +228,13 @@ fn parse_store(name: &str, spec: &Map<String, Value>) -> std::result::Result<Sto
         Some(_) => return Err((Some("subfolding"), "must be a list of integers or null".into())),
     };
     layout::check_subfolding(&subfolding).map_err(|m| (Some("subfolding"), m))?;
-    let stage = match text("stage")? {
+    let stage = match text(spec, "stage")? {
         None => None,
         Some(s) => Some(existing_dir(&s).map_err(|m| (Some("stage"), m))?),
     };
     let protocol = match protocol.to_ascii_lowercase().as_str() {
         "file" => Protocol::File,
-        "s3" => {
-            let endpoint = required("endpoint")?;
-            check_endpoint(&endpoint).map_err(|m| (Some("endpoint"), m))?;
-            let bucket = required("bucket")?;
-            check_bucket(&bucket).map_err(|m| (Some("bucket"), m))?;
-            let secure = match spec.get("secure") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => return Err((Some("secure"), "must be true or false".into())),
-            };
-            let proxy_server = match text("proxy_server")?.filter(|p| !p.is_empty()) {
-                None => None,
-                Some(p) => Some(check_proxy(&p).map_err(|m| (Some("proxy_server"), m))?),
-            };
-            let region = match text("region")? {
-                None => DEFAULT_REGION.to_string(),
-                Some(r) if !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => r,
-                Some(r) => return Err((Some("region"), format!("'{}' is not a region name like us-east-1", layout::shown(&r)))),
-            };
-            let seconds = |key: &'static str, default: Duration, max: f64| -> std::result::Result<Duration, KeyError> {
-                match spec.get(key) {
-                    None | Some(Value::Null) => Ok(default),
-                    Some(v) => match v.as_f64() {
-                        Some(s) if s > 0.0 && s <= max => Ok(Duration::from_secs_f64(s)),
-                        _ => Err((Some(key), format!("must be a number of seconds above 0 and at most {max}"))),
-                    },
-                }
-            };
-            let retries = match spec.get("retries") {
-                None | Some(Value::Null) => DEFAULT_RETRIES,
-                Some(v) => match v.as_u64() {
-                    Some(n) if n <= MAX_RETRIES as u64 => n as u32,
-                    _ => return Err((Some("retries"), format!("must be an integer from 0 to {MAX_RETRIES}"))),
-                },
-            };
-            Protocol::S3(S3 {
-                endpoint,
-                bucket,
-                access_key: required("access_key")?,
-                secret_key: required("secret_key")?,
-                secure,
-                proxy_server,
-                region,
-                connect_timeout: seconds("connect_timeout", DEFAULT_CONNECT_TIMEOUT, 300.0)?,
-                timeout: seconds("timeout", DEFAULT_TIMEOUT, 3600.0)?,
-                retries,
-            })
-        }
+        "s3" => Protocol::S3(parse_s3(spec)?),
         other => return Err((Some("protocol"), format!("unknown protocol '{other}' (use 'file' or 's3')"))),
     };
     // A file store's folder is kept canonical, like stages and the import and
@@ -286,7 +243,57 @@ fn parse_store(name: &str, spec: &Map<String, Value>) -> std::result::Result<Sto
         Protocol::File => existing_dir(&location).map_err(|m| (Some("location"), m))?.display().to_string(),
         Protocol::S3(_) => location,
     };
-    Ok(Store { name: name.to_string(), protocol, location, subfolding, stage })
+    Ok(StoreConfig { name: name.to_string(), protocol, location, subfolding, stage })
+}
+
+/// The settings of an `s3` store: DataJoint's, then the plugin's own.
+fn parse_s3(spec: &Map<String, Value>) -> std::result::Result<S3Config, KeyError> {
+    let endpoint = required(spec, "endpoint")?;
+    check_endpoint(&endpoint).map_err(|m| (Some("endpoint"), m))?;
+    let bucket = required(spec, "bucket")?;
+    check_bucket(&bucket).map_err(|m| (Some("bucket"), m))?;
+    let secure = match spec.get("secure") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err((Some("secure"), "must be true or false".into())),
+    };
+    let proxy_server = match text(spec, "proxy_server")?.filter(|p| !p.is_empty()) {
+        None => None,
+        Some(p) => Some(check_proxy(&p).map_err(|m| (Some("proxy_server"), m))?),
+    };
+    let region = match text(spec, "region")? {
+        None => DEFAULT_REGION.to_string(),
+        Some(r) if !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => r,
+        Some(r) => return Err((Some("region"), format!("'{}' is not a region name like us-east-1", layout::shown(&r)))),
+    };
+    let seconds = |key: &'static str, default: Duration, max: f64| -> std::result::Result<Duration, KeyError> {
+        match spec.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => match v.as_f64() {
+                Some(s) if s > 0.0 && s <= max => Ok(Duration::from_secs_f64(s)),
+                _ => Err((Some(key), format!("must be a number of seconds above 0 and at most {max}"))),
+            },
+        }
+    };
+    let retries = match spec.get("retries") {
+        None | Some(Value::Null) => DEFAULT_RETRIES,
+        Some(v) => match v.as_u64() {
+            Some(n) if n <= MAX_RETRIES as u64 => n as u32,
+            _ => return Err((Some("retries"), format!("must be an integer from 0 to {MAX_RETRIES}"))),
+        },
+    };
+    Ok(S3Config {
+        endpoint,
+        bucket,
+        access_key: required(spec, "access_key")?,
+        secret_key: required(spec, "secret_key")?,
+        secure,
+        proxy_server,
+        region,
+        connect_timeout: seconds("connect_timeout", DEFAULT_CONNECT_TIMEOUT, 300.0)?,
+        timeout: seconds("timeout", DEFAULT_TIMEOUT, 3600.0)?,
+        retries,
+    })
 }
 
 /// The most `retries` a store may ask for: with exponential backoff more would

@@ -7,10 +7,12 @@
 //! nor a symlink planted inside a root (even after the check) can lead out.
 
 use crate::error::{Error, Result};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 use std::ffi::CString;
 use std::fs::File;
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -25,21 +27,13 @@ fn cstr(name: &str) -> io::Result<CString> {
     CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))
 }
 
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
 /// Turns the kernel's answer to O_NOFOLLOW on a link into a readable one.
-fn explain(e: io::Error) -> io::Error {
-    match e.raw_os_error() {
-        Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
-            io::Error::new(e.kind(), "a symbolic link or non-directory is in the way (links are not followed inside store roots)")
+fn explain(e: Errno) -> io::Error {
+    match e {
+        Errno::LOOP | Errno::NOTDIR => {
+            io::Error::new(io::Error::from(e).kind(), "a symbolic link or non-directory is in the way (links are not followed inside store roots)")
         }
-        _ => e,
+        _ => e.into(),
     }
 }
 
@@ -48,8 +42,8 @@ impl Dir {
     /// the root's own path is accepted; only what lies below it is confined.
     pub fn open_root(path: &Path) -> io::Result<Dir> {
         let c = cstr(&path.to_string_lossy())?;
-        let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
-        Ok(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) }, path: path.display().to_string() })
+        let fd = rustix::fs::open(c.as_c_str(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(Dir { fd, path: path.display().to_string() })
     }
 
     fn child_path(&self, name: &str) -> String {
@@ -62,18 +56,19 @@ impl Dir {
         for comp in components {
             let parent = cur.as_ref().unwrap_or(self);
             let c = cstr(comp)?;
-            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-            let mut fd = unsafe { libc::openat(parent.fd.as_raw_fd(), c.as_ptr(), flags) };
-            if fd < 0 && create && io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) {
-                let r = unsafe { libc::mkdirat(parent.fd.as_raw_fd(), c.as_ptr(), 0o775) };
-                if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
-                    return Err(io::Error::last_os_error());
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let opened = match rustix::fs::openat(&parent.fd, c.as_c_str(), flags, Mode::empty()) {
+                Err(Errno::NOENT) if create => {
+                    match rustix::fs::mkdirat(&parent.fd, c.as_c_str(), Mode::from_raw_mode(0o775)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    rustix::fs::openat(&parent.fd, c.as_c_str(), flags, Mode::empty())
                 }
-                fd = unsafe { libc::openat(parent.fd.as_raw_fd(), c.as_ptr(), flags) };
-            }
-            let fd = cvt(fd).map_err(explain)?;
-            let next = Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) }, path: parent.child_path(comp) };
-            cur = Some(next);
+                other => other,
+            };
+            let fd = opened.map_err(explain)?;
+            cur = Some(Dir { fd, path: parent.child_path(comp) });
         }
         match cur {
             Some(d) => Ok(d),
@@ -82,34 +77,33 @@ impl Dir {
     }
 
     fn reopen(&self) -> io::Result<Dir> {
-        let fd = cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })?;
-        Ok(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) }, path: self.path.clone() })
+        // F_DUPFD_CLOEXEC
+        Ok(Dir { fd: self.fd.try_clone()?, path: self.path.clone() })
     }
 
     /// Opens a regular file for reading; links and special files are refused.
     pub fn open_read(&self, name: &str) -> io::Result<File> {
         let c = cstr(name)?;
-        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
-        let fd = cvt(unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags) }).map_err(explain)?;
-        let file = unsafe { File::from_raw_fd(fd) };
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let file = File::from(rustix::fs::openat(&self.fd, c.as_c_str(), flags, Mode::empty()).map_err(explain)?);
         if !file.metadata()?.is_file() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
         }
         // O_NONBLOCK only kept a FIFO from blocking the open; reads are plain.
-        unsafe { libc::fcntl(fd, libc::F_SETFL, 0) };
+        // (Clearing it cannot matter for the regular file this now is.)
+        let _ = rustix::fs::fcntl_setfl(&file, OFlags::empty());
         Ok(file)
     }
 
     /// The size of a regular file, `None` when there is nothing by that name.
     pub fn size_of(&self, name: &str) -> io::Result<Option<u64>> {
         let c = cstr(name)?;
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        let r = unsafe { libc::fstatat(self.fd.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return if e.raw_os_error() == Some(libc::ENOENT) { Ok(None) } else { Err(e) };
-        }
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        let st = match rustix::fs::statat(&self.fd, c.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "exists but is not a regular file"));
         }
         Ok(Some(st.st_size as u64))
@@ -117,71 +111,31 @@ impl Dir {
 
     /// Creates a fresh temporary file here, named so that concurrent writers
     /// of the same object never share one; DataJoint's `.saving` suffix marks it.
-    pub fn create_temp(&self) -> io::Result<(String, File)> {
+    pub fn create_temp(&self) -> io::Result<TempFile<'_>> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         loop {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let name = format!(".dj-{}-{}-{}.saving", std::process::id(), n, nanos());
             let c = cstr(&name)?;
-            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-            let fd = unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags, 0o664 as libc::c_uint) };
-            if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
-                continue;
+            let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            match rustix::fs::openat(&self.fd, c.as_c_str(), flags, Mode::from_raw_mode(0o664)) {
+                Ok(fd) => return Ok(TempFile { dir: self, name, file: File::from(fd), gone: false }),
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
             }
-            let fd = cvt(fd)?;
-            return Ok((name, unsafe { File::from_raw_fd(fd) }));
         }
-    }
-
-    /// Atomically moves `tmp` (in this folder) to `name` in `target`, then
-    /// makes the new directory entry durable.
-    pub fn rename_into(&self, tmp: &str, target: &Dir, name: &str) -> io::Result<()> {
-        let (a, b) = (cstr(tmp)?, cstr(name)?);
-        cvt(unsafe { libc::renameat(self.fd.as_raw_fd(), a.as_ptr(), target.fd.as_raw_fd(), b.as_ptr()) })?;
-        target.sync()
-    }
-
-    /// Gives `tmp` (in this folder) the new name `name`, never replacing a file
-    /// that is already there: `false` when `name` exists.
-    pub fn link_new(&self, tmp: &str, name: &str) -> io::Result<bool> {
-        let (a, b) = (cstr(tmp)?, cstr(name)?);
-        let fd = self.fd.as_raw_fd();
-        let r = unsafe { libc::linkat(fd, a.as_ptr(), fd, b.as_ptr(), 0) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return if e.raw_os_error() == Some(libc::EEXIST) { Ok(false) } else { Err(e) };
-        }
-        Ok(true)
     }
 
     /// The entries of this folder, sorted by name: `(name, is_dir, size,
     /// mtime)` for regular files and folders only; links and other kinds
     /// are left out, as are `.` and `..`.
     pub fn entries(&self) -> io::Result<Vec<Entry>> {
-        let fd = cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })?;
-        let dir = unsafe { libc::fdopendir(fd) };
-        if dir.is_null() {
-            let e = io::Error::last_os_error();
-            unsafe { libc::close(fd) };
-            return Err(e);
-        }
-        // The stream owns `fd` from here on; closedir releases both.
-        struct Stream(*mut libc::DIR);
-        impl Drop for Stream {
-            fn drop(&mut self) {
-                unsafe { libc::closedir(self.0) };
-            }
-        }
-        let stream = Stream(dir);
-        unsafe { libc::rewinddir(stream.0) };
+        // A stream of its own (a fresh open of "."), read from the start.
+        let stream = rustix::fs::Dir::read_from(&self.fd)?;
         let mut names = Vec::new();
-        loop {
-            let ent = unsafe { libc::readdir(stream.0) };
-            if ent.is_null() {
-                break;
-            }
-            let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) };
-            match name.to_bytes() {
+        for ent in stream {
+            let ent = ent?;
+            match ent.file_name().to_bytes() {
                 b"." | b".." => continue,
                 bytes => match std::str::from_utf8(bytes) {
                     Ok(n) => names.push(n.to_string()),
@@ -189,17 +143,15 @@ impl Dir {
                 },
             }
         }
-        drop(stream);
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             let c = cstr(&name)?;
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            if unsafe { libc::fstatat(self.fd.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
+            let Ok(st) = rustix::fs::statat(&self.fd, c.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) else {
                 continue; // removed meanwhile
-            }
-            let kind = st.st_mode & libc::S_IFMT;
-            if kind == libc::S_IFDIR || kind == libc::S_IFREG {
-                out.push(Entry { name, is_dir: kind == libc::S_IFDIR, size: st.st_size as u64, mtime: st.st_mtime });
+            };
+            let kind = FileType::from_raw_mode(st.st_mode);
+            if kind == FileType::Directory || kind == FileType::RegularFile {
+                out.push(Entry { name, is_dir: kind == FileType::Directory, size: st.st_size as u64, mtime: st.st_mtime });
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -209,20 +161,97 @@ impl Dir {
     /// Removes a file; `false` when it was already gone.
     pub fn remove(&self, name: &str) -> io::Result<bool> {
         let c = cstr(name)?;
-        let r = unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return if e.raw_os_error() == Some(libc::ENOENT) { Ok(false) } else { Err(e) };
+        match rustix::fs::unlinkat(&self.fd, c.as_c_str(), AtFlags::empty()) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(e.into()),
         }
-        Ok(true)
     }
 
     pub fn sync(&self) -> io::Result<()> {
-        cvt(unsafe { libc::fsync(self.fd.as_raw_fd()) }).map(|_| ())
+        Ok(rustix::fs::fsync(&self.fd)?)
     }
 
     pub fn display(&self, name: &str) -> String {
         self.child_path(name)
+    }
+}
+
+/// A temporary file being written in a folder ([`Dir::create_temp`]). It is
+/// removed when dropped unless it got its final name first, so no error path
+/// leaves it behind.
+pub struct TempFile<'d> {
+    dir: &'d Dir,
+    name: String,
+    file: File,
+    /// Whether the temporary name is gone (renamed, or removed after a link).
+    gone: bool,
+}
+
+impl TempFile<'_> {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where it is, for messages.
+    pub fn display(&self) -> String {
+        self.dir.display(&self.name)
+    }
+
+    /// Makes the contents written so far durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        self.file.sync_all()
+    }
+
+    /// Atomically renames it to `name` in `target` (a folder on the same file
+    /// system), replacing any file of that name, then makes the new
+    /// directory entry durable.
+    pub fn persist_into(mut self, target: &Dir, name: &str) -> io::Result<()> {
+        let (a, b) = (cstr(&self.name)?, cstr(name)?);
+        rustix::fs::renameat(&self.dir.fd, a.as_c_str(), &target.fd, b.as_c_str())?;
+        self.gone = true;
+        target.sync()
+    }
+
+    /// Gives it the name `name` in its folder as well (a hard link), never
+    /// replacing a file that is already there: `false` when `name` exists,
+    /// and it stays a temporary file. Once linked, the folder is made durable
+    /// and the temporary name removed.
+    pub fn link_new(&mut self, name: &str) -> io::Result<bool> {
+        let (a, b) = (cstr(&self.name)?, cstr(name)?);
+        match rustix::fs::linkat(&self.dir.fd, a.as_c_str(), &self.dir.fd, b.as_c_str(), AtFlags::empty()) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        self.dir.sync()?;
+        self.discard();
+        Ok(true)
+    }
+
+    /// Removes the temporary name (best effort: it is a hidden `.saving` file).
+    fn discard(&mut self) {
+        if !self.gone {
+            let _ = self.dir.remove(&self.name);
+            self.gone = true;
+        }
+    }
+}
+
+impl Write for TempFile<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for TempFile<'_> {
+    fn drop(&mut self) {
+        self.discard();
     }
 }
 
@@ -250,6 +279,13 @@ pub struct Confined {
 impl Confined {
     pub fn relative(&self) -> String {
         self.components.join("/")
+    }
+
+    /// Opens the file for reading (a regular file; links and special files
+    /// are refused).
+    pub fn open_read(&self) -> Result<File> {
+        let (dir, name) = self.parent(false)?;
+        dir.open_read(name).map_err(|e| Error::io("open", self.display(), e))
     }
 
     /// Opens the root and walks to the parent folder of the final component.
@@ -284,7 +320,7 @@ fn components(path: &str) -> std::result::Result<Vec<String>, &'static str> {
 /// Resolves an absolute server path against `roots` (canonical folders).
 /// The first root that is a component-wise prefix wins.
 pub fn resolve(path: &str, roots: &[&Path]) -> Result<Confined> {
-    let shown = crate::layout::shown(path);
+    let shown = crate::datajoint::layout::shown(path);
     if !path.starts_with('/') {
         return Err(Error::confine(shown, "server paths must be absolute"));
     }
@@ -310,7 +346,7 @@ pub fn below(root: &Path, relative: &str) -> Confined {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
+    use std::io::Read;
 
     fn tmpdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("dj-confine-{tag}-{}-{}", std::process::id(), nanos()));
@@ -347,16 +383,84 @@ mod tests {
     }
 
     #[test]
+    fn fifos_do_not_block_and_links_in_the_way_are_explained() {
+        let root = tmpdir("special");
+        let dir = Dir::open_root(&root).unwrap();
+        rustix::fs::mknodat(&dir.fd, "fifo", FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+        let e = dir.open_read("fifo").unwrap_err();
+        assert_eq!(e.to_string(), "not a regular file");
+        std::fs::write(root.join("file"), b"x").unwrap();
+        let e = dir.walk(["file", "below"], false).err().expect("a file is not a folder");
+        assert!(e.to_string().starts_with("a symbolic link or non-directory is in the way"), "{e}");
+        std::os::unix::fs::symlink(&root, root.join("up")).unwrap();
+        let e = dir.walk(["up"], true).err().expect("links are not followed");
+        assert!(e.to_string().starts_with("a symbolic link or non-directory is in the way"), "{e}");
+        assert!(dir.open_read("nul\0name").is_err());
+    }
+
+    #[test]
+    fn entries_are_sorted_plain_and_utf8() {
+        use std::os::unix::ffi::OsStrExt;
+        let root = tmpdir("entries");
+        for name in ["b", "a.txt", ".hidden"] {
+            std::fs::write(root.join(name), name).unwrap();
+        }
+        std::fs::create_dir(root.join("c")).unwrap();
+        std::fs::write(root.join(std::ffi::OsStr::from_bytes(b"bad\xff")), b"x").unwrap();
+        std::os::unix::fs::symlink("a.txt", root.join("link")).unwrap();
+        let dir = Dir::open_root(&root).unwrap();
+        let got: Vec<(String, bool, u64)> =
+            dir.entries().unwrap().into_iter().map(|e| (e.name, e.is_dir, if e.is_dir { 0 } else { e.size })).collect();
+        let want = [(".hidden", false, 7), ("a.txt", false, 5), ("b", false, 1), ("c", true, 0)];
+        assert_eq!(got, want.map(|(n, d, s)| (n.to_string(), d, s)));
+        // A second listing reads the folder from its start again.
+        assert_eq!(dir.entries().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn link_new_never_replaces_and_drops_the_temporary_name() {
+        let root = tmpdir("link");
+        let dir = Dir::open_root(&root).unwrap();
+        let mut tmp = dir.create_temp().unwrap();
+        let tmp_name = tmp.name().to_string();
+        tmp.write_all(b"new").unwrap();
+        std::fs::write(root.join("taken"), b"old").unwrap();
+        assert!(!tmp.link_new("taken").unwrap());
+        assert_eq!(std::fs::read(root.join("taken")).unwrap(), b"old");
+        assert_eq!(dir.size_of(&tmp_name).unwrap(), Some(3), "still there after a taken name");
+        assert!(tmp.link_new("free").unwrap());
+        assert_eq!(std::fs::read(root.join("free")).unwrap(), b"new");
+        assert_eq!(dir.size_of(&tmp_name).unwrap(), None, "the temporary name is removed once linked");
+        drop(tmp);
+        assert_eq!(std::fs::read(root.join("free")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn temp_files_not_persisted_are_removed() {
+        let root = tmpdir("drop");
+        let dir = Dir::open_root(&root).unwrap();
+        let mut tmp = dir.create_temp().unwrap();
+        tmp.write_all(b"partial").unwrap();
+        let name = tmp.name().to_string();
+        assert!(name.starts_with(".dj-") && name.ends_with(".saving"), "{name}");
+        assert_eq!(dir.size_of(&name).unwrap(), Some(7));
+        drop(tmp);
+        assert_eq!(dir.size_of(&name).unwrap(), None);
+        assert!(dir.entries().unwrap().is_empty());
+    }
+
+    #[test]
     fn temp_write_and_rename() {
         let root = tmpdir("write");
         let dir = Dir::open_root(&root).unwrap();
         let sub = dir.walk(["a", "b"], true).unwrap();
-        let (tmp, mut f) = dir.create_temp().unwrap();
-        f.write_all(b"hello").unwrap();
-        drop(f);
-        dir.rename_into(&tmp, &sub, "obj").unwrap();
+        let mut tmp = dir.create_temp().unwrap();
+        tmp.write_all(b"hello").unwrap();
+        tmp.sync().unwrap();
+        let tmp_name = tmp.name().to_string();
+        tmp.persist_into(&sub, "obj").unwrap();
         assert_eq!(sub.size_of("obj").unwrap(), Some(5));
-        assert_eq!(dir.size_of(&tmp).unwrap(), None);
+        assert_eq!(dir.size_of(&tmp_name).unwrap(), None);
         let mut s = String::new();
         sub.open_read("obj").unwrap().read_to_string(&mut s).unwrap();
         assert_eq!(s, "hello");

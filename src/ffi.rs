@@ -6,6 +6,8 @@
 //! `extern "C"` would abort the whole server), and keeps the row results in
 //! a buffer owned by the call's state, freed in `deinit`.
 
+#![allow(unsafe_code)]
+
 use std::ffi::{c_char, c_int, c_longlong, c_uint, c_ulong, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -134,10 +136,8 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 unsafe fn write_message(message: *mut c_char, text: &str) {
-    let mut n = text.len().min(MESSAGE_MAX);
-    while !text.is_char_boundary(n) {
-        n -= 1;
-    }
+    let text = crate::text::cut(text, MESSAGE_MAX);
+    let n = text.len();
     std::ptr::copy_nonoverlapping(text.as_ptr(), message as *mut u8, n);
     *message.add(n) = 0;
 }

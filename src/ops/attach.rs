@@ -1,12 +1,12 @@
 //! `attach@store`: files kept with their names, under MD5(name ‖ 0 ‖ bytes).
 
-use super::{open, put_known, read_verified};
+use super::{download_verified, open, put_known, read_verified, Expected, Naming};
 use crate::config::Config;
 use crate::confine::{self, Dir};
+use crate::datajoint::hash::{self, Hash, Hasher};
+use crate::datajoint::layout::{self, Object};
 use crate::error::{Error, Result};
-use crate::hash::{self, to_hex, Hash, Hasher};
-use crate::layout::{self, Object};
-use crate::store::{self, CopyError};
+use crate::store;
 
 /// How many `_NNNN` aliases `export` tries before giving up.
 const MAX_ALIASES: u32 = 0x1_0000;
@@ -27,11 +27,10 @@ pub fn put_file(cfg: &Config, store: &str, schema: &str, path: &str) -> Result<(
     let c = confine::resolve(path, &super::readable_roots(cfg))?;
     let name = file_name(path)?;
     let st = open(cfg, store)?;
-    let (dir, file_name) = c.parent(false)?;
-    let mut src = dir.open_read(file_name).map_err(|e| Error::io("open", c.display(), e))?;
-    let folds = st.cfg.subfolding.clone();
+    let mut src = c.open_read()?;
+    let folds = st.spec.subfolding.clone();
     let key_of = |h: &Hash| Object::Attach { schema: schema.into(), hash: *h, name: name.clone() }.key(&folds);
-    let (h, n, _) = st.io.put_by_hash(schema, &mut src, Hasher::for_attachment(&name), &key_of)?;
+    let (h, n, _) = st.objects.put_by_hash(schema, &mut src, Hasher::for_attachment(&name), &key_of)?;
     Ok((h, n))
 }
 
@@ -78,10 +77,12 @@ pub fn export(cfg: &Config, store: &str, schema: &str, h: &Hash, name: &str, ser
     let target = confine::resolve(&format!("{}/{}", server_dir.trim_end_matches('/'), name), &roots)?;
     let (dir, _) = target.parent(true)?;
     let candidate = |n: Option<u32>| n.map_or_else(|| name.to_string(), |n| alias(name, n));
+    // `name`, then `stem_0000.ext`, `stem_0001.ext`, …
+    let slots = || std::iter::once(None).chain((0..MAX_ALIASES).map(Some));
 
     // First pass: an existing identical copy is the answer.
     let mut free = None;
-    for n in std::iter::once(None).chain((0..MAX_ALIASES).map(Some)) {
+    for n in slots() {
         let file = candidate(n);
         match dir.size_of(&file).map_err(|e| Error::io("stat", dir.display(&file), e))? {
             Some(_) if matches(&dir, &file, name, h)? => return Ok(dir.display(&file)),
@@ -92,44 +93,19 @@ pub fn export(cfg: &Config, store: &str, schema: &str, h: &Hash, name: &str, ser
             }
         }
     }
-    let Some(mut slot) = free else {
-        return Err(Error::Denied { msg: format!("no free alias for '{name}' in {}", dir.path) });
-    };
+    let no_alias = || Error::Denied { msg: format!("no free alias for '{name}' in {}", dir.path) };
+    let Some(slot) = free else { return Err(no_alias()) };
 
-    // Download to a temporary file, verify, then link it under the free name.
+    // Download and verify, then link it under the first name still free.
     let st = open(cfg, store)?;
     let obj = Object::Attach { schema: schema.into(), hash: *h, name: name.into() };
     let key = st.key(&obj);
-    let mut src = st.io.open(&key)?;
-    let (tmp, mut f) = dir.create_temp().map_err(|e| Error::io("create temporary file in", &dir.path, e))?;
-    let mut hasher = Hasher::for_attachment(name);
-    let copied = store::copy_hashing(&mut *src, &mut f, &mut hasher);
-    let result = (|| {
-        copied.map_err(|e| match e {
-            CopyError::Read(e) => Error::io("read", st.io.describe(&key), e),
-            CopyError::Write(e) => Error::io("write", dir.display(&tmp), e),
-        })?;
-        f.sync_all().map_err(|e| Error::io("fsync", dir.display(&tmp), e))?;
-        let got = hasher.finish();
-        if &got != h {
-            return Err(Error::ChecksumMismatch { what: st.what(&obj, &key), expected: to_hex(h), actual: to_hex(&got) });
-        }
-        loop {
-            let file = candidate(slot);
-            if dir.link_new(&tmp, &file).map_err(|e| Error::io("create", dir.display(&file), e))? {
-                dir.sync().map_err(|e| Error::io("fsync", &dir.path, e))?;
-                return Ok(dir.display(&file));
-            }
-            // Someone took the name meanwhile: move on to the next alias.
-            slot = match slot {
-                None => Some(0),
-                Some(n) if n + 1 < MAX_ALIASES => Some(n + 1),
-                Some(_) => return Err(Error::Denied { msg: format!("no free alias for '{name}' in {}", dir.path) }),
-            };
-        }
-    })();
-    let _ = dir.remove(&tmp);
-    result
+    let expect = Expected { hash: Some(*h), size: None, what: st.what(&obj, &key) };
+    let mut names = slots().skip_while(|n| *n != slot).map(candidate);
+    match download_verified(&st, &key, Hasher::for_attachment(name), &expect, &dir, Naming::FirstFree(&mut names))? {
+        Some(file) => Ok(dir.display(&file)),
+        None => Err(no_alias()),
+    }
 }
 
 #[cfg(test)]

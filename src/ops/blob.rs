@@ -2,9 +2,9 @@
 
 use super::{open, put_known, read_verified};
 use crate::config::Config;
+use crate::datajoint::hash::{self, Hash, Hasher};
+use crate::datajoint::layout::{self, Object};
 use crate::error::{Error, Result};
-use crate::hash::{self, Hash, Hasher};
-use crate::layout::{self, Object};
 
 /// The headers `datajoint.blob.unpack` accepts; anything else would be stored
 /// fine but could never be fetched by DataJoint, so it is refused up front.

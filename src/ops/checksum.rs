@@ -3,15 +3,14 @@
 use super::readable_roots;
 use crate::config::Config;
 use crate::confine;
+use crate::datajoint::hash::{Hash, Hasher};
 use crate::error::{Error, Result};
-use crate::hash::{Hash, Hasher};
 use crate::store;
 
 /// MD5(init ‖ contents of the file at `path`), streamed; the path must lie in
 /// a configured folder.
 pub fn file(cfg: &Config, path: &str, init: &[u8]) -> Result<Hash> {
     let c = confine::resolve(path, &readable_roots(cfg))?;
-    let (dir, name) = c.parent(false)?;
-    let mut f = dir.open_read(name).map_err(|e| Error::io("open", c.display(), e))?;
+    let mut f = c.open_read()?;
     store::hash_all(&mut f, Hasher::with_init(init)).map(|(h, _)| h).map_err(|e| Error::io("read", c.display(), e))
 }

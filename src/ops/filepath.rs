@@ -1,13 +1,13 @@
 //! `filepath@store`: files managed by relative path below the store's stage,
 //! uploaded to the store once and synced back to the stage on fetch.
 
-use super::open;
-use crate::config::{Config, Store};
+use super::{download_verified, open, Expected, Naming};
+use crate::config::{Config, StoreConfig};
 use crate::confine::{self, Confined};
+use crate::datajoint::hash::{self, to_hex, Hash, Hasher};
+use crate::datajoint::layout;
 use crate::error::{Error, Result};
-use crate::hash::{self, to_hex, Hash, Hasher};
-use crate::layout;
-use crate::store::{self, CopyError};
+use crate::store;
 use std::io::{Seek, SeekFrom};
 use std::path::Path;
 
@@ -33,7 +33,7 @@ impl Info {
     }
 }
 
-fn stage(st: &Store) -> Result<&Path> {
+fn stage(st: &StoreConfig) -> Result<&Path> {
     st.stage
         .as_deref()
         .ok_or_else(|| Error::Denied { msg: format!("store '{}' has no 'stage' in the config; filepath attributes need one", st.name) })
@@ -53,7 +53,7 @@ fn pathlib_parent(path: &str) -> String {
 
 /// Resolves a server path that must lie in the store's stage, with
 /// DataJoint 0.14's wording (`upload_filepath`) when it does not.
-fn staged(st: &Store, path: &str) -> Result<Confined> {
+fn staged(st: &StoreConfig, path: &str) -> Result<Confined> {
     let stage = stage(st)?;
     let c = confine::resolve(path, &[stage]).map_err(|e| match e {
         Error::Confinement { path: shown, msg } if msg.starts_with("it is not inside") => {
@@ -68,8 +68,7 @@ fn staged(st: &Store, path: &str) -> Result<Confined> {
 pub fn info(cfg: &Config, store: &str, path: &str) -> Result<Info> {
     let st = cfg.store(store)?;
     let c = staged(st, path)?;
-    let (dir, name) = c.parent(false)?;
-    let mut f = dir.open_read(name).map_err(|e| Error::io("open", c.display(), e))?;
+    let mut f = c.open_read()?;
     let size = f.metadata().map_err(|e| Error::io("stat", c.display(), e))?.len();
     let contents_hash = match cfg.checksum_size_limit_insert {
         Some(limit) if size > limit => None,
@@ -86,12 +85,11 @@ pub fn info(cfg: &Config, store: &str, path: &str) -> Result<Info> {
 /// must not be able to replace a tracked file.
 pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Result<Hash> {
     let st = open(cfg, store)?;
-    let c = staged(st.cfg, path)?;
+    let c = staged(st.spec, path)?;
     let rel = c.relative();
     let h = hash::filepath(&rel);
-    let same_file = st.io.local_path(&rel).is_some_and(|p| p == c.root.join(&rel));
-    let (dir, name) = c.parent(false)?;
-    let mut src = dir.open_read(name).map_err(|e| Error::io("open", c.display(), e))?;
+    let same_file = st.objects.local_path(&rel).is_some_and(|p| p == c.root.join(&rel));
+    let mut src = c.open_read()?;
     let hash_source =
         |src: &mut std::fs::File| -> Result<Hash> { Ok(store::hash_all(src, Hasher::default()).map_err(|e| Error::io("read", c.display(), e))?.0) };
     if same_file {
@@ -104,20 +102,20 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
         }
         return Ok(h);
     }
-    if st.io.size(&rel)?.is_some() {
+    if st.objects.size(&rel)?.is_some() {
         let want = match expect {
             Some(w) => w,
             None => hash_source(&mut src)?,
         };
-        let mut existing = st.io.open(&rel)?;
-        let (have, _) = store::hash_all(&mut *existing, Hasher::default()).map_err(|e| Error::io("read", st.io.describe(&rel), e))?;
-        return if have == want { Ok(h) } else { Err(Error::OccupiedKey { location: st.io.describe(&rel), relative: rel }) };
+        let mut existing = st.objects.open(&rel)?;
+        let (have, _) = store::hash_all(&mut *existing, Hasher::default()).map_err(|e| Error::io("read", st.objects.describe(&rel), e))?;
+        return if have == want { Ok(h) } else { Err(Error::OccupiedKey { location: st.objects.describe(&rel), relative: rel }) };
     }
     // DataJoint stores a filepath object on S3 with the metadata
     // `contents_hash` = the UUID text of its MD5. For a remote
     // store without a given hash, hash the file first (within that limit):
     // the metadata must be sent before the contents.
-    let remote = st.io.local_path(&rel).is_none();
+    let remote = st.objects.local_path(&rel).is_none();
     let expect = match expect {
         None if remote => {
             let size = src.metadata().map_err(|e| Error::io("stat", c.display(), e))?.len();
@@ -135,7 +133,7 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
     // then fails to fetch the file (uuid.UUID("")): leave the key out instead.
     let uuid = expect.as_ref().map(hash::to_uuid);
     let meta: Vec<(&str, &str)> = uuid.iter().map(|u| ("contents_hash", u.as_str())).collect();
-    st.io.put(&rel, &mut src, Hasher::default(), expect, &meta)?;
+    st.objects.put(&rel, &mut src, Hasher::default(), expect, &meta)?;
     Ok(h)
 }
 
@@ -144,7 +142,7 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
 pub fn get(cfg: &Config, store: &str, relative: &str, contents_hash: Option<Hash>, size: u64) -> Result<String> {
     layout::check_relative_path(relative)?;
     let st = open(cfg, store)?;
-    let stage = stage(st.cfg)?;
+    let stage = stage(st.spec)?;
     let target = confine::below(stage, relative);
     let shown = target.display();
     // DataJoint skips the checksum at or above filepath_checksum_size_limit;
@@ -160,11 +158,11 @@ pub fn get(cfg: &Config, store: &str, relative: &str, contents_hash: Option<Hash
     };
     let (dir, name) = target.parent(true)?;
     let local = dir.size_of(name).map_err(|e| Error::io("stat", shown.clone(), e))?;
-    let same_file = st.io.local_path(relative).is_some_and(|p| p == stage.join(relative));
+    let same_file = st.objects.local_path(relative).is_some_and(|p| p == stage.join(relative));
     if local == Some(size) || same_file {
         let mut f = match dir.open_read(name) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::Missing { what: st.io.describe(relative) }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::Missing { what: st.objects.describe(relative) }),
             Err(e) => return Err(Error::io("open", shown, e)),
         };
         let skip_read = check.is_none() && local == Some(size);
@@ -177,32 +175,13 @@ pub fn get(cfg: &Config, store: &str, relative: &str, contents_hash: Option<Hash
             _ => {} // a stale local copy: fetch it again below
         }
     }
-    let mut src = st.io.open(relative)?;
-    let (tmp, mut f) = dir.create_temp().map_err(|e| Error::io("create temporary file in", &dir.path, e))?;
-    let mut hasher = Hasher::default();
-    let result = (|| {
-        let n = store::copy_hashing(&mut *src, &mut f, &mut hasher).map_err(|e| match e {
-            CopyError::Read(e) => Error::io("read", st.io.describe(relative), e),
-            CopyError::Write(e) => Error::io("write", dir.display(&tmp), e),
-        })?;
-        f.sync_all().map_err(|e| Error::io("fsync", dir.display(&tmp), e))?;
-        if n != size {
-            return Err(Error::SizeMismatch { what: st.io.describe(relative), expected: size, actual: n });
-        }
-        let got = hasher.finish();
-        if let Some(want) = check.filter(|w| *w != got) {
-            return Err(Error::ChecksumMismatch {
-                what: format!("'{shown}' downloaded but did not pass checksum ({})", st.io.describe(relative)),
-                expected: to_hex(&want),
-                actual: to_hex(&got),
-            });
-        }
-        dir.rename_into(&tmp, &dir, name).map_err(|e| Error::io("rename into place", shown.clone(), e))
-    })();
-    if result.is_err() {
-        let _ = dir.remove(&tmp);
-    }
-    result.map(|_| shown)
+    let expect = Expected {
+        hash: check,
+        size: Some(size),
+        what: format!("'{shown}' downloaded but did not pass checksum ({})", st.objects.describe(relative)),
+    };
+    download_verified(&st, relative, Hasher::default(), &expect, &dir, Naming::Replace(name))?;
+    Ok(shown)
 }
 
 #[cfg(test)]

@@ -2,10 +2,10 @@
 
 use super::{check_source, copy_hashing, now_secs, CopyError, Listed, ObjectStore, Source};
 use crate::config;
-use crate::confine::{self, Dir};
+use crate::confine::{self, Dir, TempFile};
+use crate::datajoint::hash::{Hash, Hasher};
 use crate::error::{Error, Result};
-use crate::hash::{Hash, Hasher};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 
 pub struct FileStore {
@@ -14,7 +14,7 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    pub fn new(store: &config::Store) -> Self {
+    pub fn new(store: &config::StoreConfig) -> Self {
         // The config checked the location and keeps it canonical.
         FileStore { name: store.name.clone(), root: PathBuf::from(&store.location) }
     }
@@ -26,21 +26,14 @@ impl FileStore {
     }
 
     /// Writes `src` to a temporary file in `tmp_dir`, hashing it, and fsyncs it.
-    fn write_temp(&self, tmp_dir: &Dir, src: &mut dyn Read, hasher: &mut Hasher) -> Result<(String, u64)> {
-        let (tmp, mut f) = tmp_dir.create_temp().map_err(|e| Error::io("create temporary file in", &tmp_dir.path, e))?;
-        let res = copy_hashing(src, &mut f, hasher)
-            .map_err(|e| match e {
-                CopyError::Read(e) => Error::io("read source for", self.describe_dir(tmp_dir), e),
-                CopyError::Write(e) => Error::io("write", tmp_dir.display(&tmp), e),
-            })
-            .and_then(|n| f.flush().and_then(|_| f.sync_all()).map(|_| n).map_err(|e| Error::io("fsync", tmp_dir.display(&tmp), e)));
-        match res {
-            Ok(n) => Ok((tmp, n)),
-            Err(e) => {
-                let _ = tmp_dir.remove(&tmp);
-                Err(e)
-            }
-        }
+    fn write_temp<'d>(&self, tmp_dir: &'d Dir, src: &mut dyn Read, hasher: &mut Hasher) -> Result<(TempFile<'d>, u64)> {
+        let mut tmp = tmp_dir.create_temp().map_err(|e| Error::io("create temporary file in", &tmp_dir.path, e))?;
+        let n = copy_hashing(src, &mut tmp, hasher).map_err(|e| match e {
+            CopyError::Read(e) => Error::io("read source for", self.describe_dir(tmp_dir), e),
+            CopyError::Write(e) => Error::io("write", tmp.display(), e),
+        })?;
+        tmp.sync().map_err(|e| Error::io("fsync", tmp.display(), e))?;
+        Ok((tmp, n))
     }
 
     /// Depth-first, in name order, skipping every subtree that sorts
@@ -106,14 +99,8 @@ impl ObjectStore for FileStore {
         let (dir, name) = self.locate(key, true)?;
         let (tmp, n) = self.write_temp(&dir, src, &mut hasher)?;
         let got = hasher.finish();
-        if let Err(e) = check_source(expect, &got, &self.describe(key)) {
-            let _ = dir.remove(&tmp);
-            return Err(e);
-        }
-        if let Err(e) = dir.rename_into(&tmp, &dir, &name) {
-            let _ = dir.remove(&tmp);
-            return Err(Error::io("rename into place", self.describe(key), e));
-        }
+        check_source(expect, &got, &self.describe(key))?;
+        tmp.persist_into(&dir, &name).map_err(|e| Error::io("rename into place", self.describe(key), e))?;
         Ok((got, n))
     }
 
@@ -127,18 +114,12 @@ impl ObjectStore for FileStore {
         let (tmp, n) = self.write_temp(&scope_dir, src, &mut hasher)?;
         let hash = hasher.finish();
         let key = key_of(&hash);
-        let result = (|| {
-            let (dir, name) = self.locate(&key, true)?;
-            if dir.size_of(&name).map_err(|e| Error::io("stat", self.describe(&key), e))? == Some(n) {
-                return Ok(false);
-            }
-            scope_dir.rename_into(&tmp, &dir, &name).map_err(|e| Error::io("rename into place", self.describe(&key), e))?;
-            Ok(true)
-        })();
-        if !matches!(result, Ok(true)) {
-            let _ = scope_dir.remove(&tmp);
+        let (dir, name) = self.locate(&key, true)?;
+        if dir.size_of(&name).map_err(|e| Error::io("stat", self.describe(&key), e))? == Some(n) {
+            return Ok((hash, n, false));
         }
-        result.map(|written| (hash, n, written))
+        tmp.persist_into(&dir, &name).map_err(|e| Error::io("rename into place", self.describe(&key), e))?;
+        Ok((hash, n, true))
     }
 
     fn list(&self, prefix: &str, after: &str, limit: usize) -> Result<Vec<Listed>> {

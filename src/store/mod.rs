@@ -1,12 +1,12 @@
 //! Object stores behind one small interface, so every function works the same
-//! on each protocol; keys come from [`crate::layout`].
+//! on each protocol; keys come from [`crate::datajoint::layout`].
 
 pub mod file;
 pub mod s3;
 
 use crate::config::{self, Protocol};
+use crate::datajoint::hash::{Hash, Hasher};
 use crate::error::{Error, Result};
-use crate::hash::{Hash, Hasher};
 use std::io::{self, Read, Seek, Write};
 
 /// Transfer buffer size: large enough for full disk and hash speed, small
@@ -52,7 +52,7 @@ pub trait ObjectStore {
 /// One object found by [`ObjectStore::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
-    /// The key relative to the store's location, as [`crate::layout`] makes it.
+    /// The key relative to the store's location, as [`crate::datajoint::layout`] makes it.
     pub key: String,
     pub size: u64,
     /// Seconds since it was last written.
@@ -65,7 +65,7 @@ pub fn now_secs() -> i64 {
 }
 
 /// The implementation for a configured store.
-pub fn open(store: &config::Store) -> Result<Box<dyn ObjectStore>> {
+pub fn open(store: &config::StoreConfig) -> Result<Box<dyn ObjectStore>> {
     match &store.protocol {
         Protocol::File => Ok(Box::new(file::FileStore::new(store))),
         Protocol::S3(s3) => Ok(Box::new(s3::S3Store::new(store, s3)?)),
@@ -78,8 +78,8 @@ pub fn check_source(expect: Option<Hash>, got: &Hash, location: &str) -> Result<
     match expect {
         Some(want) if &want != got => Err(Error::ChecksumMismatch {
             what: format!("source for {location}"),
-            expected: crate::hash::to_hex(&want),
-            actual: crate::hash::to_hex(got),
+            expected: crate::datajoint::hash::to_hex(&want),
+            actual: crate::datajoint::hash::to_hex(got),
         }),
         _ => Ok(()),
     }

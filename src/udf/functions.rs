@@ -3,10 +3,10 @@
 //! `sql/uninstall.sql` (a unit test checks those against this list), and
 //! to the tests.
 
+use crate::datajoint::hash::{self, Hash};
+use crate::datajoint::layout::{self, Object, TrackingRow};
 use crate::error::{Error, Result};
-use crate::hash::{self, Hash};
-use crate::layout::{self, Object};
-use crate::ops::{self, verify::Row as TrackingRow};
+use crate::ops;
 
 /// LONGBLOB: results that carry object contents.
 const LONG: u64 = u32::MAX as u64;
@@ -133,7 +133,7 @@ sql_functions! {
     dj_object_size(store: Store, schema: Schema, hash: Hash, attachment_name: Text, filepath: Text) -> int needs_config = |c, a| {
         let Some(h) = a.hash.hash()? else { return Ok(None) };
         let obj = object(a.schema.text()?, h, a.attachment_name.text()?, a.filepath.text()?)?;
-        Ok(ops::admin::object_size(c.config(), a.store.req()?, &obj)?.map(|n| n as i64))
+        Ok(ops::objects::object_size(c.config(), a.store.req()?, &obj)?.map(|n| n as i64))
     }
 
     /// Deletes an object; needs the config's purge key.
@@ -141,13 +141,13 @@ sql_functions! {
         -> string(16) needs_config = |c, a, out| {
         let Some(h) = a.hash.hash()? else { return Ok(false) };
         let obj = object(a.schema.text()?, h, a.attachment_name.text()?, a.filepath.text()?)?;
-        put_text(out, ops::admin::delete(c.config(), a.store.req()?, &obj, a.purge_key.bytes().unwrap_or(b""))?)
+        put_text(out, ops::objects::delete(c.config(), a.store.req()?, &obj, a.purge_key.bytes().unwrap_or(b""))?)
     }
 
     /// A JSON page of a schema's objects in a store, for sweeping.
     dj_list_objects(store: Store, schema: Schema, after: Text, limit: Size) -> string(16 << 20) needs_config = |c, a, out| {
         let limit = a.limit.size()?.unwrap_or(1000) as usize;
-        put_text(out, &ops::admin::list_objects(c.config(), a.store.req()?, a.schema.req()?, a.after.text()?.unwrap_or(""), limit)?)
+        put_text(out, &ops::objects::list_objects(c.config(), a.store.req()?, a.schema.req()?, a.after.text()?.unwrap_or(""), limit)?)
     }
 
     /// `` `schema`.`~external_store` ``, quoted, once both names pass the

@@ -32,14 +32,7 @@ fn with_entries<R>(f: impl FnOnce(&mut Vec<(u64, String)>) -> R) -> R {
 }
 
 pub fn set_last_error(msg: String) {
-    let mut msg = msg;
-    if msg.len() > LONGEST {
-        let mut end = LONGEST;
-        while !msg.is_char_boundary(end) {
-            end -= 1;
-        }
-        msg.truncate(end);
-    }
+    let msg = crate::text::cut(&msg, LONGEST).to_string();
     match server::connection_id() {
         Some(id) => with_entries(|e| {
             e.retain(|(c, _)| *c != id);

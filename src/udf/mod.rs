@@ -8,10 +8,10 @@
 //! compare with `sql/install.sql` are all generated from that declaration.
 
 use crate::config::{self, Config};
+use crate::datajoint::hash::{self, Hash};
+use crate::datajoint::layout;
 use crate::error::Error;
 use crate::ffi::{Args, Shape, Value, DECIMAL_RESULT, INT_RESULT, REAL_RESULT, STRING_RESULT};
-use crate::hash::{self, Hash};
-use crate::layout;
 use std::sync::Arc;
 
 /// What an argument is, which decides its coercion and its `init` checks.
@@ -128,11 +128,7 @@ impl Def {
             if full.len() <= INIT_SHOWN {
                 full
             } else {
-                let mut cut = INIT_SHOWN - MORE.len();
-                while !full.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                format!("{}{MORE}", &full[..cut])
+                format!("{}{MORE}", crate::text::cut(&full, INIT_SHOWN - MORE.len()))
             }
         })?;
         Ok((cfg, Shape { max_length: self.max_length, maybe_null: true }))

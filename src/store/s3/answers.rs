@@ -29,11 +29,7 @@ pub(super) fn shorten(s: &str) -> String {
     if s.len() <= MESSAGE_LIMIT {
         return s.to_string();
     }
-    let mut end = MESSAGE_LIMIT;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+    format!("{}…", crate::text::cut(s, MESSAGE_LIMIT))
 }
 
 /// What an error answer means for the DBA.

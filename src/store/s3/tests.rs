@@ -1,7 +1,8 @@
 //! Unit tests of the S3 store: pure parts, and requests against a fake server.
 
-use super::upload::base64;
+use super::upload::{base64, FIRST_BUFFER};
 use super::*;
+use std::time::Duration;
 
 #[test]
 fn location_prefix_strips_root_drive_and_empty_parts() {
@@ -123,7 +124,7 @@ fn store(location: &str) -> S3Store {
 }
 
 fn store_at(endpoint: &str, location: &str, extra: &str) -> S3Store {
-    let cfg = config::Config::parse(
+    let cfg = crate::config::Config::parse(
         std::path::Path::new("/etc/t.json"),
         &format!(
             r#"{{"stores": {{"s": {{"protocol": "s3", "endpoint": "{endpoint}", "bucket": "b", "location": "{location}",
@@ -141,8 +142,8 @@ fn describe_scrub_and_local_path() {
     let s = store("/dj/loc");
     assert_eq!(s.describe("sch/a.txt"), "object 'dj/loc/sch/a.txt' in bucket 'b' of store 's'");
     assert_eq!(s.local_path("x"), None);
-    assert_eq!(s.scrub("key AKIDSECRETACCESS secret SECRETKEYVALUE123"), "key <redacted> secret <redacted>");
-    let e = s.err("k", S3Problem::Failed { op: "GET", status: 400, code: "X".into(), message: "echo SECRETKEYVALUE123".into() });
+    assert_eq!(s.client.scrub("key AKIDSECRETACCESS secret SECRETKEYVALUE123"), "key <redacted> secret <redacted>");
+    let e = s.client.err("k", S3Problem::Failed { op: "GET", status: 400, code: "X".into(), message: "echo SECRETKEYVALUE123".into() });
     assert!(!e.to_string().contains("SECRETKEYVALUE123"), "{e}");
 }
 
@@ -150,7 +151,7 @@ fn describe_scrub_and_local_path() {
 fn connection_refused_is_reported_without_secrets_and_quickly() {
     // Port 1 on localhost refuses at once; one retry, 0.5 s backoff.
     let mut s = store("dj");
-    s.retries = 1;
+    s.client.retries = 1;
     let t = std::time::Instant::now();
     let e = s.size("sch/x").unwrap_err().to_string();
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
@@ -249,7 +250,7 @@ fn multipart_parts_carry_content_md5_and_complete_in_order() {
     let (addr, server) = fake_server(4, multipart_answer);
     let s = store_at(&addr, "dj", "");
     let data = two_part_object();
-    let want = crate::hash::digest(b"", &data);
+    let want = crate::datajoint::hash::digest(b"", &data);
     let mut src = &data[..];
     let (got, n) = s.put("sch/big", &mut src, Hasher::default(), Some(want), &[("contents_hash", "u-u-i-d")]).unwrap();
     assert_eq!((got, n), (want, data.len() as u64));
@@ -332,4 +333,72 @@ fn server_errors_are_retried_then_reported() {
     assert!(t.elapsed() >= Duration::from_millis(1500), "{:?}", t.elapsed());
     assert!(e.contains("HEAD failed: HTTP 503: service unavailable"), "{e}");
     assert_eq!(server.join().unwrap().len(), 3);
+}
+
+/// A seekable source whose bytes change (same length) once it is rewound
+/// after being read: a server file edited between the two passes of
+/// `put_by_hash`.
+struct ChangesWhenRewound {
+    data: Vec<u8>,
+    pos: usize,
+    changed: bool,
+}
+
+impl Read for ChangesWhenRewound {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.data.len() - self.pos);
+        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for ChangesWhenRewound {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        if let SeekFrom::Start(p) = to {
+            if self.pos > 0 && !self.changed {
+                let mid = self.data.len() / 2;
+                self.data[mid] ^= 0xff;
+                self.changed = true;
+            }
+            self.pos = p as usize;
+        }
+        Ok(self.pos as u64)
+    }
+}
+
+#[test]
+fn a_source_that_changes_between_the_two_passes_stores_nothing() {
+    // The object is missing (HEAD 404) in a bucket that exists.
+    fn answer(req: &Seen) -> Option<String> {
+        if req.line == "HEAD /b" || req.line == "HEAD /b/" {
+            return reply("200 OK", "", "");
+        }
+        multipart_answer(req)
+    }
+    let (addr, server) = fake_server(7, answer);
+    let s = store_at(&addr, "dj", "");
+    let key_of = |h: &crate::datajoint::hash::Hash| format!("sch/{}", crate::datajoint::hash::to_hex(h));
+    let small = b"the first version of a small file".to_vec();
+    let large = two_part_object();
+    assert!(small.len() <= SINGLE_PUT_MAX && large.len() > SINGLE_PUT_MAX);
+    for data in [small, large] {
+        let mut src = ChangesWhenRewound { data, pos: 0, changed: false };
+        let e = s.put_by_hash("sch", &mut src, Hasher::default(), &key_of).unwrap_err();
+        assert!(src.changed, "the source was read twice");
+        assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
+        assert!(e.to_string().starts_with("source for object 'dj/sch/"), "{e}");
+    }
+    let seen = server.join().unwrap();
+    let lines: Vec<_> = seen.iter().map(|r| (r.line.as_str(), r.query.contains("uploadId=UP1"))).collect();
+    assert!(seen.iter().all(|r| r.line == "HEAD /b" || r.line == "HEAD /b/" || r.line.contains(" /b/dj/sch/")), "{lines:?}");
+    let kinds: Vec<_> = lines.iter().map(|(l, up)| (l.split(' ').next().unwrap(), *up)).collect();
+    // Small: the lookups, then nothing sent. Large: parts sent, never completed, aborted.
+    assert_eq!(
+        kinds,
+        [("HEAD", false), ("HEAD", false), ("HEAD", false), ("POST", false), ("PUT", true), ("PUT", true), ("DELETE", true)],
+        "{lines:?}"
+    );
+    assert!(!seen.iter().any(|r| r.line.starts_with("PUT") && !r.query.contains("uploadId")), "no single PUT");
+    assert!(!seen.iter().any(|r| r.line.starts_with("POST") && r.query.contains("uploadId")), "no CompleteMultipartUpload");
 }

@@ -1,15 +1,17 @@
-//! Object existence and deletion, the latter gated by the config's purge key.
+//! Objects one by one, for the SQL layer's put checks, cleanup and sweep:
+//! `dj_object_size`, `dj_delete_object` (gated by the config's purge key) and
+//! `dj_list_objects`.
 
 use super::open;
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
+use crate::datajoint::hash::{self, Hash};
+use crate::datajoint::layout::Object;
 use crate::error::{Error, Result};
-use crate::hash::{self, Hash};
-use crate::layout::Object;
 
 /// The stored size of an object, `None` when it is absent.
 pub fn object_size(cfg: &Config, store: &str, obj: &Object) -> Result<Option<u64>> {
     let st = open(cfg, store)?;
-    st.io.size(&st.key(obj))
+    st.objects.size(&st.key(obj))
 }
 
 /// Compares without an early exit, so timing tells nothing about the key.
@@ -28,11 +30,11 @@ pub fn delete(cfg: &Config, store: &str, obj: &Object, key: &[u8]) -> Result<&'s
         return Err(Error::Denied { msg: "wrong purge key: deletion refused".into() });
     }
     let st = open(cfg, store)?;
-    Ok(if st.io.delete(&st.key(obj))? { "deleted" } else { "missing" })
+    Ok(if st.objects.delete(&st.key(obj))? { "deleted" } else { "missing" })
 }
 
 /// Whether two stores keep their objects in the same place.
-fn same_place(a: &crate::config::Store, b: &crate::config::Store) -> bool {
+fn same_place(a: &StoreConfig, b: &StoreConfig) -> bool {
     use crate::config::Protocol;
     match (&a.protocol, &b.protocol) {
         // File locations are canonical in the config.
@@ -62,7 +64,7 @@ pub fn parse_key(key: &str, schema: &str, folds: &[usize]) -> Option<(Hash, Opti
         return None;
     }
     if let Some(n) = &name {
-        crate::layout::check_attachment_name(n).ok()?;
+        crate::datajoint::layout::check_attachment_name(n).ok()?;
     }
     Some((h, name))
 }
@@ -71,24 +73,24 @@ pub fn parse_key(key: &str, schema: &str, folds: &[usize]) -> Option<(Hash, Opti
 /// routine: `[{"key", "hash", "attachment_name", "size", "age"}, …]`, with
 /// `hash` null for a file that is not a DataJoint object of this store.
 pub fn list_objects(cfg: &Config, store: &str, schema: &str, after: &str, limit: usize) -> Result<String> {
-    crate::layout::check_schema_name(schema)?;
+    crate::datajoint::layout::check_schema_name(schema)?;
     let st = open(cfg, store)?;
     // Two stores in one place (a blob and an attach store on one folder is a
     // common DataJoint setup) hold each other's objects: seen from one, the
     // other's objects have no tracking row and would be swept away.
-    if let Some(other) = cfg.stores.iter().find(|o| o.name != st.cfg.name && same_place(o, st.cfg)) {
+    if let Some(other) = cfg.stores.iter().find(|o| o.name != st.spec.name && same_place(o, st.spec)) {
         return Err(Error::Denied {
             msg: format!(
                 "store '{}' shares its location with store '{}': listing it for a sweep could remove the other store's objects; give each store its own location",
-                st.cfg.name, other.name
+                st.spec.name, other.name
             ),
         });
     }
-    let page = st.io.list(&format!("{schema}/"), after, limit.clamp(1, 1000))?;
+    let page = st.objects.list(&format!("{schema}/"), after, limit.clamp(1, 1000))?;
     let items: Vec<serde_json::Value> = page
         .into_iter()
         .map(|o| {
-            let parsed = parse_key(&o.key, schema, &st.cfg.subfolding);
+            let parsed = parse_key(&o.key, schema, &st.spec.subfolding);
             serde_json::json!({
                 "key": o.key,
                 "hash": parsed.as_ref().map(|(h, _)| hash::to_hex(h)),
@@ -104,7 +106,7 @@ pub fn list_objects(cfg: &Config, store: &str, schema: &str, after: &str, limit:
 #[cfg(test)]
 mod tests {
     use super::parse_key;
-    use crate::hash;
+    use crate::datajoint::hash;
 
     #[test]
     fn keys_parse_back_to_objects() {

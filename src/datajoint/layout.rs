@@ -3,8 +3,8 @@
 //! Everything here is pure string work, so that the same keys serve the file
 //! and the S3 protocol and can be unit-tested against DataJoint's own output.
 
+use super::hash::{to_hex, Hash};
 use crate::error::{Error, Result};
-use crate::hash::{to_hex, Hash};
 
 /// The longest attachment name a file store can hold: the object's file name
 /// is `<32 hex>.<name>` and Linux file names stop at 255 bytes.
@@ -148,22 +148,50 @@ impl Object {
     }
 }
 
+/// A tracking row as `~external_<store>` holds it.
+pub struct TrackingRow<'a> {
+    pub schema: &'a str,
+    pub hash: Hash,
+    pub size: u64,
+    pub attachment_name: Option<&'a str>,
+    pub filepath: Option<&'a str>,
+    pub contents_hash: Option<Hash>,
+}
+
+impl TrackingRow<'_> {
+    /// The object the row points at, by DataJoint's rule: a filepath row has
+    /// `filepath`, an attachment row has `attachment_name`, else a blob.
+    pub fn object(&self) -> Result<Object> {
+        Ok(match (self.filepath, self.attachment_name) {
+            (Some(rel), _) => {
+                check_relative_path(rel)?;
+                Object::Filepath { relative: rel.into() }
+            }
+            (None, Some(name)) => {
+                check_schema_name(self.schema)?;
+                check_attachment_name(name)?;
+                Object::Attach { schema: self.schema.into(), hash: self.hash, name: name.into() }
+            }
+            (None, None) => {
+                check_schema_name(self.schema)?;
+                Object::Blob { schema: self.schema.into(), hash: self.hash }
+            }
+        })
+    }
+}
+
 /// Truncates user input quoted in messages, which must stay under 512 bytes.
 pub fn shown(s: &str) -> String {
     if s.len() <= 80 {
         return s.replace('\0', "\\0");
     }
-    let mut end = 80;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", s[..end].replace('\0', "\\0"))
+    format!("{}…", crate::text::cut(s, 80).replace('\0', "\\0"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hash;
+    use crate::datajoint::hash;
 
     fn blob_hash() -> Hash {
         hash::parse(b"676de6356c1b33e8084921c02b8cdea6").unwrap()
@@ -217,6 +245,17 @@ mod tests {
         for bad in ["", "/abs", "../x", "a/../b", "a//b", "./a", "a/", "a\0"] {
             assert!(check_relative_path(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn tracking_rows_name_their_object_by_datajoint_rule() {
+        let row = |attachment_name, filepath| TrackingRow { schema: "s", hash: blob_hash(), size: 1, attachment_name, filepath, contents_hash: None };
+        assert_eq!(row(None, None).object().unwrap(), Object::Blob { schema: "s".into(), hash: blob_hash() });
+        assert_eq!(row(Some("a.txt"), None).object().unwrap(), Object::Attach { schema: "s".into(), hash: blob_hash(), name: "a.txt".into() });
+        assert_eq!(row(Some("a.txt"), Some("d/f.dat")).object().unwrap(), Object::Filepath { relative: "d/f.dat".into() });
+        assert!(row(Some("../x"), None).object().is_err());
+        assert!(row(None, Some("/abs")).object().is_err());
+        assert!(TrackingRow { schema: "a/b", ..row(None, None) }.object().is_err());
     }
 
     #[test]

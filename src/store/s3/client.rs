@@ -1,0 +1,294 @@
+//! The HTTP side of an S3 store: one blocking ureq agent with its TLS roots
+//! and timeouts, requests sent with bounded retries and backoff, and
+//! transport failures and error answers turned into [`Error`]s that never
+//! quote the credentials.
+
+use super::answers::{classify, error_fields, shorten};
+use crate::config::{S3Config, StoreConfig};
+use crate::error::{Error, Result, S3Problem};
+use std::io::{self, Read};
+use std::sync::OnceLock;
+use std::time::Duration;
+use ureq::http::Response;
+use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
+use ureq::{Agent, Body, RequestBuilder};
+use url::Url;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// The most of an error or XML answer that is read.
+const ANSWER_LIMIT: usize = 1 << 20;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Verb {
+    Head,
+    Get,
+    Put,
+    Post,
+    Delete,
+}
+
+/// One S3 request, signed anew for each attempt.
+pub(super) struct Request<'a> {
+    pub op: &'static str,
+    pub verb: Verb,
+    /// The object key, for messages.
+    pub key: &'a str,
+    pub url: &'a dyn Fn() -> Url,
+    pub headers: &'a [(String, String)],
+    pub body: &'a [u8],
+    /// A streamed download: its body has no total time limit, only the stall timeout.
+    pub stream: bool,
+    /// Whether a 5xx answer is retried (not for the second-chance lookups,
+    /// which some servers answer with 500 as they cannot hold such keys).
+    pub retry_5xx: bool,
+}
+
+impl<'a> Request<'a> {
+    /// A request without headers or body, whose answer is read whole, with
+    /// 5xx answers retried.
+    pub fn new(op: &'static str, verb: Verb, key: &'a str, url: &'a dyn Fn() -> Url) -> Self {
+        Request { op, verb, key, url, headers: &[], body: &[], stream: false, retry_5xx: true }
+    }
+}
+
+/// Sends one store's requests and names their failures.
+pub(super) struct Client {
+    agent: Agent,
+    /// What errors name: the store, its bucket and its endpoint.
+    store: String,
+    bucket: String,
+    pub endpoint: String,
+    /// The secret and the access key (in that order), kept only to scrub
+    /// them from foreign text.
+    secrets: [String; 2],
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retries: u32,
+    secure: bool,
+}
+
+/// Trusted roots for `secure` stores: the system bundle, which admins extend
+/// with `update-ca-certificates` for a private CA, else Mozilla's roots.
+fn root_certs() -> RootCerts {
+    static ROOTS: OnceLock<RootCerts> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            for path in ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"] {
+                if let Ok(pem) = std::fs::read(path) {
+                    let certs: Vec<_> = parse_pem(&pem)
+                        .filter_map(|item| match item {
+                            Ok(PemItem::Certificate(c)) => Some(c),
+                            _ => None,
+                        })
+                        .collect();
+                    if !certs.is_empty() {
+                        return RootCerts::new_with_certs(&certs);
+                    }
+                }
+            }
+            RootCerts::WebPki
+        })
+        .clone()
+}
+
+fn with_headers<B>(mut rb: RequestBuilder<B>, headers: &[(String, String)]) -> RequestBuilder<B> {
+    for (k, v) in headers {
+        rb = rb.header(k.as_str(), v.as_str());
+    }
+    rb
+}
+
+/// Connection-level failures worth another attempt. Stalls after connecting
+/// are not retried: they already waited the whole `timeout`.
+fn retryable(e: &ureq::Error) -> bool {
+    use io::ErrorKind::*;
+    match e {
+        ureq::Error::Io(io) => {
+            matches!(io.kind(), ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected | Interrupted)
+        }
+        ureq::Error::ConnectionFailed | ureq::Error::Protocol(_) => true,
+        ureq::Error::Timeout(t) => matches!(t, ureq::Timeout::Connect),
+        _ => false,
+    }
+}
+
+/// Reads at most [`ANSWER_LIMIT`] bytes of an answer body, as text.
+pub(super) fn answer_text(body: Body) -> String {
+    let mut out = Vec::new();
+    let _ = body.into_reader().take(ANSWER_LIMIT as u64).read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Client {
+    pub fn new(store: &StoreConfig, s3: &S3Config) -> Result<Self> {
+        let proxy = match &s3.proxy_server {
+            Some(p) => Some(ureq::Proxy::new(p).map_err(|_| Error::Denied { msg: format!("store '{}': proxy_server is not usable", store.name) })?),
+            None => None,
+        };
+        // No global, per-call or resolve timeout: with any of them ureq
+        // resolves host names on a spawned thread, and this library must
+        // never leave a thread behind. Name lookups are bounded by the
+        // system resolver's own timeouts.
+        let mut config = Agent::config_builder();
+        if s3.secure {
+            config = config.tls_config(TlsConfig::builder().root_certs(root_certs()).build());
+        }
+        let config = config
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            .proxy(proxy)
+            .user_agent(concat!("dj_udf/", env!("CARGO_PKG_VERSION")))
+            .timeout_connect(Some(s3.connect_timeout))
+            .timeout_send_request(Some(s3.timeout))
+            .timeout_recv_response(Some(s3.timeout))
+            .timeout_per_read(Some(s3.timeout))
+            .timeout_per_write(Some(s3.timeout))
+            .max_idle_connections(2)
+            .max_idle_connections_per_host(2)
+            .build();
+        Ok(Client {
+            agent: Agent::new_with_config(config),
+            store: store.name.clone(),
+            bucket: s3.bucket.clone(),
+            endpoint: s3.endpoint.clone(),
+            secrets: [s3.secret_key.clone(), s3.access_key.clone()],
+            timeout: s3.timeout,
+            connect_timeout: s3.connect_timeout,
+            retries: s3.retries,
+            secure: s3.secure,
+        })
+    }
+
+    /// Replaces the credentials wherever they might appear in foreign text.
+    pub fn scrub(&self, s: &str) -> String {
+        scrub(s, &self.secrets)
+    }
+
+    /// The error for `problem` with the object `key`, scrubbed of credentials.
+    pub fn err(&self, key: &str, problem: S3Problem) -> Error {
+        let problem = match problem {
+            S3Problem::Unreachable { endpoint, detail, attempts } => S3Problem::Unreachable { endpoint, detail: self.scrub(&detail), attempts },
+            S3Problem::AccessDenied { message } => S3Problem::AccessDenied { message: self.scrub(&message) },
+            S3Problem::Failed { op, status, code, message } => {
+                S3Problem::Failed { op, status, code: self.scrub(&code), message: self.scrub(&message) }
+            }
+            S3Problem::Protocol { op, detail } => S3Problem::Protocol { op, detail: self.scrub(&detail) },
+            other => other,
+        };
+        Error::S3 { store: self.store.clone(), bucket: self.bucket.clone(), key: key.to_string(), problem: Box::new(problem) }
+    }
+
+    /// The error an answer with `status` and no error document stands for.
+    pub fn status_error(&self, op: &'static str, key: &str, status: u16) -> Error {
+        self.err(key, classify(op, status, "", "", &self.endpoint))
+    }
+
+    fn transport_problem(&self, op: &'static str, e: &ureq::Error, attempts: u32) -> S3Problem {
+        let unreachable = |detail: String| S3Problem::Unreachable { endpoint: self.endpoint.clone(), detail, attempts };
+        match e {
+            ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => {
+                unreachable(format!("no connection within {} s, config key 'connect_timeout'", self.connect_timeout.as_secs_f64()))
+            }
+            ureq::Error::Timeout(_) => S3Problem::Timeout { op, seconds: self.timeout.as_secs_f64() },
+            ureq::Error::HostNotFound => unreachable("host name not found".into()),
+            ureq::Error::ConnectionFailed => unreachable("connection failed".into()),
+            ureq::Error::Io(io) => unreachable(match io.kind() {
+                io::ErrorKind::ConnectionRefused => "connection refused".into(),
+                io::ErrorKind::ConnectionReset => "connection reset".into(),
+                io::ErrorKind::UnexpectedEof => "connection closed by the server".into(),
+                io::ErrorKind::TimedOut => "timed out".into(),
+                // rustls reports handshake and certificate failures this way
+                io::ErrorKind::InvalidData if self.secure => format!("TLS: {}", shorten(&io.to_string())),
+                _ => shorten(&io.to_string()),
+            }),
+            ureq::Error::Tls(m) => unreachable(format!("TLS: {m}")),
+            ureq::Error::Rustls(r) => unreachable(format!("TLS: {r}")),
+            ureq::Error::Protocol(p) => S3Problem::Protocol { op, detail: shorten(&p.to_string()) },
+            // Other variants could quote the request URI, which names the access key.
+            _ => S3Problem::Protocol { op, detail: "the request could not be sent".into() },
+        }
+    }
+
+    fn once(&self, r: &Request) -> std::result::Result<Response<Body>, ureq::Error> {
+        let url = (r.url)();
+        let url = url.as_str();
+        let total = if r.stream { None } else { Some(self.timeout) };
+        match r.verb {
+            Verb::Head => with_headers(self.agent.head(url), r.headers).config().timeout_recv_body(total).build().call(),
+            Verb::Get => with_headers(self.agent.get(url), r.headers).config().timeout_recv_body(total).build().call(),
+            Verb::Delete => with_headers(self.agent.delete(url), r.headers).config().timeout_recv_body(total).build().call(),
+            Verb::Put => with_headers(self.agent.put(url), r.headers).config().timeout_recv_body(total).build().send(r.body),
+            Verb::Post => with_headers(self.agent.post(url), r.headers).config().timeout_recv_body(total).build().send(r.body),
+        }
+    }
+
+    /// Sends with retries; returns the final answer whatever its status, or
+    /// the error once no connection could be had.
+    pub fn send(&self, r: &Request) -> Result<Response<Body>> {
+        let attempts = self.retries + 1;
+        let mut delay = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let last = attempt >= attempts;
+            match self.once(r) {
+                Ok(a) if a.status().is_server_error() && r.retry_5xx && !last => drop(a),
+                Ok(a) => return Ok(a),
+                Err(e) if retryable(&e) && !last => drop(e),
+                Err(e) => return Err(self.err(r.key, self.transport_problem(r.op, &e, attempt))),
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(MAX_BACKOFF);
+            attempt += 1;
+        }
+    }
+
+    /// The error an unsuccessful answer stands for.
+    pub fn answer_error(&self, r: &Request, answer: Response<Body>) -> Error {
+        let status = answer.status().as_u16();
+        let text = answer_text(answer.into_body());
+        let (code, message) = error_fields(&text);
+        self.err(r.key, classify(r.op, status, &code, &message, &self.endpoint))
+    }
+
+    /// The body of a successful `GET` as a stream whose errors say what
+    /// happened without quoting the request.
+    pub fn download(&self, answer: Response<Body>) -> Download {
+        Download { inner: answer.into_body().into_reader(), timeout: self.timeout, secrets: self.secrets.clone() }
+    }
+}
+
+fn scrub(s: &str, secrets: &[String; 2]) -> String {
+    let mut s = s.to_string();
+    for secret in secrets {
+        if !secret.is_empty() {
+            s = s.replace(secret.as_str(), "<redacted>");
+        }
+    }
+    s
+}
+
+/// A download body whose errors never quote the request.
+pub(super) struct Download {
+    inner: ureq::BodyReader<'static>,
+    timeout: Duration,
+    secrets: [String; 2],
+}
+
+impl Read for Download {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            let timed_out = e.kind() == io::ErrorKind::TimedOut
+                || e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()).is_some_and(|u| matches!(u, ureq::Error::Timeout(_)));
+            if timed_out {
+                return io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the S3 server sent nothing for {} s (config key 'timeout')", self.timeout.as_secs_f64()),
+                );
+            }
+            let text = scrub(&shorten(&e.to_string()), &self.secrets);
+            io::Error::new(e.kind(), format!("S3 download interrupted: {text}"))
+        })
+    }
+}
