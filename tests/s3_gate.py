@@ -104,10 +104,17 @@ class Stream:
             self._fill()
 
     def exact(self, n):
-        while len(self.buf) < n:
-            self._fill()
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
+        """The next n bytes, received straight into one buffer."""
+        out = bytearray(n)
+        have = min(n, len(self.buf))
+        out[:have] = self.buf[:have]
+        del self.buf[:have]
+        view = memoryview(out)
+        while have < n:
+            got = self.sock.recv_into(view[have:], min(n - have, 4 * CHUNK))
+            if not got:
+                raise Closed()
+            have += got
         return out
 
     def relay(self, n, dest, hasher=None):
