@@ -18,6 +18,8 @@ import uuid
 import pymysql
 import pytest
 
+from s3_gate import S3Gate
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LIBRARY = pathlib.Path(os.environ.get("DJ_UDF_LIBRARY", ROOT / "target" / "release" / "libdj_udf.so"))
 PURGE_KEY = "test-purge-key-0123456789"
@@ -47,7 +49,15 @@ class World:
             d.mkdir(parents=True, exist_ok=True)
             self.dirs[name] = d.resolve()
         (self.dirs["s3root"] / S3_BUCKET).mkdir()
-        self.s3_port = free_port()
+        # --- S3 gate (tests/s3_gate.py) --------------------------------------
+        # The S3 stores talk to s3s-fs through a checking proxy that refuses
+        # request bodies without a matching Content-MD5. s3_port is the port
+        # the stores' endpoint names (the gate's: it is in messages and
+        # dj_stores()); s3_backend_port is where s3s-fs itself listens.
+        self.s3_backend_port = free_port()
+        self.gate = S3Gate(self.s3_backend_port)
+        self.s3_port = self.gate.port
+        # ----------------------------------------------------------------------
         self.s3_proc = None
         # Nothing listens on down_port; silent accepts connections (the
         # kernel does, from the backlog) and never answers.
@@ -111,6 +121,7 @@ class World:
     def stop(self):
         subprocess.run([str(ROOT / "scripts" / "server.sh"), "stop", str(self.srv)], check=False)
         self.s3_stop()
+        self.gate.close()  # S3 gate
         self.silent.close()
 
     def s3_available(self):
@@ -120,7 +131,7 @@ class World:
         """Starts s3s-fs on the session's port and waits until it accepts connections."""
         log = open(self.base / "s3s-fs.log", "ab")
         self.s3_proc = subprocess.Popen(
-            [S3S_FS, "--host", "127.0.0.1", "--port", str(self.s3_port), "--access-key", S3_ACCESS_KEY,
+            [S3S_FS, "--host", "127.0.0.1", "--port", str(self.s3_backend_port), "--access-key", S3_ACCESS_KEY,
              "--secret-key", S3_SECRET_KEY, str(self.dirs["s3root"])],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -129,7 +140,7 @@ class World:
             if self.s3_proc.poll() is not None:
                 raise RuntimeError(f"s3s-fs exited with {self.s3_proc.returncode}; see {self.base / 's3s-fs.log'}")
             try:
-                socket.create_connection(("127.0.0.1", self.s3_port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", self.s3_backend_port), timeout=1).close()
                 return
             except OSError:
                 time.sleep(0.05)
@@ -204,6 +215,16 @@ def s3(world):
     yield world
     if not world.s3_running():
         world.s3_start()
+
+
+@pytest.fixture
+def gate(s3):
+    """The S3 gate in front of s3s-fs, its request log emptied before and
+    its unfired hooks dropped after the test."""
+    s3.gate.reset()
+    yield s3.gate
+    s3.gate.reset()
+    assert not s3.gate.errors, s3.gate.errors
 
 
 class Db:
