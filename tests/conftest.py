@@ -3,8 +3,13 @@ socket and port, the freshly built library in its plugin_dir, and file stores
 in a scratch folder described by the config file the server reads. An
 S3-compatible server (s3s-fs, which checks request signatures) runs on
 127.0.0.1 for the s3 stores; its bucket is a folder, so tests inspect and
-corrupt S3 objects as plain files."""
+corrupt S3 objects as plain files.
 
+Shared here, once: the store kinds every store test runs on (the `kind`
+fixture), the sample blob, where objects live, hashes and the server's
+memory."""
+
+import base64
 import hashlib
 import json
 import os
@@ -27,7 +32,8 @@ S3_ACCESS_KEY = "djtestaccesskey"
 S3_SECRET_KEY = "djtest-secret-9f8e7d6c5b4a"
 # The stores backed by the S3 server, with tracking tables in every test schema.
 S3_STORES = ["s3attach", "s3blobs", "s3data", "s3slash", "s3flat", "s3deep"]
-
+MiB = 1 << 20
+BLOB_3 = bytes.fromhex("646a30000d0000000000000840")  # dj.blob.pack(3.0)
 
 def free_port():
     with socket.socket() as s:
@@ -259,6 +265,55 @@ def db(world):
     assert world.alive(), "the server must survive every test"
 
 
+# ---------------------------------------------------------------------------
+# Store kinds: the same tests on a file store, an S3 store, and an S3 store
+# whose location starts with '/'
+# ---------------------------------------------------------------------------
+
+# kind -> role -> store (None where the kind has no such store). Roles:
+# attach, blob and data (filepath, with a stage) stores; blob stores with
+# subfolding none (flat) and [1, 2, 3] (deep); a filepath store whose stage is
+# its location (same; S3 cannot have that).
+KINDS = {
+    "file": dict(attach="localattach", blob="main", data="data", flat="flat", deep="deep", same="same"),
+    "s3": dict(attach="s3attach", blob="s3blobs", data="s3data", flat="s3flat", deep="s3deep", same=None),
+    # location '/dj/slash': DataJoint on Python >= 3.12 keeps the '/' in keys;
+    # the objects are under 'dj/slash/...'. One store for every role.
+    "s3slash": dict(attach="s3slash", blob="s3slash", data="s3slash", flat=None, deep=None, same=None),
+}
+
+
+class Kind:
+    """The stores of one kind by role (kind.attach, kind.blob, ...)."""
+
+    def __init__(self, name):
+        self.name = name
+        self.s3 = name != "file"
+        for role, store in KINDS[name].items():
+            setattr(self, role, store)
+
+    def __repr__(self):
+        return f"Kind({self.name})"
+
+
+def kinds_with(*roles):
+    """The kinds that have a store for each role."""
+    return [k for k, stores in KINDS.items() if all(stores[r] for r in roles)]
+
+
+@pytest.fixture(params=list(KINDS))
+def kind(request, world):
+    """A store kind; S3 kinds start the S3 server. Narrow it with
+    @pytest.mark.parametrize("kind", kinds_with(...), indirect=True)."""
+    if request.param != "file":
+        request.getfixturevalue("s3")
+    return Kind(request.param)
+
+
+# ---------------------------------------------------------------------------
+# Hashes and where objects live
+# ---------------------------------------------------------------------------
+
 def md5(data: bytes, init: bytes = b"") -> bytes:
     return hashlib.md5(init + data).digest()
 
@@ -267,9 +322,85 @@ def attach_hash(name: str, data: bytes) -> bytes:
     return md5(data, name.encode() + b"\0")
 
 
+def md5_file(path, init: bytes = b"") -> bytes:
+    h = hashlib.md5(init)
+    with open(path, "rb") as f:
+        while chunk := f.read(8 * MiB):
+            h.update(chunk)
+    return h.digest()
+
+
 def subfold(hexname: str, folds):
     out, at = [], 0
     for n in folds:
         out.append(hexname[at:at + n])
         at += n
     return out
+
+
+def folds(world, store):
+    """A store's subfolding as configured ([2, 2] unless it says otherwise)."""
+    return world.base_config["stores"][store].get("subfolding", [2, 2]) or []
+
+
+def blob_path(world, store, schema, h):
+    return world.location(store).joinpath(schema, *subfold(h.hex(), folds(world, store)), h.hex())
+
+
+def attach_path(world, store, schema, h, name):
+    return world.location(store).joinpath(schema, *subfold(h.hex(), folds(world, store)), f"{h.hex()}.{name}")
+
+
+def stored_files(world, store, schema):
+    """The files below a schema's folder in a store (an S3 store's: in the bucket's folder)."""
+    return sorted(p for p in (world.location(store) / schema).rglob("*") if p.is_file())
+
+
+def s3_key(world, store, relative):
+    return str(world.location(store).relative_to(world.dirs["s3root"] / S3_BUCKET) / relative)
+
+
+def s3_metadata(world, store, relative):
+    """The user metadata s3s-fs keeps for an object, in its own file."""
+    enc = lambda s: base64.urlsafe_b64encode(s.encode()).decode().rstrip("=")  # noqa: E731
+    name = f".bucket-{enc(S3_BUCKET)}.object-{enc(s3_key(world, store, relative))}.metadata.json"
+    return json.loads((world.dirs["s3root"] / name).read_text()).get("user_metadata", {})
+
+
+def unfinished_uploads(world):
+    return sorted(p.name for p in world.dirs["s3root"].glob(".upload_id-*"))
+
+
+def leftovers(world, store, schema):
+    """Temporary files a put may have left: .saving files, or S3 upload parts."""
+    if world.base_config["stores"][store]["protocol"] == "s3":
+        return unfinished_uploads(world)
+    return [p for p in (world.location(store) / schema).rglob("*.saving")]
+
+
+# ---------------------------------------------------------------------------
+# The server's memory
+# ---------------------------------------------------------------------------
+
+def vm(pid):
+    """VmRSS and VmHWM (peak) of a process, in bytes."""
+    out = {}
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "VmHWM"):
+            out[k] = int(v.split()[0]) * 1024
+    return out
+
+
+def rss(pid):
+    """The resident memory of a process now, in bytes."""
+    return vm(pid)["VmRSS"]
+
+
+def reset_peak(pid):
+    """Resets VmHWM to the current RSS (Linux >= 4.0); False when not allowed."""
+    try:
+        pathlib.Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
