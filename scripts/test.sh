@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite: sets up what it needs, builds the library, runs the
 # unit tests, then the integration, fuzz and DataJoint interoperability tests
-# against a MariaDB server that the harness starts on 127.0.0.1.
+# against a MariaDB server that the harness starts on 127.0.0.1. Every test
+# component must be there: a missing one fails the run instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+export DJ_UDF_REQUIRE_ALL=1
 
 scripts/setup.sh --python
 cargo build --release --locked

@@ -7,10 +7,13 @@ corrupt S3 objects as plain files.
 
 Shared here, once: the store kinds every store test runs on (the `kind`
 fixture), the sample blob, where objects live, hashes and the server's
-memory."""
+memory. With DJ_UDF_REQUIRE_ALL=1 or CI set, a missing test component
+(s3s-fs, openssl, strace, DataJoint) fails the run instead of skipping."""
 
 import base64
 import hashlib
+import importlib
+import importlib.util
 import json
 import os
 import pathlib
@@ -34,6 +37,45 @@ S3_SECRET_KEY = "djtest-secret-9f8e7d6c5b4a"
 S3_STORES = ["s3attach", "s3blobs", "s3data", "s3slash", "s3flat", "s3deep"]
 MiB = 1 << 20
 BLOB_3 = bytes.fromhex("646a30000d0000000000000840")  # dj.blob.pack(3.0)
+
+# ---------------------------------------------------------------------------
+# Test components: skipped where missing, unless the run must have them all
+# ---------------------------------------------------------------------------
+
+REQUIRE_ALL = os.environ.get("DJ_UDF_REQUIRE_ALL", "") not in ("", "0") or bool(os.environ.get("CI"))
+# component -> (is it there?, how to get it)
+COMPONENTS = {
+    "s3s-fs": (lambda: os.access(S3S_FS, os.X_OK), f"not found at {S3S_FS}: run scripts/setup.sh --python"),
+    "openssl": (lambda: shutil.which("openssl") is not None, "not on PATH: apt-get install openssl"),
+    "strace": (lambda: shutil.which("strace") is not None, "not on PATH: apt-get install strace"),
+    "datajoint": (lambda: importlib.util.find_spec("datajoint") is not None,
+                  "the Python package is not installed: run scripts/setup.sh --python"),
+}
+
+
+def missing_components():
+    return [f"{name} ({how})" for name, (present, how) in COMPONENTS.items() if not present()]
+
+
+def need(component, strict=False):
+    """Skips the test when `component` is missing, or fails it when the run
+    must have every component (DJ_UDF_REQUIRE_ALL=1, CI) or `strict`."""
+    present, how = COMPONENTS[component]
+    if present():
+        return
+    msg = f"{component} is missing: {how}"
+    if REQUIRE_ALL or strict:
+        pytest.fail(msg + (" (DJ_UDF_REQUIRE_ALL or CI is set)" if REQUIRE_ALL else ""), pytrace=False)
+    pytest.skip(msg)
+
+
+def import_needed(module):
+    """The module, or a skip of the importing test file where it is missing
+    (an import error, failing the run, when every component is required)."""
+    if REQUIRE_ALL:
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"{module} is missing: {COMPONENTS[module][1]}")
+
 
 def free_port():
     with socket.socket() as s:
@@ -192,6 +234,9 @@ class World:
 def world(tmp_path_factory):
     if not LIBRARY.exists():
         pytest.exit(f"{LIBRARY} is missing: run cargo build --release first", returncode=2)
+    if REQUIRE_ALL and missing_components():
+        pytest.exit("DJ_UDF_REQUIRE_ALL or CI is set and test components are missing: " + "; ".join(missing_components()),
+                    returncode=3)
     w = World(tmp_path_factory.mktemp("dj"))
     if w.s3_available():
         w.s3_start()
@@ -203,8 +248,7 @@ def world(tmp_path_factory):
 @pytest.fixture
 def s3(world):
     """The S3 server, running (tests may stop it; it is started again)."""
-    if not world.s3_available():
-        pytest.skip(f"s3s-fs not found at {S3S_FS}: run scripts/setup.sh --python")
+    need("s3s-fs")
     if not world.s3_running():
         world.s3_start()
     yield world

@@ -9,11 +9,11 @@ import uuid
 import numpy as np
 import pytest
 
-from conftest import (attach_hash, attach_path, kinds_with, md5, md5_file, s3_metadata,
+from conftest import (attach_hash, attach_path, import_needed, kinds_with, md5, md5_file, s3_metadata,
                       stored_files, vm)
 
 os.environ["DJ_SUPPORT_FILEPATH_MANAGEMENT"] = "TRUE"
-import datajoint as dj  # noqa: E402
+dj = import_needed("datajoint")
 
 # The suite runs on the kinds with every store it uses (file and s3).
 BOTH = pytest.mark.parametrize("kind", kinds_with("attach", "blob", "data", "flat", "deep"), indirect=True)

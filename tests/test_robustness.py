@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 
-from conftest import LIBRARY, MiB, ROOT, attach_hash, leftovers, rss
+from conftest import LIBRARY, MiB, ROOT, attach_hash, leftovers, need, rss
 
 
 def test_no_memory_growth_over_many_calls(db, world):
@@ -63,8 +63,8 @@ def test_calls_start_no_threads(db, world, s3, tmp_path):
     """The library never starts a thread, not even briefly: its functions are
     called the way the server calls them from a single-threaded process under
     strace, on a file store, an S3 store (multipart) and an unreachable one."""
+    need("strace", strict=True)  # installed by scripts/setup.sh --python
     strace = shutil.which("strace")
-    assert strace, "strace is installed by scripts/setup.sh"
     log = tmp_path / "strace.txt"
     env = dict(os.environ, DJ_UDF_CONFIG=str(world.config_path))
     out = subprocess.run(

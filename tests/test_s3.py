@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import pathlib
-import shutil
 import socket
 import ssl
 import subprocess
@@ -21,7 +20,7 @@ import uuid
 import pymysql
 import pytest
 
-from conftest import (BLOB_3, MiB, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, attach_hash, attach_path, md5, md5_file,
+from conftest import (BLOB_3, MiB, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, attach_hash, attach_path, md5, md5_file, need,
                       reset_peak, s3_key, s3_metadata, unfinished_uploads, vm)
 
 
@@ -122,8 +121,7 @@ def test_fault_cases_fail_clearly_and_in_time(db, s3, store, capsys):
 @pytest.fixture
 def tls_server(tmp_path):
     """A TLS server on 127.0.0.1 whose certificate no system trusts."""
-    if not shutil.which("openssl"):
-        pytest.skip("openssl not found")
+    need("openssl")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
                     "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
