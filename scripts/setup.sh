@@ -36,7 +36,8 @@ if [ "${1:-}" = --python ]; then
   if ! .venv/bin/python -c "import datajoint, pymysql, pytest" >/dev/null 2>&1 \
      || ! cmp -s tests/requirements.txt .venv/requirements.txt; then
     echo "setup: creating .venv with $(tr '\n' ' ' < tests/requirements.txt)"
-    python3 -m venv .venv
+    # .venv may be a symbolic link to a shared environment: venv refuses links
+    python3 -m venv "$(readlink -f .venv)"
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q -r tests/requirements.txt
     cp tests/requirements.txt .venv/requirements.txt
