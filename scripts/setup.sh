@@ -2,10 +2,10 @@
 # Installs what the demo and the tests need on a Debian machine (as root):
 # MariaDB server and client, the server headers (for the build's layout
 # check) and, with --python (what the tests need), a virtual environment
-# with pytest, PyMySQL and DataJoint 0.14.9, strace and openssl (the
-# no-thread and TLS tests) plus the S3-compatible test server s3s-fs (built
-# from crates.io, about 5 minutes the first time). Does nothing that is
-# already done.
+# with pytest (in random order: pytest-randomly), PyMySQL and DataJoint 0.14.9,
+# strace and openssl (the no-thread and TLS tests) plus the S3-compatible test
+# server s3s-fs (built from crates.io, about 5 minutes the first time). Does
+# nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +33,7 @@ fi
 have cargo || [ -x "$HOME/.cargo/bin/cargo" ] || { echo "setup: cargo not found; install the Rust toolchain" >&2; exit 1; }
 
 if [ "${1:-}" = --python ]; then
-  if ! .venv/bin/python -c "import datajoint, pymysql, pytest" >/dev/null 2>&1 \
+  if ! .venv/bin/python -c "import datajoint, pymysql, pytest, pytest_randomly" >/dev/null 2>&1 \
      || ! cmp -s tests/requirements.txt .venv/requirements.txt; then
     echo "setup: creating .venv with $(tr '\n' ' ' < tests/requirements.txt)"
     # .venv may be a symbolic link to a shared environment: venv refuses links

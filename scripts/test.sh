@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: sets up what it needs, builds the library, runs the
 # unit tests, then the integration, fuzz and DataJoint interoperability tests
-# against a MariaDB server that the harness starts on 127.0.0.1. Every test
+# against a MariaDB server that the harness starts on 127.0.0.1, in random
+# order (the seed is printed; pass -p no:randomly for file order). Every test
 # component must be there: a missing one fails the run instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."

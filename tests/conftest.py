@@ -50,6 +50,8 @@ COMPONENTS = {
     "strace": (lambda: shutil.which("strace") is not None, "not on PATH: apt-get install strace"),
     "datajoint": (lambda: importlib.util.find_spec("datajoint") is not None,
                   "the Python package is not installed: run scripts/setup.sh --python"),
+    "pytest-randomly": (lambda: importlib.util.find_spec("pytest_randomly") is not None,
+                        "the Python package is not installed: run scripts/setup.sh --python"),
 }
 
 
@@ -75,6 +77,13 @@ def import_needed(module):
     if REQUIRE_ALL:
         return importlib.import_module(module)
     return pytest.importorskip(module, reason=f"{module} is missing: {COMPONENTS[module][1]}")
+
+
+def pytest_sessionstart(session):
+    seed = getattr(session.config.option, "randomly_seed", None)
+    if session.config.pluginmanager.has_plugin("randomly") and isinstance(seed, int):
+        tw = session.config.get_terminal_writer()
+        tw.line(f"random test order, seed {seed}: --randomly-seed={seed} repeats it, -p no:randomly turns it off")
 
 
 def free_port():
@@ -302,6 +311,7 @@ class Db:
 
 @pytest.fixture
 def db(world):
+    world.write_config(world.base_config)
     d = Db(world)
     yield d
     d.conn.close()

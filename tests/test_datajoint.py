@@ -14,6 +14,7 @@ from conftest import (attach_hash, attach_path, import_needed, kinds_with, md5, 
 
 os.environ["DJ_SUPPORT_FILEPATH_MANAGEMENT"] = "TRUE"
 dj = import_needed("datajoint")
+from datajoint import settings  # noqa: E402
 
 # The suite runs on the kinds with every store it uses (file and s3).
 BOTH = pytest.mark.parametrize("kind", kinds_with("attach", "blob", "data", "flat", "deep"), indirect=True)
@@ -28,21 +29,27 @@ SQL_NAMES = NAMES[:-1] + ["it's \"quoted\".txt"]
 
 @pytest.fixture
 def dj_env(world, db, kind):
-    """A DataJoint connection configured with the server's own stores."""
-    dj.config["database.use_tls"] = False
-    dj.config["safemode"] = False
-    dj.config["display.progress"] = False
+    """A DataJoint connection and schema, with all of dj.config set from
+    DataJoint's defaults (nothing left from another test) and the server's
+    own stores of the kind; dj.config is put back afterwards."""
+    conf = dj.config.instance._conf
+    saved = dict(conf)
+    conf.clear()
+    conf.update(settings.default)
     stores = world.base_config["stores"]
-    dj.config["stores"] = {
-        name: {k: v for k, v in stores[name].items() if k in DJ_KEYS}
-        for name in [kind.attach, kind.blob, kind.data, kind.flat, kind.deep]
-    }
-    dj.config["filepath_checksum_size_limit"] = None
-    dj.config["filepath_checksum_size_limit_insert"] = None
+    conf.update({
+        "database.host": "127.0.0.1", "database.port": world.port, "database.user": "dj", "database.password": "dj",
+        "database.use_tls": False, "safemode": False, "display.progress": False,
+        "filepath_checksum_size_limit": None, "filepath_checksum_size_limit_insert": None,
+        "stores": {name: {k: v for k, v in stores[name].items() if k in DJ_KEYS}
+                   for name in [kind.attach, kind.blob, kind.data, kind.flat, kind.deep]},
+    })
     conn = dj.Connection(f"127.0.0.1:{world.port}", "dj", "dj", use_tls=False)
     schema = dj.Schema(db.schema, connection=conn, create_tables=True)
     yield conn, schema
     conn.close()
+    conf.clear()
+    conf.update(saved)
 
 
 def declare(schema, name, nullable=False, **attributes):
