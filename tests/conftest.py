@@ -452,9 +452,14 @@ def rss(pid):
 
 
 def reset_peak(pid):
-    """Resets VmHWM to the current RSS (Linux >= 4.0); False when not allowed."""
+    """Resets a process's VmHWM to its current RSS (Linux >= 4.0), so that a
+    later VmHWM is the peak of what ran in between; fails the test if that
+    cannot be done (an earlier peak would hide growth)."""
     try:
         pathlib.Path(f"/proc/{pid}/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
+    except OSError as e:
+        pytest.fail(f"cannot reset the peak memory of process {pid} (/proc/{pid}/clear_refs): {e}")
+    got = vm(pid)
+    # the peak is now the current RSS, give or take what moved meanwhile
+    assert got["VmHWM"] - got["VmRSS"] < 16 * MiB, got
+    return got

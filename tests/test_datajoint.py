@@ -9,7 +9,7 @@ import uuid
 import numpy as np
 import pytest
 
-from conftest import (attach_hash, attach_path, import_needed, kinds_with, md5, md5_file, s3_metadata,
+from conftest import (attach_hash, attach_path, import_needed, kinds_with, md5, md5_file, reset_peak, s3_metadata,
                       stored_files, vm)
 
 os.environ["DJ_SUPPORT_FILEPATH_MANAGEMENT"] = "TRUE"
@@ -67,10 +67,10 @@ def sql_attach(db, store, h):
         f"FROM `{db.schema}`.`~external_{store}` x WHERE x.hash = %s", (store, db.schema, h))
 
 
-def all_ok(db, store):
+def all_ok(db, store, count):
+    """dj_udf.verify finds `count` objects in the store's tracking table, all ok."""
     rows = db.sql("CALL dj_udf.verify(%s, %s)", (db.schema, store))
-    assert rows and {r[4] for r in rows} == {"ok"}, rows
-    return len(rows)
+    assert [r[4] for r in rows] == ["ok"] * count, rows
 
 
 def write(path: pathlib.Path, data: bytes) -> str:
@@ -114,7 +114,7 @@ def test_python_writes_sql_reads(dj_env, kind, db, world, tmp_path):
         assert staged.read_bytes() == data
     assert db.one(f"SELECT dj_udf.blob_get(%s, %s, val) FROM `{db.schema}`.rec WHERE rec_id = 99", (kind.blob, db.schema)) is None
     for store in [kind.attach, kind.blob, kind.data, kind.flat, kind.deep]:
-        all_ok(db, store)
+        all_ok(db, store, len(NAMES))
 
 
 @BOTH
@@ -123,8 +123,10 @@ def test_sql_writes_python_reads(dj_env, kind, db, world, tmp_path):
     Rec = declare(schema, "Rec", nullable=True, att=f"attach@{kind.attach}", val=f"blob@{kind.blob}", fp=f"filepath@{kind.data}")
     s = db.schema
     objects = [np.arange(7, dtype=np.int16), {"k": [1, 2, 3]}, np.zeros((0, 3)), "text", np.random.rand(20, 20), 2.5]
+    sent = []
     for i, (name, obj) in enumerate(zip(SQL_NAMES, objects)):
         data = os.urandom(i * 777)
+        sent.append(data)
         if i % 2:
             db.sql("CALL dj_udf.attach_put(%s, %s, %s, %s, @a)", (kind.attach, s, name, data))
         else:
@@ -137,14 +139,11 @@ def test_sql_writes_python_reads(dj_env, kind, db, world, tmp_path):
         os.remove(staged)
     out = tmp_path / "out"
     out.mkdir()
-    for i, (name, obj) in enumerate(zip(SQL_NAMES, objects)):
-        data_path = world.dirs["import"] / s / name
-        expected = data_path.read_bytes() if data_path.exists() else None
+    for i, (name, obj, data) in enumerate(zip(SQL_NAMES, objects, sent)):
         att, val, fp = (Rec & {"rec_id": i}).fetch1("att", "val", "fp", download_path=str(out))
         assert pathlib.Path(att).name == name
-        if expected is not None:
-            assert pathlib.Path(att).read_bytes() == expected
-        assert pathlib.Path(fp).read_bytes() == pathlib.Path(att).read_bytes()
+        assert pathlib.Path(att).read_bytes() == data
+        assert pathlib.Path(fp).read_bytes() == data
         assert fp == str(world.stage(kind.data) / s / "deep" / "er" / name)
         if isinstance(obj, np.ndarray):
             np.testing.assert_array_equal(val, obj)
@@ -179,8 +178,8 @@ def test_sql_created_tables_are_accepted_by_datajoint(dj_env, kind, db, world, t
     module.Scan.insert1(dict(scan_id=2, image=write(tmp_path / "in" / "b.png", b"more"), samples=np.ones(4)))
     ext = module.schema.external[kind.attach]
     assert len(ext) == 2
-    all_ok(db, kind.attach)
-    all_ok(db, kind.blob)
+    all_ok(db, kind.attach, 2)
+    all_ok(db, kind.blob, 2)
 
 
 @BOTH
@@ -230,7 +229,7 @@ def test_cleanup_in_both_directions(dj_env, kind, db, world, tmp_path):
     schema.external[kind.attach].delete(delete_external_files=True)
     assert objects() == ["f2.txt", "f3.txt"]
     assert sql_attach(db, kind.attach, db.one(f"SELECT att FROM `{s}`.doc WHERE doc_id=3")) == ("f3.txt", b"file 3")
-    all_ok(db, kind.attach)
+    all_ok(db, kind.attach, 2)
 
 
 @BOTH
@@ -283,7 +282,7 @@ def test_large_file_streams_both_ways(dj_env, kind, db, world, tmp_path):
         for i in range(size >> 20):
             f.write(block[:-8] + i.to_bytes(8, "little"))
     pid = world.server_pid()
-    before = vm(pid)["VmHWM"]
+    before = reset_peak(pid)
     # SQL -> Python
     db.sql("CALL dj_udf.attach_put_file(%s, %s, %s, @a)", (kind.attach, s, str(src)))
     db.sql(f"INSERT INTO `{s}`.big VALUES (1, @a)")
@@ -299,7 +298,7 @@ def test_large_file_streams_both_ways(dj_env, kind, db, world, tmp_path):
                   f"FROM `{s}`.`~external_{kind.attach}` WHERE hash=%s", (kind.attach, s, h)) == b"ok"
     out = db.one("SELECT dj_udf.attach_export(%s, %s, %s, 'big2.raw', %s)", (kind.attach, s, h, str(world.dirs["export"] / s)))
     assert md5_file(out) == md5_file(tmp_path / "big2.raw")
-    growth_mib = (vm(pid)["VmHWM"] - before) / (1 << 20)
+    growth_mib = (vm(pid)["VmHWM"] - before["VmHWM"]) / (1 << 20)
     print(f"server peak RSS growth over {size >> 20} MiB transfers: {growth_mib:.1f} MiB")
     assert growth_mib < 64, growth_mib
 
@@ -323,7 +322,7 @@ def test_attachments_cross_between_datajoint_and_sql(dj_env, kind, db, world, tm
     db.sql(f"INSERT INTO `{s}`.scan VALUES (2, %s)", (hb,))
     path = (Scan & "scan_id = 2").fetch1("img", download_path=str(tmp_path / "out"))
     assert pathlib.Path(path).read_bytes() == b
-    all_ok(db, kind.attach)
+    all_ok(db, kind.attach, 2)
 
 
 @S3_ONLY
@@ -338,7 +337,7 @@ def test_filepaths_cross_between_datajoint_and_sql(dj_env, kind, db, world):
     db.sql(f"INSERT INTO `{s}`.raw VALUES (2, %s)", (db.call_out("dj_udf.filepath_put", kind.data, s, pb),))  # SQL writes
     assert s3_metadata(world, kind.data, f"{s}/py/a.dat") == {"contents_hash": str(uuid.UUID(bytes=md5(a)))}
     assert s3_metadata(world, kind.data, f"{s}/sql/b.dat") == {"contents_hash": str(uuid.UUID(bytes=md5(b)))}
-    assert sorted(r[4] for r in db.sql("CALL dj_udf.verify(%s, %s)", (s, kind.data))) == ["ok", "ok"]
+    all_ok(db, kind.data, 2)
     # each side fetches what the other wrote, from the bucket
     os.remove(pa)
     os.remove(pb)
