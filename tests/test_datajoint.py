@@ -303,6 +303,19 @@ def test_large_file_streams_both_ways(dj_env, kind, db, world, tmp_path):
     assert growth_mib < 64, growth_mib
 
 
+@BOTH
+def test_filepath_outside_stage_refused_in_datajoints_words(dj_env, kind, db, world):
+    """SQL refuses a file outside the stage with DataJoint's own message for the same file."""
+    conn, schema = dj_env
+    Img = declare(schema, "Img", fp=f"filepath@{kind.data}")
+    outside = write(world.dirs["import"] / db.schema / "x.dat", b"x")
+    with pytest.raises(dj.DataJointError) as e:
+        Img.insert1(dict(img_id=1, fp=outside))
+    assert str(e.value).startswith("The path ")
+    assert db.error("CALL dj_udf.filepath_put(%s, %s, %s, @f)", (kind.data, db.schema, outside)).endswith(": " + str(e.value))
+    assert db.tracking(kind.data) == ()
+
+
 @S3_ONLY
 def test_attachments_cross_between_datajoint_and_sql(dj_env, kind, db, world, tmp_path):
     """A multipart upload from SQL read by DataJoint, DataJoint's object read by SQL, one bucket."""

@@ -150,14 +150,21 @@ def test_filepath_put_get_and_versions(db, world, kind):
     assert not f.exists()
 
 
-def test_filepath_outside_stage_and_limits(db, world, kind):
+def test_filepath_outside_stage_is_refused_in_datajoints_words(db, world, kind):
     s, st = db.schema, kind.data
     stage = world.base_config["stores"][st]["stage"]
     outside = put_file(world.dirs["import"] / s / "x.dat", b"x")
+    # DataJoint's words for the same input (external.py, upload_filepath):
+    # it names the file's folder, and the stage as configured
     assert db.error("CALL dj_udf.filepath_put(%s, %s, %s, @h)", (st, s, str(outside))).endswith(
-        f"The path {outside} is not in stage {stage}")
+        f": The path {outside.parent} is not in stage {stage}")
+    assert db.tracking(st) == ()
     if "stage" not in world.base_config["stores"][kind.blob]:  # (s3slash has one store, with a stage)
         assert "has no 'stage'" in db.error("CALL dj_udf.filepath_put(%s, %s, %s, @h)", (kind.blob, s, str(outside)))
+
+
+def test_filepath_checksum_limits(db, world, kind):
+    s, st = db.schema, kind.data
     # insert limit: above it no contents_hash is stored
     world.write_config(dict(world.base_config, filepath_checksum_size_limit_insert=5))
     rel = f"{s}/big.dat"
