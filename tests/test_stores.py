@@ -7,10 +7,11 @@ import os
 import pathlib
 import uuid
 
+import pymysql
 import pytest
 
 from conftest import (BLOB_3, MiB, S3_BUCKET, attach_hash, attach_path, blob_path, kinds_with, leftovers, md5,
-                      s3_key, s3_metadata, subfold)
+                      s3_key, s3_metadata, stored_files, subfold)
 
 
 def referencing_table(db, table, store, column="ref", kind="attach", null=False):
@@ -62,6 +63,25 @@ def test_attach_from_server_file(db, world, kind, size):
     # no temporary file (file store) or unfinished upload (S3) is left behind
     assert not leftovers(world, st, s)
     src.unlink()
+
+
+def test_attach_from_server_path_with_trailing_slash(db, world, kind):
+    """A trailing '/' after a file's name names the file: the attachment is
+    called by its base name, the tracking row says so, nothing is orphaned."""
+    s, st = db.schema, kind.attach
+    src = put_file(world.dirs["import"] / s / "x" / "a.bin", b"trailing slash")
+    want = attach_hash("a.bin", b"trailing slash")
+    error = None
+    try:
+        db.sql("CALL dj_udf.attach_put_file(%s, %s, %s, @h)", (st, s, f"{src}/"))
+    except pymysql.err.MySQLError as e:
+        error = e.args[1]
+    # whatever happened, no object is left that no row tracks
+    objects = [p.relative_to(world.location(st) / s) for p in stored_files(world, st, s)]
+    assert (error, objects) == (None, [attach_path(world, st, s, want, "a.bin").relative_to(world.location(st) / s)])
+    assert db.one("SELECT @h") == want
+    assert db.tracking(st) == ((want, 14, "a.bin", None, None),)
+    assert db.one("SELECT dj_udf.attach_get(%s, %s, %s, 'a.bin')", (st, s, want)) == b"trailing slash"
 
 
 LAYOUTS = {"2-2": ("blob", [2, 2]), "none": ("flat", []), "1-2-3": ("deep", [1, 2, 3])}
