@@ -2,9 +2,10 @@
 # Installs what the demo and the tests need on a Debian machine (as root):
 # MariaDB server and client, the server headers (for the build's layout
 # check) and, with --python (what the tests need), a virtual environment
-# with pytest, PyMySQL and DataJoint 0.14.9 plus the S3-compatible test server
-# s3s-fs (built from crates.io, about 5 minutes the first time). Does nothing
-# that is already done.
+# with pytest (in random order: pytest-randomly), PyMySQL and DataJoint 0.14.9,
+# strace and openssl (the no-thread and TLS tests) plus the S3-compatible test
+# server s3s-fs (built from crates.io, about 5 minutes the first time). Does
+# nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,7 @@ have mariadb || pkgs+=(mariadb-client)
 [ -f /usr/include/mariadb/server/mysql.h ] || pkgs+=(libmariadbd-dev)
 if [ "${1:-}" = --python ]; then
   have strace || pkgs+=(strace)
+  have openssl || pkgs+=(openssl)
   have python3 || pkgs+=(python3)
   python3 -c "import venv, ensurepip" >/dev/null 2>&1 || pkgs+=(python3-venv)
 fi
@@ -36,10 +38,11 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
 fi
 
 if [ "${1:-}" = --python ]; then
-  if ! .venv/bin/python -c "import datajoint, pymysql, pytest" >/dev/null 2>&1 \
+  if ! .venv/bin/python -c "import datajoint, pymysql, pytest, pytest_randomly" >/dev/null 2>&1 \
      || ! cmp -s tests/requirements.txt .venv/requirements.txt; then
     echo "setup: creating .venv with $(tr '\n' ' ' < tests/requirements.txt)"
-    python3 -m venv .venv
+    # .venv may be a symbolic link to a shared environment: venv refuses links
+    python3 -m venv "$(readlink -f .venv)"
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q -r tests/requirements.txt
     cp tests/requirements.txt .venv/requirements.txt

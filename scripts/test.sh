@@ -2,10 +2,13 @@
 # The whole test suite: sets up what it needs, checks formatting and lints
 # (rustfmt, clippy), builds the library, runs the unit tests, then the
 # integration, fuzz and DataJoint interoperability tests against a MariaDB
-# server that the harness starts on 127.0.0.1.
+# server that the harness starts on 127.0.0.1, in random order (the seed is
+# printed; pass -p no:randomly for file order). Every test component must be
+# there: a missing one fails the run instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+export DJ_UDF_REQUIRE_ALL=1
 
 scripts/setup.sh --python
 cargo fmt --check

@@ -3,9 +3,17 @@ socket and port, the freshly built library in its plugin_dir, and file stores
 in a scratch folder described by the config file the server reads. An
 S3-compatible server (s3s-fs, which checks request signatures) runs on
 127.0.0.1 for the s3 stores; its bucket is a folder, so tests inspect and
-corrupt S3 objects as plain files."""
+corrupt S3 objects as plain files.
 
+Shared here, once: the store kinds every store test runs on (the `kind`
+fixture), the sample blob, where objects live, hashes and the server's
+memory. With DJ_UDF_REQUIRE_ALL=1 or CI set, a missing test component
+(s3s-fs, openssl, strace, DataJoint) fails the run instead of skipping."""
+
+import base64
 import hashlib
+import importlib
+import importlib.util
 import json
 import os
 import pathlib
@@ -29,6 +37,55 @@ S3_ACCESS_KEY = "djtestaccesskey"
 S3_SECRET_KEY = "djtest-secret-9f8e7d6c5b4a"
 # The stores backed by the S3 server, with tracking tables in every test schema.
 S3_STORES = ["s3attach", "s3blobs", "s3data", "s3slash", "s3flat", "s3deep"]
+MiB = 1 << 20
+BLOB_3 = bytes.fromhex("646a30000d0000000000000840")  # dj.blob.pack(3.0)
+
+# ---------------------------------------------------------------------------
+# Test components: skipped where missing, unless the run must have them all
+# ---------------------------------------------------------------------------
+
+REQUIRE_ALL = os.environ.get("DJ_UDF_REQUIRE_ALL", "") not in ("", "0") or bool(os.environ.get("CI"))
+# component -> (is it there?, how to get it)
+COMPONENTS = {
+    "s3s-fs": (lambda: os.access(S3S_FS, os.X_OK), f"not found at {S3S_FS}: run scripts/setup.sh --python"),
+    "openssl": (lambda: shutil.which("openssl") is not None, "not on PATH: apt-get install openssl"),
+    "strace": (lambda: shutil.which("strace") is not None, "not on PATH: apt-get install strace"),
+    "datajoint": (lambda: importlib.util.find_spec("datajoint") is not None,
+                  "the Python package is not installed: run scripts/setup.sh --python"),
+    "pytest-randomly": (lambda: importlib.util.find_spec("pytest_randomly") is not None,
+                        "the Python package is not installed: run scripts/setup.sh --python"),
+}
+
+
+def missing_components():
+    return [f"{name} ({how})" for name, (present, how) in COMPONENTS.items() if not present()]
+
+
+def need(component, strict=False):
+    """Skips the test when `component` is missing, or fails it when the run
+    must have every component (DJ_UDF_REQUIRE_ALL=1, CI) or `strict`."""
+    present, how = COMPONENTS[component]
+    if present():
+        return
+    msg = f"{component} is missing: {how}"
+    if REQUIRE_ALL or strict:
+        pytest.fail(msg + (" (DJ_UDF_REQUIRE_ALL or CI is set)" if REQUIRE_ALL else ""), pytrace=False)
+    pytest.skip(msg)
+
+
+def import_needed(module):
+    """The module, or a skip of the importing test file where it is missing
+    (an import error, failing the run, when every component is required)."""
+    if REQUIRE_ALL:
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"{module} is missing: {COMPONENTS[module][1]}")
+
+
+def pytest_sessionstart(session):
+    seed = getattr(session.config.option, "randomly_seed", None)
+    if session.config.pluginmanager.has_plugin("randomly") and isinstance(seed, int):
+        tw = session.config.get_terminal_writer()
+        tw.line(f"random test order, seed {seed}: --randomly-seed={seed} repeats it, -p no:randomly turns it off")
 
 
 def free_port():
@@ -197,6 +254,9 @@ class World:
 def world(tmp_path_factory):
     if not LIBRARY.exists():
         pytest.exit(f"{LIBRARY} is missing: run cargo build --release first", returncode=2)
+    if REQUIRE_ALL and missing_components():
+        pytest.exit("DJ_UDF_REQUIRE_ALL or CI is set and test components are missing: " + "; ".join(missing_components()),
+                    returncode=3)
     w = World(tmp_path_factory.mktemp("dj"))
     if w.s3_available():
         w.s3_start()
@@ -208,8 +268,7 @@ def world(tmp_path_factory):
 @pytest.fixture
 def s3(world):
     """The S3 server, running (tests may stop it; it is started again)."""
-    if not world.s3_available():
-        pytest.skip(f"s3s-fs not found at {S3S_FS}: run scripts/setup.sh --python")
+    need("s3s-fs")
     if not world.s3_running():
         world.s3_start()
     yield world
@@ -273,12 +332,62 @@ class Db:
 
 @pytest.fixture
 def db(world):
+    world.write_config(world.base_config)
     d = Db(world)
     yield d
     d.conn.close()
     world.write_config(world.base_config)
     assert world.alive(), "the server must survive every test"
 
+
+# ---------------------------------------------------------------------------
+# Store kinds: the same tests on a file store, an S3 store, and an S3 store
+# whose location starts with '/'
+# ---------------------------------------------------------------------------
+
+# kind -> role -> store (None where the kind has no such store). Roles:
+# attach, blob and data (filepath, with a stage) stores; blob stores with
+# subfolding none (flat) and [1, 2, 3] (deep); a filepath store whose stage is
+# its location (same; S3 cannot have that).
+KINDS = {
+    "file": dict(attach="localattach", blob="main", data="data", flat="flat", deep="deep", same="same"),
+    "s3": dict(attach="s3attach", blob="s3blobs", data="s3data", flat="s3flat", deep="s3deep", same=None),
+    # location '/dj/slash': DataJoint on Python >= 3.12 keeps the '/' in keys;
+    # the objects are under 'dj/slash/...'. One store for every role.
+    "s3slash": dict(attach="s3slash", blob="s3slash", data="s3slash", flat=None, deep=None, same=None),
+}
+
+
+class Kind:
+    """The stores of one kind by role (kind.attach, kind.blob, ...)."""
+
+    def __init__(self, name):
+        self.name = name
+        self.s3 = name != "file"
+        for role, store in KINDS[name].items():
+            setattr(self, role, store)
+
+    def __repr__(self):
+        return f"Kind({self.name})"
+
+
+def kinds_with(*roles):
+    """The kinds that have a store for each role."""
+    return [k for k, stores in KINDS.items() if all(stores[r] for r in roles)]
+
+
+@pytest.fixture(params=list(KINDS))
+def kind(request, world):
+    """A store kind; S3 kinds start the S3 server. Narrow it with
+    @pytest.mark.parametrize("kind", kinds_with(...), indirect=True)."""
+    if request.param != "file":
+        request.getfixturevalue("s3")
+    return Kind(request.param)
+
+
+# ---------------------------------------------------------------------------
+# Hashes and where objects live
+# ---------------------------------------------------------------------------
 
 def md5(data: bytes, init: bytes = b"") -> bytes:
     return hashlib.md5(init + data).digest()
@@ -288,9 +397,90 @@ def attach_hash(name: str, data: bytes) -> bytes:
     return md5(data, name.encode() + b"\0")
 
 
+def md5_file(path, init: bytes = b"") -> bytes:
+    h = hashlib.md5(init)
+    with open(path, "rb") as f:
+        while chunk := f.read(8 * MiB):
+            h.update(chunk)
+    return h.digest()
+
+
 def subfold(hexname: str, folds):
     out, at = [], 0
     for n in folds:
         out.append(hexname[at:at + n])
         at += n
     return out
+
+
+def folds(world, store):
+    """A store's subfolding as configured ([2, 2] unless it says otherwise)."""
+    return world.base_config["stores"][store].get("subfolding", [2, 2]) or []
+
+
+def blob_path(world, store, schema, h):
+    return world.location(store).joinpath(schema, *subfold(h.hex(), folds(world, store)), h.hex())
+
+
+def attach_path(world, store, schema, h, name):
+    return world.location(store).joinpath(schema, *subfold(h.hex(), folds(world, store)), f"{h.hex()}.{name}")
+
+
+def stored_files(world, store, schema):
+    """The files below a schema's folder in a store (an S3 store's: in the bucket's folder)."""
+    return sorted(p for p in (world.location(store) / schema).rglob("*") if p.is_file())
+
+
+def s3_key(world, store, relative):
+    return str(world.location(store).relative_to(world.dirs["s3root"] / S3_BUCKET) / relative)
+
+
+def s3_metadata(world, store, relative):
+    """The user metadata s3s-fs keeps for an object, in its own file."""
+    enc = lambda s: base64.urlsafe_b64encode(s.encode()).decode().rstrip("=")  # noqa: E731
+    name = f".bucket-{enc(S3_BUCKET)}.object-{enc(s3_key(world, store, relative))}.metadata.json"
+    return json.loads((world.dirs["s3root"] / name).read_text()).get("user_metadata", {})
+
+
+def unfinished_uploads(world):
+    return sorted(p.name for p in world.dirs["s3root"].glob(".upload_id-*"))
+
+
+def leftovers(world, store, schema):
+    """Temporary files a put may have left: .saving files, or S3 upload parts."""
+    if world.base_config["stores"][store]["protocol"] == "s3":
+        return unfinished_uploads(world)
+    return [p for p in (world.location(store) / schema).rglob("*.saving")]
+
+
+# ---------------------------------------------------------------------------
+# The server's memory
+# ---------------------------------------------------------------------------
+
+def vm(pid):
+    """VmRSS and VmHWM (peak) of a process, in bytes."""
+    out = {}
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "VmHWM"):
+            out[k] = int(v.split()[0]) * 1024
+    return out
+
+
+def rss(pid):
+    """The resident memory of a process now, in bytes."""
+    return vm(pid)["VmRSS"]
+
+
+def reset_peak(pid):
+    """Resets a process's VmHWM to its current RSS (Linux >= 4.0), so that a
+    later VmHWM is the peak of what ran in between; fails the test if that
+    cannot be done (an earlier peak would hide growth)."""
+    try:
+        pathlib.Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError as e:
+        pytest.fail(f"cannot reset the peak memory of process {pid} (/proc/{pid}/clear_refs): {e}")
+    got = vm(pid)
+    # the peak is now the current RSS, give or take what moved meanwhile
+    assert got["VmHWM"] - got["VmRSS"] < 16 * MiB, got
+    return got

@@ -8,14 +8,8 @@ import random
 import pymysql
 import pytest
 
-FUNCTIONS = [
-    "dj_checksum", "dj_file_checksum", "dj_blob_put", "dj_blob_get", "dj_attach_put", "dj_attach_put_file",
-    "dj_attach_get", "dj_attach_export", "dj_filepath_info", "dj_filepath_put", "dj_filepath_get", "dj_verify",
-    "dj_object_size", "dj_delete_object", "dj_last_error", "dj_stores", "dj_version",
-]
-ROUTINES = {
-    "dj_udf.blob_get": 3, "dj_udf.attach_get": 4, "dj_udf.attach_export": 5, "dj_udf.filepath_get": 4,
-}
+# mysql.func's ret: what a loadable function declared it returns.
+RESULT_TYPES = {0: (bytes, str), 1: (float,), 2: (int,), 4: (bytes, str, int, float)}
 
 CALLS = int(os.environ.get("DJ_FUZZ_CALLS", "3000"))
 
@@ -33,26 +27,49 @@ def values(rng, world):
     ]
 
 
-def test_fuzz_every_function(world):
+def registered_functions(cur):
+    """The library's loadable functions as the server has them registered: name -> ret."""
+    cur.execute("SELECT name, ret FROM mysql.func WHERE dl = 'dj_udf.so' ORDER BY name")
+    return dict(cur.fetchall())
+
+
+def stored_functions(cur):
+    """The stored functions of the dj_udf database: `dj_udf.name` -> number of parameters."""
+    cur.execute("SELECT CONCAT('dj_udf.', SPECIFIC_NAME), COUNT(*) FROM information_schema.PARAMETERS "
+                "WHERE SPECIFIC_SCHEMA = 'dj_udf' AND ROUTINE_TYPE = 'FUNCTION' AND ORDINAL_POSITION > 0 "
+                "GROUP BY SPECIFIC_NAME ORDER BY SPECIFIC_NAME")
+    return dict(cur.fetchall())
+
+
+def test_fuzz_every_function(world, capsys):
     rng = random.Random(20261125)
     (world.dirs["import"] / "f.bin").write_bytes(b"fuzz input")
     pid = world.server_pid()
     conn = world.connect()
-    conn.cursor().execute("CREATE DATABASE IF NOT EXISTS t_fuzz")
-    errors = 0
+    with conn.cursor() as cur:
+        functions, routines = registered_functions(cur), stored_functions(cur)
+        cur.execute("CREATE DATABASE IF NOT EXISTS t_fuzz")
+    assert functions, "mysql.func lists no function of dj_udf.so"
+    assert routines, "the dj_udf database has no stored function"
+    names = sorted(functions)
+    called, returned, errors = dict.fromkeys(names, 0), dict.fromkeys(names, 0), 0
     for i in range(CALLS):
         if rng.random() < 0.85:
-            name = rng.choice(FUNCTIONS)
+            name = names[i] if i < len(names) else rng.choice(names)  # each one at least once
             nargs = rng.randint(0, 8)
         else:
-            name, n = rng.choice(list(ROUTINES.items()))
-            nargs = n
+            name, nargs = rng.choice(list(routines.items()))
         args = [rng.choice(values(rng, world)) for _ in range(nargs)]
         q = f"SELECT {name}({', '.join(['%s'] * nargs)})"
+        if name in functions:
+            called[name] += 1
         try:
             with conn.cursor() as cur:
                 cur.execute(q, args)
-                cur.fetchall()
+                (result,), = cur.fetchall()
+            if name in functions:
+                returned[name] += 1
+                assert result is None or isinstance(result, RESULT_TYPES[functions[name]]), (q, args, result)
         except pymysql.err.OperationalError as e:
             if e.args[0] in (2006, 2013, 2003):
                 pytest.fail(f"connection lost on call {i}: {q} {args!r:.300}")
@@ -64,3 +81,8 @@ def test_fuzz_every_function(world):
     log = world.error_log()
     assert "Got signal" not in log and "crashed" not in log.lower()
     assert 0 < errors < CALLS, "the fuzz must exercise both failures and successes"
+    assert all(called.values()), called
+    with capsys.disabled():
+        print(f"\n  fuzzed {len(names)} functions registered for dj_udf.so and {len(routines)} stored functions "
+              f"with {CALLS} calls; per function, calls made/returned a value: "
+              + ", ".join(f"{n} {called[n]}/{returned[n]}" for n in names))

@@ -2,11 +2,14 @@
 
 import hashlib
 import json
+import re
 import subprocess
 
-from conftest import ROOT
+from conftest import ROOT, attach_hash
 
-FUNCTIONS = 18
+FUNCTIONS = "SELECT name, ret, dl, type FROM mysql.func WHERE dl = 'dj_udf.so' ORDER BY name"
+ROUTINES = ("SELECT ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = 'dj_udf' "
+            "ORDER BY ROUTINE_NAME")
 
 
 def run_script(world, name):
@@ -15,27 +18,36 @@ def run_script(world, name):
 
 
 def test_uninstall_then_install_twice(world, db):
+    functions, routines = db.sql(FUNCTIONS), db.sql(ROUTINES)
+    assert functions and routines
     db.sql("INSERT INTO dj_udf.purge_queue (schema_name, store, hash, size) VALUES ('keep', 'main', %s, 1)", (b"\0" * 16,))
     run_script(world, "uninstall.sql")
     run_script(world, "uninstall.sql")
-    assert db.one("SELECT COUNT(*) FROM mysql.func WHERE name LIKE 'dj\\_%'") == 0
-    assert db.one("SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = 'dj_udf'") == 0
+    assert db.sql("SELECT name FROM mysql.func WHERE dl = 'dj_udf.so' OR name LIKE 'dj\\_%'") == ()
+    assert db.sql(ROUTINES) == ()
     assert "does not exist" in db.error("SELECT dj_version()")
     # the pending deletion and the purge key survive an uninstall
     assert db.one("SELECT COUNT(*) FROM dj_udf.purge_queue WHERE schema_name = 'keep'") == 1
     run_script(world, "install.sql")
     run_script(world, "install.sql")
-    assert db.one("SELECT COUNT(*) FROM mysql.func WHERE dl = 'dj_udf.so'") == FUNCTIONS
+    # the same functions and routines as before, once each
+    assert db.sql(FUNCTIONS) == functions
+    assert db.sql(ROUTINES) == routines
     assert db.one("SELECT COUNT(*) FROM dj_udf.purge_queue WHERE schema_name = 'keep'") == 1
     assert db.one("SELECT COUNT(*) FROM dj_udf.purge_key") == 1
     db.sql("DELETE FROM dj_udf.purge_queue WHERE schema_name = 'keep'")
-    assert db.one("SELECT dj_version()") == b"0.1.0"
-    assert db.call_out("dj_udf.attach_put", "localattach", db.schema, "after.txt", b"reinstalled")
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "Cargo.toml").read_text(), re.M).group(1)
+    assert db.one("SELECT dj_version()") == version.encode()
+    assert db.call_out("dj_udf.attach_put", "localattach", db.schema, "after.txt", b"reinstalled") == \
+        attach_hash("after.txt", b"reinstalled")
+    assert db.one("SELECT dj_udf.attach_get('localattach', %s, %s, 'after.txt')",
+                  (db.schema, attach_hash("after.txt", b"reinstalled"))) == b"reinstalled"
 
 
 def test_small_functions(world, db):
     s = db.schema
     h = db.call_out("dj_udf.attach_put", "localattach", s, "n.txt", b"12345")
+    assert h == attach_hash("n.txt", b"12345")
     assert db.one("SELECT dj_object_size('localattach', %s, %s, 'n.txt', NULL)", (s, h)) == 5
     assert db.one("SELECT dj_object_size('localattach', %s, %s, 'other.txt', NULL)", (s, h)) is None
     assert db.one("SELECT dj_object_size('localattach', %s, HEX(%s), 'n.txt', NULL)", (s, h)) == 5

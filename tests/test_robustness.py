@@ -2,17 +2,12 @@
 connections calling at once."""
 
 import os
-import pathlib
+import shutil
+import subprocess
+import sys
 import threading
 
-from conftest import attach_hash
-
-
-def rss_kib(pid):
-    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+from conftest import LIBRARY, MiB, ROOT, attach_hash, leftovers, need, rss
 
 
 def test_no_memory_growth_over_many_calls(db, world):
@@ -23,13 +18,13 @@ def test_no_memory_growth_over_many_calls(db, world):
     db.sql(f"INSERT INTO `{s}`.many SELECT seq, %s FROM `{s}`.seq_1_to_500", (h,))
     q = f"SELECT SUM(LENGTH(dj_attach_get('localattach', %s, h, 'leak.bin'))) FROM `{s}`.many"
     assert db.one(q, (s,)) == 500 * len(data)  # warm up allocator and caches
-    before = rss_kib(world.server_pid())
+    before = rss(world.server_pid())
     for _ in range(6):  # 3000 rows, 300 MB of results: a per-row leak shows
         assert db.one(q, (s,)) == 500 * len(data)
     for _ in range(400):  # 400 statements: a per-statement leak of the state shows
         assert db.one("SELECT dj_attach_get('localattach', %s, %s, 'leak.bin')", (s, h)) == data
         db.one("SELECT dj_attach_put('localattach', %s, 'leak.bin', %s)", (s, data))
-    growth_mib = (rss_kib(world.server_pid()) - before) / 1024
+    growth_mib = (rss(world.server_pid()) - before) / MiB
     assert growth_mib < 20, f"server RSS grew {growth_mib:.1f} MiB over 3800 calls"
 
 
@@ -61,21 +56,15 @@ def test_many_connections_at_once(db, world):
         t.join()
     assert not failures, failures[:3]
     assert len(db.tracking("localattach")) == 30
-    assert not list((world.dirs["attach"] / s).rglob("*.saving"))
+    assert not leftovers(world, "localattach", s)
 
 
 def test_calls_start_no_threads(db, world, s3, tmp_path):
     """The library never starts a thread, not even briefly: its functions are
     called the way the server calls them from a single-threaded process under
     strace, on a file store, an S3 store (multipart) and an unreachable one."""
-    import shutil
-    import subprocess
-    import sys
-
-    from conftest import LIBRARY, ROOT
-
+    need("strace", strict=True)  # installed by scripts/setup.sh --python
     strace = shutil.which("strace")
-    assert strace, "strace is installed by scripts/setup.sh"
     log = tmp_path / "strace.txt"
     env = dict(os.environ, DJ_UDF_CONFIG=str(world.config_path))
     out = subprocess.run(
