@@ -1,7 +1,7 @@
 """Calls the library's functions directly, the way the server does (init,
 row, deinit through ctypes, see udf_direct.py), tens of thousands of times
 each, and prints this process's resident memory growth per function and
-calling pattern as JSON. Used by test_guarantees.py: a leak of 1 KiB per
+calling pattern as JSON. Used by test_robustness.py: a leak of 1 KiB per
 row or per statement shows as megabytes here, where the server's own
 memory use would hide it.
 

@@ -172,3 +172,27 @@ def test_sweep_refuses_a_location_shared_by_two_stores(db, world, kind):
     assert f"store '{st}' shares its location with store 'twin'" in msg
     assert db.one(f"SELECT COUNT(*) FROM `{s}`.`~external_twin`") == 1
     assert db.one(f"SELECT dj_udf.blob_get('twin', %s, hash) FROM `{s}`.`~external_twin`", (s,)) == BLOB_3
+
+
+def test_delete_needs_the_exact_purge_key(db, world):
+    s = db.schema
+    h = db.call_out("dj_udf.attach_put", "localattach", s, "guarded.bin", b"guarded" * 100)
+    obj = attach_path(world, "localattach", s, h, "guarded.bin")
+    k = PURGE_KEY
+    flip = lambda c: chr(ord(c) ^ 1)  # noqa: E731
+    wrong = {
+        "empty": "",
+        "NULL": None,
+        "first character": k[:1],
+        "prefix": k[:-1],
+        "one character more": k + "x",
+        "last byte differs": k[:-1] + flip(k[-1]),
+        "first byte differs": flip(k[0]) + k[1:],
+    }
+    q = "SELECT dj_delete_object('localattach', %s, %s, 'guarded.bin', NULL, %s)"
+    for what, key in wrong.items():
+        assert db.one(q, (s, h, key)) is None, what
+        assert "wrong purge key" in db.last_error(), (what, db.last_error())
+        assert obj.exists(), what
+    assert db.one(q, (s, h, k)) == b"deleted"
+    assert not obj.exists()

@@ -1,13 +1,18 @@
 """Memory and concurrency: no leak per call, no trouble with many
 connections calling at once."""
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
+import time
 
-from conftest import LIBRARY, MiB, ROOT, attach_hash, leftovers, need, rss
+import pymysql
+import pytest
+
+from conftest import LIBRARY, MiB, ROOT, attach_hash, attach_path, leftovers, md5, need, rss
 
 
 def test_no_memory_growth_over_many_calls(db, world):
@@ -85,3 +90,149 @@ def test_calls_start_no_threads(db, world, s3, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "unreachable" in out.stdout or "connect" in out.stdout.lower(), out.stdout
     assert "clone" not in log.read_text()
+
+
+# A 1 KiB leak per call grows one case by 15 MiB; noise seen: up to 1 MiB.
+DIRECT_CALLS = 15_000
+DIRECT_BOUND = 2 * MiB
+
+
+def test_no_leak_per_row_or_statement_in_direct_calls(db, world):
+    """The functions called the way the server calls them, from a small
+    process of their own, 15 000 times per function and pattern (init, row,
+    deinit each time; one init and many rows) after a warm-up: the process's
+    memory may not grow by more than 2 MiB per case, under a seventh of what
+    a leak of 1 KiB per call would add."""
+    s = db.schema
+    data = os.urandom(1000)
+    h = db.call_out("dj_udf.attach_put", "localattach", s, "leak.bin", data)
+    blob = bytes.fromhex("646a30000d0000000000000840")
+    hb = db.call_out("dj_udf.blob_put", "main", s, blob)
+    missing = md5(b"no such object")
+    cases = {
+        "checksum": ["dj_checksum", "some bytes to hash", "init"],
+        "attach_put": ["dj_attach_put", "localattach", s, "leak.bin", {"hex": data.hex()}],
+        "attach_get": ["dj_attach_get", "localattach", s, {"hex": h.hex()}, "leak.bin"],
+        "blob_get": ["dj_blob_get", "main", s, {"hex": hb.hex()}],
+        "verify": ["dj_verify", "localattach", s, {"hex": h.hex()}, str(len(data)), "leak.bin", None, None],
+        "failing get": ["dj_attach_get", "localattach", s, {"hex": missing.hex()}, "gone.bin"],
+        "last_error": ["dj_last_error"],
+        "stores": ["dj_stores"],
+        "!checksum without arguments": ["dj_checksum"],
+    }
+    env = dict(os.environ, DJ_UDF_CONFIG=str(world.config_path), PYTHONPATH=str(ROOT / "tests"))
+    t = time.monotonic()
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "leak_direct.py"), str(LIBRARY), str(DIRECT_CALLS), json.dumps(cases)],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    results, growth = report["results"], report["growth"]
+    # each case did what it stands for
+    assert results["checksum"] is not None and results["attach_put"] is not None
+    assert results["attach_get"] == data.decode(errors="replace")[:1000]
+    assert results["verify"] == "ok" and results["failing get"] is None
+    assert "does not exist" in results["last_error"], results["last_error"]
+    assert results["stores"].startswith("{")
+    assert len(growth) == 2 * (len(cases) - 1) + 1
+    grown = {k: v for k, v in growth.items() if v > DIRECT_BOUND}
+    print(f"direct calls: {time.monotonic() - t:.1f} s, growth (bytes) {growth}")
+    assert not grown, f"grew over {DIRECT_CALLS} calls (bytes): {grown}; all: {growth} ({time.monotonic() - t:.1f} s)"
+
+
+SERVER_ROWS = 20_000
+SERVER_LOOPS = 10_000
+SERVER_BOUND = 8 * MiB
+
+
+def test_no_server_memory_growth_over_many_rows_and_statements(db, world):
+    """On the server: four functions over 20 000 rows of one statement
+    (80 000 row calls), and a stored procedure running 10 000 times three
+    statements that each call a function (30 000 inits and deinits). The
+    server's memory may grow by 8 MiB at most, against 80 and 30 MiB for a
+    leak of 1 KiB per row or per statement."""
+    s = db.schema
+    data = os.urandom(1000)
+    h = db.call_out("dj_udf.attach_put", "localattach", s, "leak.bin", data)
+    missing = md5(b"no such object")
+    rows_q = f"""SELECT SUM(LENGTH(dj_checksum(seq))),
+                        SUM(LENGTH(dj_attach_get('localattach', %s, IF(seq > 0, %s, NULL), 'leak.bin'))),
+                        SUM(dj_verify('localattach', %s, IF(seq > 0, %s, NULL), {len(data)}, 'leak.bin', NULL, NULL) = 'ok'),
+                        SUM(dj_attach_get('localattach', %s, IF(seq > 0, %s, NULL), 'gone.bin') IS NULL)
+                   FROM `{s}`.seq_1_to_{{n}}"""
+    args = (s, h, s, h, s, missing)
+    db.sql(f"""CREATE PROCEDURE `{s}`.many(IN n int)
+        BEGIN
+          DECLARE i int DEFAULT 0;
+          DECLARE a, b, c longblob;
+          WHILE i < n DO
+            SET a = dj_checksum(i);
+            SET b = dj_attach_get('localattach', '{s}', UNHEX('{h.hex()}'), 'leak.bin');
+            SET c = dj_attach_get('localattach', '{s}', UNHEX('{missing.hex()}'), 'gone.bin');
+            SET i = i + 1;
+          END WHILE;
+        END""")
+
+    def run(rows, loops):
+        n = rows
+        assert db.one(rows_q.format(n=n), args) == (16 * n, len(data) * n, n, n)
+        db.sql(f"CALL `{s}`.many(%s)", (loops,))
+
+    run(SERVER_ROWS // 4, SERVER_LOOPS // 4)  # warm-up
+    pid = world.server_pid()
+    before = rss(pid)
+    t = time.monotonic()
+    run(SERVER_ROWS, SERVER_LOOPS)
+    growth = rss(pid) - before
+    print(f"server: {time.monotonic() - t:.1f} s, growth {growth / MiB:.2f} MiB")
+    assert growth < SERVER_BOUND, (f"server RSS grew {growth / MiB:.1f} MiB over {4 * SERVER_ROWS} row calls and "
+                                   f"{3 * SERVER_LOOPS} statements ({time.monotonic() - t:.1f} s)")
+
+
+@pytest.mark.parametrize("via", ["attach_put", "attach_put_file"])
+def test_concurrent_writers_of_one_object(db, world, via):
+    """8 connections put the very same attachment at once, 20 rounds; before
+    each round the object is removed, so that every round is a real race of
+    8 writers of one object (and one temporary folder)."""
+    s, store, name = db.schema, "localattach", "same.bin"
+    data = os.urandom(1_000_000)
+    h = attach_hash(name, data)
+    obj = attach_path(world, store, s, h, name)
+    src = world.dirs["import"] / f"{s}-same" / name
+    src.parent.mkdir()
+    src.write_bytes(data)
+    writers, rounds = 8, 20
+    barrier = threading.Barrier(writers, action=lambda: obj.unlink(missing_ok=True), timeout=120)
+    failures, done = [], []
+
+    def writer():
+        conn = world.connect()
+        try:
+            with conn.cursor() as cur:
+                for _ in range(rounds):
+                    barrier.wait()
+                    try:
+                        if via == "attach_put":
+                            cur.execute("CALL dj_udf.attach_put(%s, %s, %s, %s, @h)", (store, s, name, data))
+                        else:
+                            cur.execute("CALL dj_udf.attach_put_file(%s, %s, %s, @h)", (store, s, str(src)))
+                        cur.execute("SELECT @h")
+                        got = cur.fetchone()[0]
+                        if got != h:
+                            failures.append(f"wrong hash {got!r}")
+                        done.append(1)
+                    except pymysql.err.MySQLError as e:
+                        failures.append(e.args[-1])
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=writer) for _ in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, f"{len(failures)} of {writers * rounds} calls failed: {failures[:3]}"
+    assert len(done) == writers * rounds
+    assert obj.read_bytes() == data
+    assert db.tracking(store) == ((h, len(data), name, None, None),)
+    assert not leftovers(world, store, s)
+    src.unlink()

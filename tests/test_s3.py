@@ -6,7 +6,9 @@ shares with file stores is in test_stores.py.
 The S3 server is s3s-fs: its bucket is a folder, so objects are inspected
 as files there (world.location gives the folder of a store)."""
 
+import base64
 import hashlib
+import http.client
 import json
 import os
 import pathlib
@@ -20,6 +22,7 @@ import uuid
 import pymysql
 import pytest
 
+from s3_gate import presign
 from conftest import (BLOB_3, MiB, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, attach_hash, attach_path, md5, md5_file, need,
                       reset_peak, s3_key, s3_metadata, unfinished_uploads, vm)
 
@@ -277,3 +280,104 @@ def test_s3_settings_shown_and_secrets_never(db, s3):
     log = world.error_log()
     for secret in [S3_SECRET_KEY, S3_ACCESS_KEY, "not-the-secret"]:
         assert secret not in text and secret not in log
+
+
+def test_gate_refuses_bodies_without_a_matching_content_md5(s3, gate):
+    """The gate itself: a signed PUT without Content-MD5, or with a wrong one,
+    is refused with S3's error and never stored; a right one is stored; a
+    wrong Content-MD5 on another request is refused too. It keeps working
+    across a restart of s3s-fs."""
+    world = s3
+    host = f"127.0.0.1:{gate.port}"
+    key = f"gate-check/{os.urandom(4).hex()}.bin"
+    stored = world.dirs["s3root"] / S3_BUCKET / key
+    body = os.urandom(100_000)
+    good = base64.b64encode(hashlib.md5(body).digest()).decode()
+    bad = base64.b64encode(hashlib.md5(body + b"x").digest()).decode()
+
+    def send(method, headers=None, data=b""):
+        url = presign(method, host, f"/{S3_BUCKET}/{key}", S3_ACCESS_KEY, S3_SECRET_KEY)
+        c = http.client.HTTPConnection("127.0.0.1", gate.port, timeout=10)
+        try:
+            c.request(method, url, body=data, headers=headers or {})
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
+
+    status, text = send("PUT", data=body)
+    assert status == 400 and b"<Error><Code>InvalidDigest</Code>" in text, (status, text)
+    status, text = send("PUT", {"Content-MD5": bad}, body)
+    assert status == 400 and b"<Code>BadDigest</Code>" in text, (status, text)
+    assert not stored.exists()
+    status, text = send("GET", {"Content-MD5": bad})
+    assert status == 400 and b"<Code>BadDigest</Code>" in text, (status, text)
+    assert send("PUT", {"Content-MD5": good}, body)[0] == 200  # signature verified by s3s-fs
+    assert stored.read_bytes() == body
+    assert [(m, c) for m, _, c in gate.rejected] == [("PUT", "InvalidDigest"), ("PUT", "BadDigest"), ("GET", "BadDigest")]
+    assert [(r.method, r.status) for r in gate.log] == [("PUT", 400), ("PUT", 400), ("GET", 400), ("PUT", 200)]
+    # s3s-fs down: the connection is cut (an unreachable server); back up: answers again
+    world.s3_stop(kill=True)
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        send("GET")
+    world.s3_start()
+    assert send("GET") == (200, body)
+    stored.unlink()
+
+
+def test_every_s3_upload_carries_content_md5(db, s3, gate):
+    """A single PUT (up to 8 MiB) and every part of a multipart upload go
+    through the gate, which refuses a body without a matching Content-MD5."""
+    world, s = s3, db.schema
+    small = os.urandom(1_000_000)
+    h = db.call_out("dj_udf.attach_put", "s3attach", s, "small.bin", small)
+    assert h == attach_hash("small.bin", small)
+    src = world.dirs["import"] / f"{s}-md5" / "parts.bin"
+    src.parent.mkdir()
+    big = os.urandom(20 * MiB)
+    src.write_bytes(big)
+    hb = db.call_out("dj_udf.attach_put_file", "s3attach", s, str(src))
+    assert hb == attach_hash("parts.bin", big)
+    puts = [r for r in gate.log if r.method == "PUT"]
+    singles = [r for r in puts if "partNumber" not in r.params()]
+    parts = [r for r in puts if "partNumber" in r.params()]
+    assert [r.path.rsplit("/", 1)[1] for r in singles] == [f"{h.hex()}.small.bin"]
+    assert len(parts) == 2 and all(hb.hex() in r.path for r in parts)
+    assert all(r.content_md5 and r.status == 200 for r in puts), puts
+    assert gate.rejected == []
+    assert attach_path(world, "s3attach", s, hb, "parts.bin").read_bytes() == big
+    src.unlink()
+
+
+@pytest.mark.parametrize("size", [1_000_000, 20 * MiB])
+def test_file_changed_between_the_s3_passes_is_not_stored(db, s3, gate, size):
+    """attach_put_file on S3 hashes the file, looks the object up, then
+    rewinds and uploads it: the gate rewrites the file (same size, other
+    bytes) when the lookup arrives. The upload must fail its check, and
+    nothing may be stored under either hash, nor an unfinished upload stay."""
+    world, s = s3, db.schema
+    name = "moving.bin"
+    src = world.dirs["import"] / f"{s}-moving-{size}" / name
+    src.parent.mkdir()
+    first, second = os.urandom(size), os.urandom(size)
+    src.write_bytes(first)
+    old, new = attach_hash(name, first), attach_hash(name, second)
+
+    def rewrite(_request):
+        with open(src, "r+b") as f:  # in place: the plugin holds the file open
+            f.write(second)
+
+    hook = gate.once(lambda r: old.hex() in r.path, rewrite)
+    before = unfinished_uploads(world)
+    msg = db.error("CALL dj_udf.attach_put_file('s3attach', %s, %s, @h)", (s, str(src)))
+    assert hook.fired.is_set() and hook.error is None, hook.error
+    assert hook.request.method == "HEAD", hook.request
+    assert "checksum mismatch" in msg, msg
+    assert not attach_path(world, "s3attach", s, old, name).exists()
+    assert not attach_path(world, "s3attach", s, new, name).exists()
+    assert unfinished_uploads(world) == before
+    assert db.tracking("s3attach") == ()
+    assert db.one("SELECT dj_object_size('s3attach', %s, %s, %s, NULL)", (s, old, name)) is None
+    # the file as it is now stores fine
+    assert db.call_out("dj_udf.attach_put_file", "s3attach", s, str(src)) == new
+    src.unlink()

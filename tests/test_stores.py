@@ -3,6 +3,7 @@ store alike (the `kind` fixture: a file store, an S3 store, an S3 store whose
 location starts with '/'). On S3 the objects are inspected and corrupted as
 files in s3s-fs's bucket folder (world.location gives a store's folder)."""
 
+import json
 import os
 import pathlib
 import uuid
@@ -274,3 +275,71 @@ def test_results_over_255_bytes_are_not_truncated(db, kind):
     assert got == data
     db.sql(f"CREATE TABLE `{s}`.copy AS SELECT dj_attach_get(%s, %s, %s, 'big.bin') AS x", (st, s, h))
     assert db.one(f"SELECT LENGTH(x) FROM `{s}`.copy") == len(data)
+
+
+def test_filepath_insert_limit_skips_the_hash_only_above_it(db, world):
+    """filepath_checksum_size_limit_insert = N: DataJoint stores no
+    contents_hash when size > N, so a file of exactly N bytes gets one."""
+    s, n = db.schema, 5000
+    world.write_config(dict(world.base_config, filepath_checksum_size_limit_insert=n))
+    stage = world.stage("data") / s
+    stage.mkdir()
+    at, above = stage / "at.dat", stage / "above.dat"
+    at_data, above_data = os.urandom(n), os.urandom(n + 1)
+    at.write_bytes(at_data)
+    above.write_bytes(above_data)
+    info = {p.name: json.loads(db.one("SELECT dj_filepath_info('data', %s)", (str(p),))) for p in (at, above)}
+    assert info["at.dat"]["size"] == n and info["at.dat"]["contents_hash"] == md5(at_data).hex()
+    assert info["above.dat"]["size"] == n + 1 and info["above.dat"]["contents_hash"] is None
+    for p in (at, above):
+        db.call_out("dj_udf.filepath_put", "data", s, str(p))
+    rows = {r[3]: r for r in db.tracking("data")}
+    assert rows[f"{s}/at.dat"][1:] == (n, None, f"{s}/at.dat", md5(at_data))
+    assert rows[f"{s}/above.dat"][1:] == (n + 1, None, f"{s}/above.dat", None)
+
+
+def test_filepath_fetch_limit_skips_the_checksum_from_it_on(db, world):
+    """filepath_checksum_size_limit = L: DataJoint skips the fetch checksum
+    when size >= L. A stored file corrupted in place (same size) of exactly
+    L bytes is fetched; with L one above its size it is refused."""
+    s, size = db.schema, 4096
+    stage = world.stage("data") / s
+    stage.mkdir()
+    f = stage / "fetch.dat"
+    data = os.urandom(size)
+    f.write_bytes(data)
+    db.call_out("dj_udf.filepath_put", "data", s, str(f))
+    stored = world.location("data") / s / "fetch.dat"
+    corrupt = bytes([data[0] ^ 0xFF]) + data[1:]
+    stored.write_bytes(corrupt)
+    q = f"SELECT dj_udf.filepath_get('data', x.filepath, x.contents_hash, x.size) FROM `{s}`.`~external_data` x"
+    f.unlink()
+    world.write_config(dict(world.base_config, filepath_checksum_size_limit=size))
+    assert db.one(q) == str(f)
+    assert f.read_bytes() == corrupt
+    f.unlink()
+    world.write_config(dict(world.base_config, filepath_checksum_size_limit=size + 1))
+    msg = db.error(q)
+    assert "did not pass checksum" in msg, msg
+    assert not f.exists()
+
+
+def test_verify_flags_a_filepath_row_whose_hash_is_not_md5_of_filepath(db, world):
+    s = db.schema
+    stage = world.stage("data") / s
+    stage.mkdir()
+    good, other = stage / "good.dat", stage / "other.dat"
+    good.write_bytes(b"good contents")
+    other.write_bytes(b"other contents")
+    for p in (good, other):
+        db.call_out("dj_udf.filepath_put", "data", s, str(p))
+    # a row for an existing, intact object, but under a hash that is not MD5(filepath)
+    bad = md5(b"not the path")
+    db.sql(f"INSERT INTO `{s}`.`~external_data` (hash, size, filepath, contents_hash) VALUES (%s, %s, %s, %s)",
+           (bad, len(b"other contents"), f"{s}/other.dat", md5(b"other contents")))
+    status = {r[0].lower(): r[4] for r in db.sql("CALL dj_udf.verify(%s, 'data')", (s,))}
+    assert status == {
+        md5(f"{s}/good.dat".encode()).hex(): "ok",
+        md5(f"{s}/other.dat".encode()).hex(): "ok",
+        bad.hex(): "bad row: hash is not the MD5 of filepath",
+    }, status
