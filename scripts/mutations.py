@@ -132,6 +132,10 @@ def main(argv):
     chosen = [b for b in BUGS if not argv or b.name in argv]
     scratch_checkout()
     env = dict(os.environ, PATH=f"{pathlib.Path.home() / '.cargo' / 'bin'}:{os.environ['PATH']}")
+    code, out = run(["cargo", "build", "--release", "--quiet"], SCRATCH, env)
+    if code != 0:
+        print("HEAD does not build:", out[-2000:])
+        return 1
     ok, why = tests_pass(" or ".join(f"({b.tests})" for b in chosen))
     if not ok:
         print(f"the named tests fail without any bug ({why}): fix the suite first")
