@@ -12,7 +12,7 @@ use std::ffi::{c_char, c_int, c_longlong, c_uint, c_ulong, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// `UDF_ARGS` as MySQL 8 and MariaDB 10.11+ lay it out on 64-bit Linux
-/// (64 bytes; `build.rs` checks this against the server headers when present).
+/// (64 bytes; see the `layout` assertions below).
 #[repr(C)]
 pub struct UdfArgs {
     pub arg_count: c_uint,
@@ -37,8 +37,31 @@ pub struct UdfInit {
     pub extension: *mut c_void,
 }
 
-const _: () = assert!(std::mem::size_of::<UdfArgs>() == 64);
-const _: () = assert!(std::mem::size_of::<UdfInit>() == 40);
+/// The layout both servers publish, from `csrc/udf_layout.h` (see build.rs).
+mod layout {
+    include!(concat!(env!("OUT_DIR"), "/udf_layout.rs"));
+}
+
+const _: () = {
+    use layout::*;
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<UdfArgs>() == UDF_ARGS_SIZE);
+    assert!(offset_of!(UdfArgs, arg_count) == UDF_ARGS_ARG_COUNT);
+    assert!(offset_of!(UdfArgs, arg_type) == UDF_ARGS_ARG_TYPE);
+    assert!(offset_of!(UdfArgs, args) == UDF_ARGS_ARGS);
+    assert!(offset_of!(UdfArgs, lengths) == UDF_ARGS_LENGTHS);
+    assert!(offset_of!(UdfArgs, maybe_null) == UDF_ARGS_MAYBE_NULL);
+    assert!(offset_of!(UdfArgs, attributes) == UDF_ARGS_ATTRIBUTES);
+    assert!(offset_of!(UdfArgs, attribute_lengths) == UDF_ARGS_ATTRIBUTE_LENGTHS);
+    assert!(offset_of!(UdfArgs, extension) == UDF_ARGS_EXTENSION);
+    assert!(size_of::<UdfInit>() == UDF_INIT_SIZE);
+    assert!(offset_of!(UdfInit, maybe_null) == UDF_INIT_MAYBE_NULL);
+    assert!(offset_of!(UdfInit, decimals) == UDF_INIT_DECIMALS);
+    assert!(offset_of!(UdfInit, max_length) == UDF_INIT_MAX_LENGTH);
+    assert!(offset_of!(UdfInit, ptr) == UDF_INIT_PTR);
+    assert!(offset_of!(UdfInit, const_item) == UDF_INIT_CONST_ITEM);
+    assert!(offset_of!(UdfInit, extension) == UDF_INIT_EXTENSION);
+};
 
 /// `Item_result` codes shared by both servers.
 pub const STRING_RESULT: c_int = 0;
