@@ -198,9 +198,9 @@ CREATE FUNCTION dj_udf.text_literal(v longtext CHARACTER SET utf8mb4) RETURNS lo
   DETERMINISTIC NO SQL SQL SECURITY INVOKER
   RETURN IF(v IS NULL, 'NULL', CONCAT('_utf8mb4 X''', HEX(v), '''')) $$
 
--- The one place dynamic SQL runs. EXECUTE IMMEDIATE needs no statement name
--- and no user variable, so the caller's own prepared statements and
--- variables stay as they are. (MySQL has no EXECUTE IMMEDIATE: there this
+-- The one place dynamic SQL runs (with dj_udf.query_value). EXECUTE
+-- IMMEDIATE needs no statement name and no user variable, so the caller's
+-- own prepared statements and variables stay as they are. (MySQL has no EXECUTE IMMEDIATE: there this
 -- would PREPARE from a user variable saved and restored around it, under a
 -- statement name no client uses.)
 DROP PROCEDURE IF EXISTS dj_udf.run_sql $$
@@ -210,26 +210,25 @@ BEGIN
   EXECUTE IMMEDIATE stmt;
 END $$
 
--- Runs a query that ends in `INTO @dj_udf_v` and returns that value (NULL
--- when the query finds no row). Dynamic SQL cannot write a routine's local
--- variables, so the value passes through that user variable, which is put
--- back as the caller had it, also when the query fails.
-DROP PROCEDURE IF EXISTS dj_udf.query_value $$
-CREATE PROCEDURE dj_udf.query_value(IN stmt longtext CHARACTER SET utf8mb4, OUT v longblob)
-  SQL SECURITY INVOKER MODIFIES SQL DATA
+-- Passes its argument through: dj_udf.query_value calls it from dynamic
+-- SQL to hand a value back into a routine's variable.
+DROP PROCEDURE IF EXISTS dj_udf.pass $$
+CREATE PROCEDURE dj_udf.pass(IN v longblob, OUT out_v longblob)
+  SQL SECURITY INVOKER NO SQL
 BEGIN
-  DECLARE saved longblob DEFAULT @dj_udf_v;
-  DECLARE EXIT HANDLER FOR SQLEXCEPTION
-  BEGIN
-    SET @dj_udf_v = saved;
-    RESIGNAL;
-  END;
-  BEGIN
-    DECLARE CONTINUE HANDLER FOR NOT FOUND BEGIN END;
-    SET @dj_udf_v = NULL;
-    EXECUTE IMMEDIATE stmt;
-  END;
-  SET v = @dj_udf_v, @dj_udf_v = saved;
+  SET out_v = v;
+END $$
+
+-- The value of a query that returns at most one row of one column (NULL
+-- when it returns none). Dynamic SQL cannot assign a routine's variables
+-- and SELECT ... INTO would need a user variable of the caller's session;
+-- a CALL whose OUT argument is bound with USING needs neither. A locking
+-- read (FOR UPDATE) in the query locks as usual.
+DROP PROCEDURE IF EXISTS dj_udf.query_value $$
+CREATE PROCEDURE dj_udf.query_value(IN query longtext CHARACTER SET utf8mb4, OUT v longblob)
+  SQL SECURITY INVOKER READS SQL DATA
+BEGIN
+  EXECUTE IMMEDIATE CONCAT('CALL dj_udf.pass((', query, '), ?)') USING v;
 END $$
 
 -- Whether table t (a quoted name from dj_udf.usable_table) has a row for
@@ -238,7 +237,7 @@ DROP PROCEDURE IF EXISTS dj_udf.lookup $$
 CREATE PROCEDURE dj_udf.lookup(IN t varchar(200) CHARACTER SET utf8mb4, IN h binary(16), OUT tracked_contents_hash varbinary(16))
   SQL SECURITY INVOKER READS SQL DATA
 BEGIN
-  CALL dj_udf.query_value(CONCAT('SELECT IF(COUNT(*) = 0, NULL, COALESCE(MAX(contents_hash), '''')) INTO @dj_udf_v FROM ', t,
+  CALL dj_udf.query_value(CONCAT('SELECT IF(COUNT(*) = 0, NULL, COALESCE(MAX(contents_hash), '''')) FROM ', t,
                                  ' WHERE hash = ', dj_udf.bytes_literal(h)), tracked_contents_hash);
 END $$
 
@@ -492,18 +491,21 @@ CREATE PROCEDURE dj_udf.enqueue(IN schema_name varchar(64), IN store varchar(64)
   SQL SECURITY DEFINER MODIFIES SQL DATA
 BEGIN
   DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.usable_table(schema_name, store, FALSE);
-  DECLARE r longtext CHARACTER SET utf8mb4;
+  DECLARE r longblob;
+  DECLARE j longtext CHARACTER SET utf8mb4;
   DECLARE msg varchar(512);
-  CALL dj_udf.query_value(CONCAT('SELECT JSON_OBJECT(''size'', size, ''attachment_name'', attachment_name, ',
-    '''filepath'', filepath, ''contents_hash'', HEX(contents_hash)) INTO @dj_udf_v FROM ', t,
+  CALL dj_udf.query_value(CONCAT('SELECT CONVERT(JSON_OBJECT(''size'', size, ',
+    '''attachment_name'', CONVERT(attachment_name USING utf8mb4), ''filepath'', CONVERT(filepath USING utf8mb4), ',
+    '''contents_hash'', HEX(contents_hash)) USING utf8mb4) FROM ', t,
     ' WHERE hash = ', dj_udf.bytes_literal(h), ' FOR UPDATE'), r);
   IF r IS NULL THEN
     SET msg = CONCAT('dj_udf.enqueue: ', t, ' has no row for ', HEX(h), ' to queue');
     SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
   END IF;
+  SET j = CONVERT(r USING utf8mb4);
   INSERT INTO dj_udf.purge_queue (schema_name, store, hash, size, attachment_name, filepath, contents_hash)
-    VALUES (schema_name, store, h, JSON_VALUE(r, '$.size'), JSON_VALUE(r, '$.attachment_name'),
-            JSON_VALUE(r, '$.filepath'), UNHEX(JSON_VALUE(r, '$.contents_hash')));
+    VALUES (schema_name, store, h, JSON_VALUE(j, '$.size'), JSON_VALUE(j, '$.attachment_name'),
+            JSON_VALUE(j, '$.filepath'), UNHEX(JSON_VALUE(j, '$.contents_hash')));
 END $$
 
 -- Takes the first entry of (schema, store) after id after_id out of the
@@ -611,7 +613,7 @@ BEGIN
       DECLARE EXIT HANDLER FOR 1451 SET in_use = TRUE;
       DECLARE EXIT HANDLER FOR 1213 SET deadlock = TRUE;
       START TRANSACTION;
-      CALL dj_udf.query_value(CONCAT('SELECT e.hash INTO @dj_udf_v FROM ', t, ' e WHERE e.hash > ', dj_udf.bytes_literal(after_hash),
+      CALL dj_udf.query_value(CONCAT('SELECT e.hash FROM ', t, ' e WHERE e.hash > ', dj_udf.bytes_literal(after_hash),
         ' AND e.timestamp <= NOW() - INTERVAL ', grace, ' SECOND', pred, ' ORDER BY e.hash LIMIT 1 FOR UPDATE'), h);
       IF h IS NOT NULL THEN
         CALL dj_udf.enqueue(schema_name, store, h);

@@ -29,6 +29,7 @@ DROP FUNCTION IF EXISTS dj_udf.usable_table;
 DROP FUNCTION IF EXISTS dj_udf.bytes_literal;
 DROP FUNCTION IF EXISTS dj_udf.text_literal;
 DROP PROCEDURE IF EXISTS dj_udf.run_sql;
+DROP PROCEDURE IF EXISTS dj_udf.pass;
 DROP PROCEDURE IF EXISTS dj_udf.query_value;
 DROP PROCEDURE IF EXISTS dj_udf.lookup;
 DROP PROCEDURE IF EXISTS dj_udf.create_tracking_table;
