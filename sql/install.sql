@@ -579,6 +579,7 @@ BEGIN
   DECLARE deadlocks int DEFAULT 0;
   DECLARE after_hash varbinary(16) DEFAULT '';
   DECLARE h varbinary(16);
+  DECLARE still bigint;
   DECLARE refs CURSOR FOR
     SELECT k.TABLE_SCHEMA, k.TABLE_NAME, k.COLUMN_NAME, MAX(x.TABLE_TYPE)
       FROM information_schema.KEY_COLUMN_USAGE k
@@ -613,11 +614,18 @@ BEGIN
       DECLARE EXIT HANDLER FOR 1451 SET in_use = TRUE;
       DECLARE EXIT HANDLER FOR 1213 SET deadlock = TRUE;
       START TRANSACTION;
+      -- The next candidate, then the same test on its row alone, locked: a
+      -- locking read with LIMIT would be an unsafe statement for STATEMENT
+      -- binary logging.
       CALL dj_udf.query_value(CONCAT('SELECT e.hash FROM ', t, ' e WHERE e.hash > ', dj_udf.bytes_literal(after_hash),
-        ' AND e.timestamp <= NOW() - INTERVAL ', grace, ' SECOND', pred, ' ORDER BY e.hash LIMIT 1 FOR UPDATE'), h);
+        ' AND e.timestamp <= NOW() - INTERVAL ', grace, ' SECOND', pred, ' ORDER BY e.hash LIMIT 1'), h);
       IF h IS NOT NULL THEN
-        CALL dj_udf.enqueue(schema_name, store, h);
-        CALL dj_udf.run_sql(CONCAT('DELETE FROM ', t, ' WHERE hash = ', dj_udf.bytes_literal(h)));
+        CALL dj_udf.query_value(CONCAT('SELECT COUNT(*) FROM ', t, ' e WHERE e.hash = ', dj_udf.bytes_literal(h),
+          ' AND e.timestamp <= NOW() - INTERVAL ', grace, ' SECOND', pred, ' FOR UPDATE'), still);
+        IF still THEN
+          CALL dj_udf.enqueue(schema_name, store, h);
+          CALL dj_udf.run_sql(CONCAT('DELETE FROM ', t, ' WHERE hash = ', dj_udf.bytes_literal(h)));
+        END IF;
       END IF;
     END;
     IF deadlock THEN
@@ -633,7 +641,7 @@ BEGIN
     ELSE
       COMMIT;
       IF h IS NULL THEN LEAVE row_loop; END IF;
-      SET after_hash = h, rows_deleted = rows_deleted + 1, deadlocks = 0;
+      SET after_hash = h, rows_deleted = rows_deleted + IF(still, 1, 0), deadlocks = 0;
     END IF;
   END LOOP;
 END $$
