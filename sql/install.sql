@@ -154,36 +154,47 @@ BEGIN
   RETURN t;
 END $$
 
--- The tracking table's quoted name once it is known to be a plain table.
--- A view runs code of its own, with the caller's rights if it is SQL
+-- Sets t to the tracking table's quoted name once it is known to be a plain
+-- table. A view runs code of its own, with the caller's rights if it is SQL
 -- SECURITY INVOKER: the routines never read or write one, so an account's
 -- view can never run as the administrator who audits or cleans its schema.
 -- With strict (the routines administrators run on other accounts' schemas:
 -- verify, cleanup, purge, sweep), a table with triggers or generated
 -- columns is refused too: a trigger runs with its definer's rights but
 -- inside the caller's session. A missing table passes: the statement that
--- uses it then says so. Every routine that takes a schema and a store
--- calls this first, so both names are checked before anything is written.
-DROP FUNCTION IF EXISTS dj_udf.usable_table $$
-CREATE FUNCTION dj_udf.usable_table(schema_name varchar(64), store varchar(64), strict boolean) RETURNS varchar(200) CHARACTER SET utf8mb4
-  NOT DETERMINISTIC READS SQL DATA SQL SECURITY INVOKER
+-- uses it then says so. Every routine that takes a schema and a store calls
+-- this before it writes anything. (A procedure, not a function: a function
+-- has every table it names opened before it runs, and the two strict
+-- queries are costly even where they are not run.)
+DROP PROCEDURE IF EXISTS dj_udf.usable_table $$
+CREATE PROCEDURE dj_udf.usable_table(IN schema_name varchar(64), IN store varchar(64), IN strict boolean,
+                                     OUT t varchar(200) CHARACTER SET utf8mb4)
+  READS SQL DATA SQL SECURITY INVOKER
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
   DECLARE n varchar(64) CHARACTER SET utf8mb4 DEFAULT CONCAT('~external_', store);
-  DECLARE kind varchar(64) CHARACTER SET utf8mb4;
+  DECLARE kind, found longblob;
   DECLARE msg varchar(512) CHARACTER SET utf8mb4;
-  SELECT MAX(TABLE_TYPE) INTO kind FROM information_schema.TABLES WHERE TABLE_SCHEMA = schema_name AND TABLE_NAME = n;
+  SET t = dj_udf.tracking_table(schema_name, store);
+  -- Names bound as parameters, which the server looks up directly; compared
+  -- with a routine's variables it would open every table of every schema.
+  EXECUTE IMMEDIATE 'CALL dj_udf.pass((SELECT MAX(TABLE_TYPE) FROM information_schema.TABLES
+                      WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?), ?)' USING schema_name, n, kind;
   IF kind IS NOT NULL AND kind <> 'BASE TABLE' THEN
-    SET msg = CONCAT(t, ' is a ', kind, ', not a table: the dj_udf routines use only plain tracking tables');
-  ELSEIF strict AND EXISTS (SELECT 1 FROM information_schema.TRIGGERS
-                             WHERE EVENT_OBJECT_SCHEMA = schema_name AND EVENT_OBJECT_TABLE = n) THEN
-    SET msg = CONCAT(t, ' has triggers: the dj_udf routines that administrators run do not use such a tracking table; drop them');
-  ELSEIF strict AND EXISTS (SELECT 1 FROM information_schema.COLUMNS
-                             WHERE TABLE_SCHEMA = schema_name AND TABLE_NAME = n AND IS_GENERATED <> 'NEVER') THEN
-    SET msg = CONCAT(t, ' has generated columns: the dj_udf routines that administrators run do not use such a tracking table');
+    SET msg = CONCAT(t, ' is a ', CONVERT(kind USING utf8mb4), ', not a table: the dj_udf routines use only plain tracking tables');
+  ELSEIF strict THEN
+    EXECUTE IMMEDIATE 'CALL dj_udf.pass((SELECT COUNT(*) FROM information_schema.TRIGGERS
+                        WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ?), ?)' USING schema_name, n, found;
+    IF found > 0 THEN
+      SET msg = CONCAT(t, ' has triggers: the dj_udf routines that administrators run do not use such a tracking table; drop them');
+    ELSE
+      EXECUTE IMMEDIATE 'CALL dj_udf.pass((SELECT COUNT(*) FROM information_schema.COLUMNS
+                          WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND IS_GENERATED <> ''NEVER''), ?)' USING schema_name, n, found;
+      IF found > 0 THEN
+        SET msg = CONCAT(t, ' has generated columns: the dj_udf routines that administrators run do not use such a tracking table');
+      END IF;
+    END IF;
   END IF;
   IF msg IS NOT NULL THEN SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg; END IF;
-  RETURN t;
 END $$
 
 -- SQL literals for values spliced into dynamic SQL: hexadecimal, so that no
@@ -246,8 +257,9 @@ DROP PROCEDURE IF EXISTS dj_udf.create_tracking_table $$
 CREATE PROCEDURE dj_udf.create_tracking_table(IN schema_name varchar(64), IN store varchar(64))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.usable_table(schema_name, store, FALSE);
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE msg varchar(512);
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
   IF NOT JSON_CONTAINS_PATH(dj_stores(), 'one', CONCAT('$.stores."', store, '"')) THEN
     SET msg = LEFT(CONCAT('store ''', store, ''' is not configured: ', COALESCE(dj_last_error(), JSON_EXTRACT(dj_stores(), '$.config_file'))), 512);
     SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
@@ -300,9 +312,10 @@ DROP PROCEDURE IF EXISTS dj_udf.blob_put $$
 CREATE PROCEDURE dj_udf.blob_put(IN store varchar(64), IN schema_name varchar(64), IN data longblob, OUT hash binary(16))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.usable_table(schema_name, store, FALSE);
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE h binary(16);
   DECLARE gone boolean;
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
   IF data IS NULL THEN
     SET hash = NULL;
   ELSE
@@ -320,9 +333,10 @@ CREATE PROCEDURE dj_udf.attach_put(IN store varchar(64), IN schema_name varchar(
                                    IN data longblob, OUT hash binary(16))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.usable_table(schema_name, store, FALSE);
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE h binary(16);
   DECLARE gone boolean;
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
   IF data IS NULL THEN
     SET hash = NULL;
   ELSE
@@ -341,11 +355,12 @@ CREATE PROCEDURE dj_udf.attach_put_file(IN store varchar(64), IN schema_name var
                                         OUT hash binary(16))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.usable_table(schema_name, store, FALSE);
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE h binary(16);
   DECLARE name varchar(255) CHARACTER SET utf8mb4;
   DECLARE sz bigint;
   DECLARE gone boolean;
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
   SET name = CONVERT(dj_attachment_name(server_path) USING utf8mb4);
   IF name IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_file'); END IF;
   SET h = dj_attach_put_file(store, schema_name, server_path);
@@ -367,7 +382,7 @@ CREATE PROCEDURE dj_udf.filepath_put(IN store varchar(64), IN schema_name varcha
                                      OUT hash binary(16))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.usable_table(schema_name, store, FALSE);
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE info text CHARACTER SET utf8mb4;
   DECLARE h, ch binary(16);
   DECLARE tracked_ch varbinary(16);
@@ -375,6 +390,7 @@ BEGIN
   DECLARE sz bigint unsigned;
   DECLARE gone boolean;
   DECLARE msg varchar(512);
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
   SET info = CONVERT(dj_filepath_info(store, server_path) USING utf8mb4);
   IF info IS NULL THEN CALL dj_udf.fail('dj_udf.filepath_put'); END IF;
   SET h = UNHEX(JSON_UNQUOTE(JSON_EXTRACT(info, '$.hash')));
@@ -452,7 +468,8 @@ DROP PROCEDURE IF EXISTS dj_udf.verify $$
 CREATE PROCEDURE dj_udf.verify(IN schema_name varchar(64), IN store varchar(64))
   SQL SECURITY INVOKER READS SQL DATA
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.usable_table(schema_name, store, TRUE);
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
+  CALL dj_udf.usable_table(schema_name, store, TRUE, t);
   CALL dj_udf.run_sql(CONCAT('SELECT HEX(hash) AS hash, size, ',
     'CONVERT(attachment_name USING utf8mb4) AS attachment_name, CONVERT(filepath USING utf8mb4) AS filepath, ',
     'CONVERT(dj_verify(', dj_udf.text_literal(store), ', ', dj_udf.text_literal(schema_name),
@@ -490,10 +507,11 @@ DROP PROCEDURE IF EXISTS dj_udf.enqueue $$
 CREATE PROCEDURE dj_udf.enqueue(IN schema_name varchar(64), IN store varchar(64), IN h binary(16))
   SQL SECURITY DEFINER MODIFIES SQL DATA
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.usable_table(schema_name, store, FALSE);
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE r longblob;
   DECLARE j longtext CHARACTER SET utf8mb4;
   DECLARE msg varchar(512);
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
   CALL dj_udf.query_value(CONCAT('SELECT CONVERT(JSON_OBJECT(''size'', size, ',
     '''attachment_name'', CONVERT(attachment_name USING utf8mb4), ''filepath'', CONVERT(filepath USING utf8mb4), ',
     '''contents_hash'', HEX(contents_hash)) USING utf8mb4) FROM ', t,
@@ -569,7 +587,7 @@ DROP PROCEDURE IF EXISTS dj_udf.delete_unused $$
 CREATE PROCEDURE dj_udf.delete_unused(IN schema_name varchar(64), IN store varchar(64), OUT rows_deleted bigint)
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.usable_table(schema_name, store, TRUE);
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE grace bigint unsigned DEFAULT dj_udf.cleanup_grace();
   DECLARE pred longtext CHARACTER SET utf8mb4 DEFAULT '';
   DECLARE rs, rt, rc varchar(64) CHARACTER SET utf8mb4;
@@ -594,6 +612,7 @@ BEGIN
     ROLLBACK;
     RESIGNAL;
   END;
+  CALL dj_udf.usable_table(schema_name, store, TRUE, t);
   -- Referencing tables are read, never written; only plain tables are read.
   OPEN refs;
   ref_loop: LOOP
@@ -700,7 +719,7 @@ BEGIN
     SELECT TABLE_SCHEMA FROM information_schema.TABLES WHERE TABLE_NAME = CONCAT('~external_', store) ORDER BY TABLE_SCHEMA;
   DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = TRUE;
   IF filepath IS NULL THEN
-    SET t = dj_udf.usable_table(schema_name, store, TRUE);
+    CALL dj_udf.usable_table(schema_name, store, TRUE, t);
     CALL dj_udf.hold_slot(t, h, tracked);
     IF NOT tracked THEN SET held = t; END IF;
   ELSE
@@ -721,7 +740,7 @@ BEGIN
     schema_loop: LOOP
       FETCH store_tables INTO s;
       IF done THEN LEAVE schema_loop; END IF;
-      SET t = dj_udf.usable_table(s, store, TRUE);
+      CALL dj_udf.usable_table(s, store, TRUE, t);
       CALL dj_udf.hold_slot(t, h, tracked);
       IF tracked THEN LEAVE schema_loop; END IF;
       SET held = CONCAT(held, IF(held = '', '', '\n'), t);
@@ -752,7 +771,7 @@ DROP PROCEDURE IF EXISTS dj_udf.purge $$
 CREATE PROCEDURE dj_udf.purge(IN schema_name varchar(64), IN store varchar(64), OUT objects_deleted bigint, OUT failures bigint)
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.usable_table(schema_name, store, TRUE);
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE k varchar(255);
   DECLARE last_id, qid bigint unsigned DEFAULT 0;
   DECLARE h binary(16);
@@ -767,6 +786,7 @@ BEGIN
     ROLLBACK;
     RESIGNAL;
   END;
+  CALL dj_udf.usable_table(schema_name, store, TRUE, t);
   CALL dj_udf.purge_key_for('dj_udf.purge', k);
   SET objects_deleted = 0, failures = 0;
   purge_loop: LOOP
@@ -817,7 +837,7 @@ CREATE PROCEDURE dj_udf.sweep(IN schema_name varchar(64), IN store varchar(64), 
                               OUT orphans_deleted bigint)
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.usable_table(schema_name, store, TRUE);
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE k varchar(255);
   DECLARE after_key varchar(4096) CHARACTER SET utf8mb4 DEFAULT '';
   DECLARE page longtext CHARACTER SET utf8mb4;
@@ -839,6 +859,7 @@ BEGIN
     ROLLBACK;
     RESIGNAL;
   END;
+  CALL dj_udf.usable_table(schema_name, store, TRUE, t);
   CALL dj_udf.purge_key_for('dj_udf.sweep', k);
   SET orphans_deleted = 0;
   sweep_loop: LOOP

@@ -25,7 +25,7 @@ DROP FUNCTION IF EXISTS dj_version;
 
 DROP PROCEDURE IF EXISTS dj_udf.fail;
 DROP FUNCTION IF EXISTS dj_udf.tracking_table;
-DROP FUNCTION IF EXISTS dj_udf.usable_table;
+DROP PROCEDURE IF EXISTS dj_udf.usable_table;
 DROP FUNCTION IF EXISTS dj_udf.bytes_literal;
 DROP FUNCTION IF EXISTS dj_udf.text_literal;
 DROP PROCEDURE IF EXISTS dj_udf.run_sql;
