@@ -174,7 +174,8 @@ BEGIN
   DECLARE n varchar(64) CHARACTER SET utf8mb4 DEFAULT CONCAT('~external_', store);
   DECLARE kind, found longblob;
   DECLARE msg varchar(512) CHARACTER SET utf8mb4;
-  SET t = dj_udf.tracking_table(schema_name, store);
+  SET t = CONVERT(dj_tracking_table(store, schema_name) USING utf8mb4);
+  IF t IS NULL THEN CALL dj_udf.fail('dj_udf.usable_table'); END IF;
   -- Names bound as parameters, which the server looks up directly; compared
   -- with a routine's variables it would open every table of every schema.
   EXECUTE IMMEDIATE 'CALL dj_udf.pass((SELECT MAX(TABLE_TYPE) FROM information_schema.TABLES
