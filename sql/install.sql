@@ -210,11 +210,13 @@ CREATE FUNCTION dj_udf.text_literal(v longtext CHARACTER SET utf8mb4) RETURNS lo
   DETERMINISTIC NO SQL SQL SECURITY INVOKER
   RETURN IF(v IS NULL, 'NULL', CONCAT('_utf8mb4 X''', HEX(v), '''')) $$
 
--- The one place dynamic SQL runs (with dj_udf.query_value). EXECUTE
--- IMMEDIATE needs no statement name and no user variable, so the caller's
--- own prepared statements and variables stay as they are. (MySQL has no EXECUTE IMMEDIATE: there this
--- would PREPARE from a user variable saved and restored around it, under a
--- statement name no client uses.)
+-- Runs a statement built from checked names and literals. Dynamic SQL runs
+-- only here, in dj_udf.query_value and in dj_udf.usable_table, always
+-- through EXECUTE IMMEDIATE: it needs no statement name and no user
+-- variable, so the caller's own prepared statements and variables stay as
+-- they are. (MySQL has no EXECUTE IMMEDIATE: there this would PREPARE from
+-- a user variable saved and restored around it, under a statement name no
+-- client uses.)
 DROP PROCEDURE IF EXISTS dj_udf.run_sql $$
 CREATE PROCEDURE dj_udf.run_sql(IN stmt longtext CHARACTER SET utf8mb4)
   SQL SECURITY INVOKER MODIFIES SQL DATA
