@@ -226,11 +226,11 @@ mod tests {
     fn names_are_checked() {
         assert!(check_store_name("localattach").is_ok());
         assert!(check_store_name("Raw-data_2").is_ok());
-        for bad in ["", "2abc", "a/b", "a b", "a.b", &"x".repeat(55)] {
+        for bad in ["", "2abc", "a/b", "a b", "a.b", "a\n", &"x".repeat(55)] {
             assert!(check_store_name(bad).is_err(), "{bad}");
         }
         assert!(check_schema_name("my_db").is_ok());
-        for bad in ["", "a/b", "..", "a`b", "a b", &"x".repeat(65)] {
+        for bad in ["", "a/b", "..", "a`b", "a b", "a\n", "a\r", "a\0", &"x".repeat(65)] {
             assert!(check_schema_name(bad).is_err(), "{bad}");
         }
         for good in ["a.tar.gz", ".hidden", "with space", "Ströme", "it's \"quoted\""] {

@@ -85,14 +85,21 @@ impl Def {
             // The server shows only ~80 characters of an init message, after the
             // function's name: the cause comes first, without the name again.
             let wrong = |what: &str| format!("argument {} ({pname}) {what}", i + 1);
+            // Decided on the type the server declares, before any coercion:
+            // a constant keeps the representation it was filled with.
             match (kind, args.kind(i)) {
                 (Kind::Size, INT_RESULT | STRING_RESULT) => {}
-                (Kind::Hash, INT_RESULT | REAL_RESULT | DECIMAL_RESULT) => return Err(wrong("must be binary(16), hex or a UUID, not a number")),
                 (Kind::Size, _) => return Err(wrong("must be an integer")),
-                _ => args.coerce(i, STRING_RESULT),
+                (Kind::Hash, INT_RESULT | REAL_RESULT | DECIMAL_RESULT) => return Err(wrong("must be binary(16), hex or a UUID, not a number")),
+                (Kind::Store, INT_RESULT | REAL_RESULT | DECIMAL_RESULT) => return Err(wrong("must be a store name, not a number")),
+                (_, STRING_RESULT) => {}
+                (_, INT_RESULT | REAL_RESULT | DECIMAL_RESULT) => args.coerce(i, STRING_RESULT),
+                _ => return Err(wrong("has a type this function cannot take")),
             }
             // Constant arguments are visible now: a bad one stops the statement
-            // before any row runs, with a message that says which.
+            // before any row runs, with a message that says which. A number
+            // given for text is still a number here (its text comes per row,
+            // where the same checks run).
             let Value::Bytes(b) = args.get(i) else { continue };
             let text = || std::str::from_utf8(b).map_err(|_| wrong("is not valid UTF-8"));
             let checked = match kind {

@@ -1,0 +1,105 @@
+"""Attacks by accounts with little or no privilege: `eve`, who has all rights
+on her own schema and EXECUTE on dj_udf only, and `nobody`, who has no
+privilege at all and calls the loadable functions directly. Where an attack
+goes through the DBA's routines, root runs them afterwards."""
+
+import contextlib
+import uuid
+
+import pymysql
+import pytest
+
+
+class Account:
+    """One connection of an account, with the few helpers the tests use."""
+
+    def __init__(self, world, user, password):
+        self.conn = world.connect(user=user, password=password, read_timeout=60)
+
+    def sql(self, q, args=None):
+        with self.conn.cursor() as cur:
+            cur.execute(q, args)
+            return cur.fetchall()
+
+    def one(self, q, args=None):
+        rows = self.sql(q, args)
+        assert len(rows) == 1, rows
+        return rows[0][0] if len(rows[0]) == 1 else rows[0]
+
+    def error(self, q, args=None):
+        with pytest.raises(pymysql.err.MySQLError) as e:
+            self.sql(q, args)
+        return e.value.args[1]
+
+    def last_error(self):
+        e = self.one("SELECT dj_last_error()")
+        return e.decode() if e is not None else None
+
+    def call_out(self, proc, *args):
+        self.sql(f"CALL {proc}({', '.join(['%s'] * len(args))}, @dj_out)", args)
+        return self.one("SELECT @dj_out")
+
+    def connection_id(self):
+        return self.one("SELECT CONNECTION_ID()")
+
+    def close(self):
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+@pytest.fixture(scope="module")
+def accounts(world):
+    """Creates eve (her schema `eve_…` with tracking tables, EXECUTE on
+    dj_udf) and nobody (no privilege); yields eve's schema."""
+    schema = "eve_" + uuid.uuid4().hex[:8]
+    root = world.connect()
+    with root.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{schema}`")
+        for user in ("eve", "nobody"):
+            cur.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
+            cur.execute(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{user}'")
+        cur.execute(f"GRANT ALL PRIVILEGES ON `{schema}`.* TO 'eve'@'localhost'")
+        cur.execute("GRANT EXECUTE ON dj_udf.* TO 'eve'@'localhost'")
+    root.close()
+    eve = Account(world, "eve", "eve")
+    for store in ("localattach", "main", "data", "s3attach"):
+        eve.sql("CALL dj_udf.create_tracking_table(%s, %s)", (schema, store))
+    eve.close()
+    yield schema
+
+
+@pytest.fixture
+def eve(world, accounts):
+    a = Account(world, "eve", "eve")
+    a.schema, a.credentials = accounts, ("eve", "eve")
+    yield a
+    a.close()
+    world.write_config(world.base_config)
+    assert world.alive(), "the server must survive every attack"
+
+
+@pytest.fixture
+def nobody(world, accounts):
+    a = Account(world, "nobody", "nobody")
+    yield a
+    a.close()
+    world.write_config(world.base_config)
+    assert world.alive(), "the server must survive every attack"
+
+
+# ---------------------------------------------------------------------------
+# 4. Arguments are read as the server filled them
+# ---------------------------------------------------------------------------
+
+def test_numbers_for_names_are_never_read_as_strings(nobody):
+    """0x4141414141414141 and 0x4242424242424242: were a constant number read
+    as a string of its text length, the message would echo 'AAAAAAAABBBB…'."""
+    msg = nobody.error("SELECT dj_blob_get(4702111234474983745, 4774451407313060418, 'x')")
+    assert "argument 1 (store) must be a store name, not a number" in msg, msg
+    # a number where text is expected: converted by the server, checked per row
+    assert nobody.one("SELECT dj_file_checksum(4702111234474983745)") is None
+    err = nobody.last_error()
+    assert "'4702111234474983745' refused: server paths must be absolute" in err, err
+    assert nobody.one("SELECT dj_attach_get('localattach', 4774451407313060418, REPEAT('0', 32), 4702111234474983745)") is None
+    for text in (msg, err, nobody.last_error()):
+        assert "AAAA" not in text and "BBBB" not in text, text
