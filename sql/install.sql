@@ -496,7 +496,7 @@ BEGIN
   CALL dj_udf.purge_key_for('dj_udf.sweep', k);
   SET orphans_deleted = 0;
   sweep_loop: LOOP
-    SET page = CONVERT(dj_list_objects(store, schema_name, after_key, 500) USING utf8mb4);
+    SET page = CONVERT(dj_list_objects(store, schema_name, after_key, 500, k) USING utf8mb4);
     IF page IS NULL THEN CALL dj_udf.fail('dj_udf.sweep'); END IF;
     IF JSON_LENGTH(page) = 0 THEN LEAVE sweep_loop; END IF;
     SET done = 0;

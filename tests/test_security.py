@@ -4,10 +4,13 @@ privilege at all and calls the loadable functions directly. Where an attack
 goes through the DBA's routines, root runs them afterwards."""
 
 import contextlib
+import json
 import uuid
 
 import pymysql
 import pytest
+
+from conftest import PURGE_KEY
 
 
 class Account:
@@ -103,3 +106,22 @@ def test_numbers_for_names_are_never_read_as_strings(nobody):
     assert nobody.one("SELECT dj_attach_get('localattach', 4774451407313060418, REPEAT('0', 32), 4702111234474983745)") is None
     for text in (msg, err, nobody.last_error()):
         assert "AAAA" not in text and "BBBB" not in text, text
+
+
+# ---------------------------------------------------------------------------
+# 9. Listing is gated like deleting
+# ---------------------------------------------------------------------------
+
+def test_listing_needs_the_purge_key_and_reveals_nothing_without_it(db, eve, nobody):
+    alice = db.schema
+    db.call_out("dj_udf.attach_put", "localattach", alice, "secret plan.txt", b"alice's")
+    for who in (eve, nobody):
+        msg = who.error("SELECT dj_list_objects('localattach', %s, '', 10)", (alice,))
+        assert "takes 5 arguments" in msg, msg
+        for key in (None, "", "guess", PURGE_KEY[:-1], PURGE_KEY + "x", PURGE_KEY.upper()):
+            assert who.one("SELECT dj_list_objects('localattach', %s, '', 10, %s)", (alice, key)) is None
+            assert "wrong purge key: listing objects refused" in who.last_error(), key
+    listed = json.loads(db.one("SELECT dj_list_objects('localattach', %s, '', 10, %s)", (alice, PURGE_KEY)))
+    assert [o["attachment_name"] for o in listed] == ["secret plan.txt"]
+    # the routine eve may execute reads the key from a table she cannot read
+    assert "purge_key" in eve.error("CALL dj_udf.sweep(%s, 'localattach', 0, @n)", (alice,))

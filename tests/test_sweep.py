@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import attach_hash
+from conftest import PURGE_KEY, attach_hash
 
 KINDS = {"file": ("localattach", "main"), "s3": ("s3attach", "s3blobs")}
 BLOB = bytes.fromhex("646a30000d0000000000000840")
@@ -24,7 +24,7 @@ def listing(db, store):
     """Every object of the schema, through pages of two."""
     keys, after = [], ""
     while True:
-        page = json.loads(db.one("SELECT dj_list_objects(%s, %s, %s, 2)", (store, db.schema, after)))
+        page = json.loads(db.one("SELECT dj_list_objects(%s, %s, %s, 2, %s)", (store, db.schema, after, PURGE_KEY)))
         if not page:
             return keys
         assert len(page) <= 2

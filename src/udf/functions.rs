@@ -144,10 +144,12 @@ sql_functions! {
         put_text(out, ops::objects::delete(c.config(), a.store.req()?, &obj, a.purge_key.bytes().unwrap_or(b""))?)
     }
 
-    /// A JSON page of a schema's objects in a store, for sweeping.
-    dj_list_objects(store: Store, schema: Schema, after: Text, limit: Size) -> string(16 << 20) needs_config = |c, a, out| {
+    /// A JSON page of a schema's objects in a store, for sweeping; needs
+    /// the purge key, since it hands out the hashes and names reading needs.
+    dj_list_objects(store: Store, schema: Schema, after: Text, limit: Size, purge_key: Bytes) -> string(16 << 20) needs_config = |c, a, out| {
         let limit = a.limit.size()?.unwrap_or(1000) as usize;
-        put_text(out, &ops::objects::list_objects(c.config(), a.store.req()?, a.schema.req()?, a.after.text()?.unwrap_or(""), limit)?)
+        let key = a.purge_key.bytes().unwrap_or(b"");
+        put_text(out, &ops::objects::list_objects(c.config(), a.store.req()?, a.schema.req()?, a.after.text()?.unwrap_or(""), limit, key)?)
     }
 
     /// `` `schema`.`~external_store` ``, quoted, once both names pass the
