@@ -19,4 +19,5 @@ pub mod ffi;
 pub mod ops;
 pub mod store;
 pub mod text;
+pub mod tree;
 pub mod udf;

@@ -5,6 +5,8 @@ goes through the DBA's routines, root runs them afterwards."""
 
 import contextlib
 import json
+import os
+import subprocess
 import uuid
 
 import pymysql
@@ -88,6 +90,62 @@ def nobody(world, accounts):
     a.close()
     world.write_config(world.base_config)
     assert world.alive(), "the server must survive every attack"
+
+
+def remove_tree(path):
+    # rm copes with any depth (Python's rmtree recurses per level)
+    subprocess.run(["rm", "-rf", "--", str(path)], check=True)
+
+
+# ---------------------------------------------------------------------------
+# 3. A deep folder tree crashes nothing
+# ---------------------------------------------------------------------------
+
+def nest(base, depth, name="d"):
+    """Folders nested `depth` deep below base, one level at a time (the whole
+    path would be far beyond PATH_MAX); returns the depth made."""
+    base.mkdir(parents=True, exist_ok=True)
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir(name, dir_fd=fd)
+            inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        with open(os.open("deepest.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
+            f.write(b"at the bottom")
+    finally:
+        os.close(fd)
+
+
+def test_folders_thousands_deep_crash_neither_listing_nor_sweep(eve, world):
+    """Anyone who can write a file store (every DataJoint Python user of it)
+    can nest folders under a schema folder; listing recursed once per level
+    on the server's 292 KiB stack."""
+    s = eve.schema
+    eve.sql("START TRANSACTION")
+    orphan = eve.call_out("dj_udf.attach_put", "localattach", s, "orphan.txt", b"left behind")
+    eve.sql("ROLLBACK")
+    top = world.dirs["attach"] / s / "zz"
+    nest(top, 3000)
+    try:
+        # eve's own listing is refused (item 9), her call survives
+        assert eve.one("SELECT dj_list_objects('localattach', %s, '', 10, NULL)", (s,)) is None
+        root = world.connect()
+        with root.cursor() as cur:
+            cur.execute("SELECT dj_list_objects('localattach', %s, '', 1000, %s)", (s, PURGE_KEY))
+            listed = json.loads(cur.fetchone()[0])
+            assert orphan.hex() in [o["hash"] for o in listed], listed
+            assert not [o for o in listed if o["key"].startswith(f"{s}/zz/")], "nothing that deep is an object"
+            cur.execute("CALL dj_udf.sweep(%s, 'localattach', 0, @n)", (s,))
+            cur.execute("SELECT @n")
+            assert cur.fetchone()[0] >= 1
+        root.close()
+        assert not list((world.dirs["attach"] / s).glob("*/*/*.orphan.txt"))
+        assert world.alive()
+        assert "Got signal" not in world.error_log()
+    finally:
+        remove_tree(top)
 
 
 # ---------------------------------------------------------------------------
