@@ -20,6 +20,10 @@ pub const DEFAULT_PATH: &str = "/etc/mysql/dj_udf.json";
 /// otherwise: such a result is held in server memory while it is sent.
 pub const DEFAULT_MAX_GET: u64 = 256 << 20;
 
+/// The most result bytes all call sites of the server may hold at once
+/// unless the config says otherwise: four results of the largest default size.
+pub const DEFAULT_MAX_HELD: u64 = 4 * DEFAULT_MAX_GET;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Protocol {
     File,
@@ -93,6 +97,8 @@ pub struct Config {
     /// The secret that authorizes object deletion; deletion is off without it.
     pub purge_key: Option<String>,
     pub max_get_bytes: u64,
+    /// The most result bytes all call sites of the server hold at once.
+    pub max_held_bytes: u64,
 }
 
 impl Config {
@@ -152,6 +158,7 @@ impl Config {
             export_dirs: dirs("export_dirs")?,
             purge_key,
             max_get_bytes: limit("max_get_bytes")?.unwrap_or(DEFAULT_MAX_GET),
+            max_held_bytes: limit("max_held_bytes")?.unwrap_or(DEFAULT_MAX_HELD),
         })
     }
 
@@ -195,6 +202,7 @@ impl Config {
         top.insert("export_dirs".into(), dirs(&self.export_dirs));
         top.insert("purge_enabled".into(), self.purge_key.is_some().into());
         top.insert("max_get_bytes".into(), self.max_get_bytes.into());
+        top.insert("max_held_bytes".into(), self.max_held_bytes.into());
         Value::Object(top).to_string()
     }
 }

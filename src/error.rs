@@ -58,6 +58,12 @@ pub enum Error {
         size: u64,
         limit: u64,
     },
+    /// Results held by all call sites would exceed the server-wide budget.
+    OverBudget {
+        wanted: u64,
+        held: u64,
+        limit: u64,
+    },
     /// The operation is switched off or the caller lacks the key for it.
     Denied {
         msg: String,
@@ -164,6 +170,10 @@ impl fmt::Display for Error {
             Error::TooLarge { what, size, limit } => {
                 write!(f, "{what} is {size} bytes, over the limit of {limit} bytes (config key max_get_bytes)")
             }
+            Error::OverBudget { wanted, held, limit } => write!(
+                f,
+                "this result needs {wanted} bytes, but results held by all running statements already take {held} of the {limit} bytes allowed (config key max_held_bytes): fetch fewer objects per statement, or raise max_held_bytes"
+            ),
             Error::Denied { msg } => write!(f, "{msg}"),
             Error::Io { op, path, source } => write!(f, "{op} '{path}': {source}"),
             // The problem first: a SIGNAL message is cut at 512 bytes and

@@ -46,6 +46,10 @@ pub const REAL_RESULT: c_int = 1;
 pub const INT_RESULT: c_int = 2;
 pub const DECIMAL_RESULT: c_int = 4;
 
+/// A result buffer up to this size is reused from row to row; a larger one
+/// is freed as soon as the next row replaces its result.
+const KEEP_CAPACITY: usize = 64 << 10;
+
 /// The server's message buffer in `_init` is MYSQL_ERRMSG_SIZE (512).
 const MESSAGE_MAX: usize = 511;
 
@@ -255,7 +259,12 @@ pub unsafe fn string_row<T: StringFn>(
     let outcome = guarded(|| {
         let state = &mut *((*initid).ptr as *mut State<T>);
         let view = Args::for_row(&mut *args);
+        // The previous row's result is replaced: a large buffer is freed
+        // rather than kept for the rest of the statement.
         state.out.clear();
+        if state.out.capacity() > KEEP_CAPACITY {
+            state.out = Vec::new();
+        }
         let not_null = state.f.row(&view, &mut state.out)?;
         // The result stays in the state's buffer until the next row or deinit.
         Ok(not_null.then_some((state.out.as_mut_ptr() as *mut c_char, state.out.len())))

@@ -16,6 +16,7 @@ pub mod confine;
 pub mod datajoint;
 pub mod error;
 pub mod ffi;
+pub mod held;
 pub mod ops;
 pub mod store;
 pub mod text;

@@ -14,6 +14,8 @@ import pytest
 
 from conftest import PURGE_KEY
 
+MiB = 1 << 20
+
 
 class Account:
     """One connection of an account, with the few helpers the tests use."""
@@ -92,6 +94,10 @@ def nobody(world, accounts):
     assert world.alive(), "the server must survive every attack"
 
 
+def config_with(world, **changes):
+    world.write_config(dict(world.base_config, **changes))
+
+
 def remove_tree(path):
     # rm copes with any depth (Python's rmtree recurses per level)
     subprocess.run(["rm", "-rf", "--", str(path)], check=True)
@@ -164,6 +170,26 @@ def test_numbers_for_names_are_never_read_as_strings(nobody):
     assert nobody.one("SELECT dj_attach_get('localattach', 4774451407313060418, REPEAT('0', 32), 4702111234474983745)") is None
     for text in (msg, err, nobody.last_error()):
         assert "AAAA" not in text and "BBBB" not in text, text
+
+
+# ---------------------------------------------------------------------------
+# 5. The result bytes held by all call sites are bounded
+# ---------------------------------------------------------------------------
+
+def test_results_held_at_once_are_bounded_server_wide(eve, world):
+    s = eve.schema
+    hashes = [eve.call_out("dj_udf.attach_put", "localattach", s, f"r{i}.bin", os.urandom(MiB)) for i in range(4)]
+    config_with(world, max_held_bytes=MiB * 5 // 2)
+    sites = ", ".join(f"LENGTH(dj_attach_get('localattach', %s, %s, 'r{i}.bin'))" for i in range(4))
+    args = [v for h in hashes for v in (s, h)]
+    assert eve.one(f"SELECT {sites}", args) == (MiB, MiB, None, None)
+    assert "max_held_bytes" in eve.last_error(), eve.last_error()
+    # held only until the statement ends, and a row's result replaces the last one
+    two = "LENGTH(dj_attach_get('localattach', %s, %s, 'r0.bin')), LENGTH(dj_attach_get('localattach', %s, %s, 'r1.bin'))"
+    assert eve.one(f"SELECT {two}", args[:4]) == (MiB, MiB)
+    rows = eve.sql(f"""SELECT LENGTH(dj_attach_get('localattach', %s, hash, attachment_name)) FROM `{s}`.`~external_localattach`
+                       WHERE attachment_name LIKE 'r_.bin'""", (s,))
+    assert rows == ((MiB,),) * 4
 
 
 # ---------------------------------------------------------------------------

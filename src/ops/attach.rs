@@ -6,6 +6,7 @@ use crate::confine::{self, Dir};
 use crate::datajoint::hash::{self, Hash, Hasher};
 use crate::datajoint::layout::{self, Object};
 use crate::error::{Error, Result};
+use crate::held::Claim;
 use crate::store;
 
 /// How many `_NNNN` aliases `export` tries before giving up.
@@ -43,12 +44,12 @@ pub fn file_name(path: &str) -> Result<String> {
     Ok(name.to_string())
 }
 
-pub fn get(cfg: &Config, store: &str, schema: &str, h: &Hash, name: &str) -> Result<Vec<u8>> {
+pub fn get(cfg: &Config, store: &str, schema: &str, h: &Hash, name: &str, claim: &Claim) -> Result<Vec<u8>> {
     layout::check_schema_name(schema)?;
     layout::check_attachment_name(name)?;
     let st = open(cfg, store)?;
     let obj = Object::Attach { schema: schema.into(), hash: *h, name: name.into() };
-    read_verified(&st, &obj, Hasher::for_attachment(name), h, cfg.max_get_bytes)
+    read_verified(cfg, &st, &obj, Hasher::for_attachment(name), h, claim)
 }
 
 /// `name` with DataJoint's alias number: `stem_%04x` + last suffix, using

@@ -13,6 +13,7 @@ use crate::confine::Dir;
 use crate::datajoint::hash::{to_hex, Hash, Hasher};
 use crate::datajoint::layout::Object;
 use crate::error::{Error, Result};
+use crate::held::Claim;
 use crate::store::{self, CopyError, ObjectStore};
 use std::path::Path;
 
@@ -52,16 +53,18 @@ pub fn put_known(st: &Opened, key: &str, data: &[u8], hasher: Hasher, hash: Hash
 
 /// Reads a whole object into memory, checking its size and hash on the way:
 /// DataJoint never verifies blobs and attachments on read; we always do.
-pub fn read_verified(st: &Opened, obj: &Object, hasher: Hasher, expect: &Hash, limit: u64) -> Result<Vec<u8>> {
-    let key = st.key(obj);
+/// The memory is claimed from the server-wide budget before it is taken.
+pub fn read_verified(cfg: &Config, st: &Opened, obj: &Object, hasher: Hasher, expect: &Hash, claim: &Claim) -> Result<Vec<u8>> {
+    let (key, limit) = (st.key(obj), cfg.max_get_bytes);
     let what = st.what(obj, &key);
     let size = st.objects.size(&key)?.ok_or_else(|| Error::Missing { what: what.clone() })?;
     if size > limit {
         return Err(Error::TooLarge { what, size, limit });
     }
+    claim.resize(size, cfg.max_held_bytes)?;
     let mut hasher = hasher;
     let mut src = st.objects.open(&key)?;
-    let data = store::read_limited(&mut *src, &mut hasher, limit, &what)?;
+    let data = store::read_limited(&mut *src, &mut hasher, size, limit, &what)?;
     let got = hasher.finish();
     if &got != expect {
         return Err(Error::ChecksumMismatch { what, expected: to_hex(expect), actual: to_hex(&got) });

@@ -111,8 +111,10 @@ pub fn hash_all(src: &mut dyn Read, mut hasher: Hasher) -> io::Result<(Hash, u64
 }
 
 /// Reads at most `limit` bytes into memory, hashing them; more is an error.
-pub fn read_limited(src: &mut dyn Read, hasher: &mut Hasher, limit: u64, what: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
+/// `size` (what the store says the object holds) is allocated at once, so
+/// the memory taken is what was claimed for it, not a doubling beyond.
+pub fn read_limited(src: &mut dyn Read, hasher: &mut Hasher, size: u64, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(size.min(limit) as usize);
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = match src.read(&mut buf) {

@@ -51,7 +51,7 @@ sql_functions! {
     /// A blob's bytes, verified against its hash.
     dj_blob_get(store: Store, schema: Schema, hash: Hash) -> string(LONG) needs_config = |c, a, out| {
         let Some(h) = a.hash.hash()? else { return Ok(false) };
-        *out = ops::blob::get(c.config(), a.store.req()?, a.schema.req()?, &h)?;
+        *out = ops::blob::get(c.config(), a.store.req()?, a.schema.req()?, &h, &c.held)?;
         Ok(true)
     }
 
@@ -77,7 +77,7 @@ sql_functions! {
     /// An attachment's bytes, verified against its hash.
     dj_attach_get(store: Store, schema: Schema, hash: Hash, attachment_name: Name) -> string(LONG) needs_config = |c, a, out| {
         let Some(h) = a.hash.hash()? else { return Ok(false) };
-        *out = ops::attach::get(c.config(), a.store.req()?, a.schema.req()?, &h, a.attachment_name.req()?)?;
+        *out = ops::attach::get(c.config(), a.store.req()?, a.schema.req()?, &h, a.attachment_name.req()?, &c.held)?;
         Ok(true)
     }
 

@@ -263,10 +263,13 @@ macro_rules! sql_functions {
                     }
                 }
 
-                /// The state of one call site: the config as it was when the statement began.
+                /// The state of one call site: the config as it was when the
+                /// statement began, and the part of the server-wide result
+                /// budget its result holds.
                 #[allow(dead_code)]
                 pub struct Call {
                     cfg: Option<std::sync::Arc<$crate::config::Config>>,
+                    held: $crate::held::Claim,
                 }
 
                 #[allow(dead_code)]
@@ -297,13 +300,24 @@ macro_rules! sql_functions {
         impl $crate::ffi::StringFn for Call {
             fn init(args: &mut $crate::ffi::Args) -> ::std::result::Result<(Self, $crate::ffi::Shape), String> {
                 let (cfg, shape) = DEF.init(args)?;
-                Ok((Call { cfg }, shape))
+                Ok((Call { cfg, held: Default::default() }, shape))
             }
 
+            /// Runs the body, then claims what its result holds from the
+            /// server-wide budget (functions that read whole objects claim
+            /// before they read); an error leaves nothing held.
             fn row(&mut self, args: &$crate::ffi::Args, out: &mut Vec<u8>) -> ::std::result::Result<bool, String> {
                 #[allow(unused_variables)]
                 fn run($c: &Call, $a: &Args, $out: &mut Vec<u8>) -> $crate::error::Result<bool> $body
-                run(self, &Args::bind(args), out).map_err(|e| format!("{}: {e}", DEF.name))
+                let limit = self.cfg.as_ref().map_or($crate::config::DEFAULT_MAX_HELD, |c| c.max_held_bytes);
+                // The previous row's result is gone; only the buffer's reused room remains.
+                let _ = self.held.resize(out.capacity() as u64, limit);
+                let result = run(self, &Args::bind(args), out).and_then(|r| self.held.resize(out.capacity() as u64, limit).map(|_| r));
+                if result.is_err() {
+                    *out = Vec::new();
+                    self.held.release();
+                }
+                result.map_err(|e| format!("{}: {e}", DEF.name))
             }
         }
     };
@@ -311,7 +325,7 @@ macro_rules! sql_functions {
         impl $crate::ffi::IntFn for Call {
             fn init(args: &mut $crate::ffi::Args) -> ::std::result::Result<(Self, $crate::ffi::Shape), String> {
                 let (cfg, shape) = DEF.init(args)?;
-                Ok((Call { cfg }, shape))
+                Ok((Call { cfg, held: Default::default() }, shape))
             }
 
             fn row(&mut self, args: &$crate::ffi::Args) -> ::std::result::Result<Option<i64>, String> {
