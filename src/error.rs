@@ -64,6 +64,11 @@ pub enum Error {
         held: u64,
         limit: u64,
     },
+    /// The statement was killed while this call was working; whatever it
+    /// was writing was discarded.
+    Killed {
+        during: String,
+    },
     /// The operation is switched off or the caller lacks the key for it.
     Denied {
         msg: String,
@@ -111,6 +116,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn io(op: &'static str, path: impl Into<String>, source: io::Error) -> Self {
+        if crate::interrupt::is_killed(&source) {
+            return Error::Killed { during: format!("{op} '{}'", path.into()) };
+        }
         Error::Io { op, path: path.into(), source }
     }
 
@@ -174,6 +182,7 @@ impl fmt::Display for Error {
                 f,
                 "this result needs {wanted} bytes, but results held by all running statements already take {held} of the {limit} bytes allowed (config key max_held_bytes): fetch fewer objects per statement, or raise max_held_bytes"
             ),
+            Error::Killed { during } => write!(f, "stopped, the statement was killed (during {during}); nothing half-written is left"),
             Error::Denied { msg } => write!(f, "{msg}"),
             Error::Io { op, path, source } => write!(f, "{op} '{path}': {source}"),
             // The problem first: a SIGNAL message is cut at 512 bytes and

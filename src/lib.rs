@@ -17,6 +17,7 @@ pub mod datajoint;
 pub mod error;
 pub mod ffi;
 pub mod held;
+pub mod interrupt;
 pub mod ops;
 pub mod store;
 pub mod text;

@@ -11,6 +11,10 @@ use std::ops::ControlFlow;
 /// up to 32 subfolding levels); deeper folders are not entered.
 pub const MAX_DEPTH: usize = 64;
 
+/// How many entries a walk visits between two checks for a killed statement
+/// (besides one per folder entered).
+const CHECK_EVERY: u64 = 4096;
+
 /// A regular file met by [`walk`].
 pub struct File<'a> {
     /// The folder it is in.
@@ -35,6 +39,7 @@ pub fn walk(start: Dir, path: &str, enter: &mut dyn FnMut(&str, &str) -> bool, v
     let list = |dir: &Dir| dir.entries().map_err(|e| Error::io("list folder", dir.path.clone(), e));
     let rest = list(&start)?.into_iter();
     let mut stack = vec![Frame { dir: start, path: path.to_string(), rest }];
+    let mut seen = 0u64;
     while !stack.is_empty() {
         let depth = stack.len();
         let top = stack.last_mut().expect("not empty");
@@ -42,6 +47,10 @@ pub fn walk(start: Dir, path: &str, enter: &mut dyn FnMut(&str, &str) -> bool, v
             stack.pop();
             continue;
         };
+        seen += 1;
+        if seen.is_multiple_of(CHECK_EVERY) {
+            crate::interrupt::check(|| format!("the walk of {}", top.dir.path))?;
+        }
         let child = format!("{}/{}", top.path, entry.name);
         if !entry.is_dir {
             if visit(File { dir: &top.dir, path: &child, entry: &entry })?.is_break() {
@@ -57,6 +66,7 @@ pub fn walk(start: Dir, path: &str, enter: &mut dyn FnMut(&str, &str) -> bool, v
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io("open folder", top.dir.display(&entry.name), e)),
         };
+        crate::interrupt::check(|| format!("the walk of {}", dir.path))?;
         let rest = list(&dir)?.into_iter();
         stack.push(Frame { dir, path: child, rest });
     }

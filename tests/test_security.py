@@ -7,6 +7,8 @@ import contextlib
 import json
 import os
 import subprocess
+import threading
+import time
 import uuid
 
 import pymysql
@@ -96,6 +98,17 @@ def nobody(world, accounts):
 
 def config_with(world, **changes):
     world.write_config(dict(world.base_config, **changes))
+
+
+def sparse(path, size):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def temporaries(folder):
+    return [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files if f.endswith(".saving")]
 
 
 def remove_tree(path):
@@ -190,6 +203,92 @@ def test_results_held_at_once_are_bounded_server_wide(eve, world):
     rows = eve.sql(f"""SELECT LENGTH(dj_attach_get('localattach', %s, hash, attachment_name)) FROM `{s}`.`~external_localattach`
                        WHERE attachment_name LIKE 'r_.bin'""", (s,))
     assert rows == ((MiB,),) * 4
+
+
+# ---------------------------------------------------------------------------
+# 6. Long calls, puts included, stop when their statement is killed
+# ---------------------------------------------------------------------------
+
+def killed_within(world, account, q, args, before_kill, ready=lambda: True):
+    """Runs q on account's connection, kills it with KILL QUERY from a second
+    connection of the same account once `before_kill` seconds passed and
+    `ready()` holds, and returns the seconds the statement took to end after
+    the kill and the message it ended with."""
+    target = account.connection_id()
+    other = Account(world, *account.credentials)
+    outcome = {}
+
+    def run():
+        try:
+            outcome["rows"] = account.sql(q, args)
+            # A statement killed while its last row is computed may still end
+            # normally, its result NULL: the call says why.
+            outcome["error"] = account.last_error()
+        except pymysql.err.MySQLError as e:
+            outcome["error"] = e.args[1] if e.args[0] != 1317 else "killed: Query execution was interrupted"
+        outcome["ended"] = time.monotonic()
+
+    t = threading.Thread(target=run)
+    t.start()
+    start = time.monotonic()
+    while time.monotonic() - start < before_kill or not ready():
+        assert t.is_alive(), f"the statement ended before the kill: {outcome}"
+        assert time.monotonic() - start < 60
+        time.sleep(0.05)
+    killed = time.monotonic()
+    other.sql(f"KILL QUERY {target}")
+    t.join(60)
+    other.close()
+    assert not t.is_alive()
+    return outcome["ended"] - killed, outcome["error"]
+
+
+def test_kill_query_stops_checksums_puts_and_exports(eve, world, s3):
+    s = eve.schema
+    folder = world.dirs["import"] / f"{s}-kill"
+    try:
+        # a checksum of 8 GiB (at ~600 MB/s: 13 s)
+        big = sparse(folder / "big.bin", 8 << 30)
+        took, err = killed_within(world, eve, "SELECT dj_file_checksum(%s)", (str(big),), 0.7)
+        assert took < 3, f"the checksum went on for {took:.1f} s after KILL QUERY"
+        assert "killed" in str(err), err
+
+        # a put to a file store: nothing half-written, nothing tracked
+        put = sparse(folder / "put.bin", 4 << 30)
+        took, err = killed_within(world, eve, "CALL dj_udf.attach_put_file('localattach', %s, %s, @h)", (s, str(put)), 0.7,
+                                  ready=lambda: bool(temporaries(world.dirs["attach"] / s)))
+        assert took < 3, f"the put went on for {took:.1f} s after KILL QUERY"
+        assert "killed" in str(err), err
+        assert temporaries(world.dirs["attach"] / s) == []
+        assert not list((world.dirs["attach"] / s).rglob("*.put.bin"))
+        assert eve.one(f"SELECT COUNT(*) FROM `{s}`.`~external_localattach` WHERE attachment_name = 'put.bin'") == 0
+
+        # a put to an S3 store, killed during its multipart upload: aborted
+        uploads = world.dirs["s3root"]
+        before = set(uploads.glob(".upload_id-*"))
+        markers = set(world.location("s3attach").glob(".dj-uploads/*"))
+        s3put = sparse(folder / "s3put.bin", 1 << 30)
+        took, err = killed_within(world, eve, "CALL dj_udf.attach_put_file('s3attach', %s, %s, @h)", (s, str(s3put)), 0.5,
+                                  ready=lambda: bool(set(uploads.glob(".upload_id-*")) - before))
+        assert took < 5, f"the S3 put went on for {took:.1f} s after KILL QUERY"
+        assert "killed" in str(err), err
+        assert set(uploads.glob(".upload_id-*")) == before, "the upload was aborted"
+        assert set(world.location("s3attach").glob(".dj-uploads/*")) == markers, "and its marker removed"
+        assert not list(world.location("s3attach").glob(f"{s}/**/*.s3put.bin"))
+
+        # an export of a 4 GiB object (its bytes do not matter: it is never finished)
+        h = bytes(range(16))
+        obj = sparse(world.dirs["attach"] / s / h.hex()[:2] / h.hex()[2:4] / f"{h.hex()}.huge.bin", 4 << 30)
+        out = world.dirs["export"] / f"{s}-kill"
+        took, err = killed_within(world, eve, "SELECT dj_udf.attach_export('localattach', %s, %s, 'huge.bin', %s)", (s, h, str(out)), 0.7,
+                                  ready=lambda: bool(temporaries(out)))
+        assert took < 3, f"the export went on for {took:.1f} s after KILL QUERY"
+        assert "killed" in str(err), err
+        assert list(out.iterdir()) == [], "no temporary file, no partial file"
+        obj.unlink()
+    finally:
+        remove_tree(folder)
+    assert world.alive()
 
 
 # ---------------------------------------------------------------------------

@@ -84,6 +84,7 @@ pub fn export(cfg: &Config, store: &str, schema: &str, h: &Hash, name: &str, ser
     // First pass: an existing identical copy is the answer.
     let mut free = None;
     for n in slots() {
+        crate::interrupt::check(|| format!("the search for a free name in {}", dir.path))?;
         let file = candidate(n);
         match dir.size_of(&file).map_err(|e| Error::io("stat", dir.display(&file), e))? {
             Some(_) if matches(&dir, &file, name, h)? => return Ok(dir.display(&file)),

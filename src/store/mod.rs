@@ -91,6 +91,8 @@ pub fn copy_hashing(src: &mut dyn Read, dst: &mut dyn Write, hasher: &mut Hasher
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
     loop {
+        // A killed statement stops here, between chunks.
+        crate::interrupt::check_io().map_err(CopyError::Read)?;
         let n = match src.read(&mut buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
@@ -117,6 +119,7 @@ pub fn read_limited(src: &mut dyn Read, hasher: &mut Hasher, size: u64, limit: u
     let mut out = Vec::with_capacity(size.min(limit) as usize);
     let mut buf = vec![0u8; CHUNK];
     loop {
+        crate::interrupt::check_io().map_err(|e| Error::io("read", what, e))?;
         let n = match src.read(&mut buf) {
             Ok(0) => return Ok(out),
             Ok(n) => n,

@@ -92,6 +92,8 @@ impl S3Store {
         let mut etags = Vec::new();
         let mut total = 0u64;
         loop {
+            // A killed statement stops between parts; the caller aborts the upload.
+            crate::interrupt::check(|| format!("the upload of {}", self.describe(relative)))?;
             if etags.len() == MAX_PARTS {
                 return Err(self.client.err(key, S3Problem::TooLarge { limit: MAX_OBJECT }));
             }
