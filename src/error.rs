@@ -52,6 +52,11 @@ pub enum Error {
         relative: String,
         location: String,
     },
+    /// A local file is in the way of a fetched copy, differs from it, and
+    /// the caller did not ask to replace it.
+    LocalFileDiffers {
+        path: String,
+    },
     /// The result would not fit in what the function may return.
     TooLarge {
         what: String,
@@ -174,6 +179,10 @@ impl fmt::Display for Error {
             Error::OccupiedKey { relative, location } => write!(
                 f,
                 "A different version of '{relative}' is already in the store at {location}; it is kept (delete it there first if no tracking row uses it)"
+            ),
+            Error::LocalFileDiffers { path } => write!(
+                f,
+                "'{path}' already exists and differs from the stored file; it is kept (dj_filepath_get with replace = 1 replaces it with the stored version)"
             ),
             Error::TooLarge { what, size, limit } => {
                 write!(f, "{what} is {size} bytes, over the limit of {limit} bytes (config key max_get_bytes)")

@@ -130,10 +130,11 @@ def test_filepath_put_get_and_versions(db, world):
     # a direct UDF call cannot bypass that rule either
     assert db.one("SELECT dj_filepath_put('data', %s)", (str(f),)) is None
     assert "different version" in db.last_error()
-    # fetch: the stale local copy is replaced by the checked stored one
+    # fetch: a different local file is kept unless the caller asks to replace it
     q = f"""SELECT dj_udf.filepath_get('data', x.filepath, x.contents_hash, x.size) FROM `{db.schema}`.scan_images i
             JOIN `{db.schema}`.`~external_data` x ON x.hash = i.image_path"""
-    assert db.one(q) == str(f)
+    assert "it is kept" in db.error(q) and f.read_bytes() == b"version two!"
+    assert db.one("SELECT dj_filepath_get('data', %s, %s, 11, 1)", (rel, md5(b"version one"))) == str(f).encode()
     assert f.read_bytes() == b"version one"
     f.unlink()
     assert db.one(q) == str(f) and f.read_bytes() == b"version one"

@@ -162,7 +162,9 @@ def test_filepath_put_get_and_versions(db, world, kind):
     assert (loc / rel).read_bytes() == b"version one"
     q = f"""SELECT dj_udf.filepath_get(%s, x.filepath, x.contents_hash, x.size) FROM `{s}`.img i
             JOIN `{s}`.`~external_{st}` x ON x.hash = i.p"""
-    assert db.one(q, (st,)) == str(f) and f.read_bytes() == b"version one"
+    assert "it is kept" in db.error(q, (st,)) and f.read_bytes() == b"version two!"
+    assert db.one("SELECT dj_filepath_get(%s, %s, %s, 11, 1)", (st, rel, md5(b"version one"))) == str(f).encode()
+    assert f.read_bytes() == b"version one"
     f.unlink()
     assert db.one(q, (st,)) == str(f) and f.read_bytes() == b"version one"
     (loc / rel).write_bytes(b"version ONE")

@@ -14,7 +14,7 @@ import uuid
 import pymysql
 import pytest
 
-from conftest import PURGE_KEY
+from conftest import PURGE_KEY, md5
 
 MiB = 1 << 20
 
@@ -289,6 +289,36 @@ def test_kill_query_stops_checksums_puts_and_exports(eve, world, s3):
     finally:
         remove_tree(folder)
     assert world.alive()
+
+
+# ---------------------------------------------------------------------------
+# 7. The stage: no file replaced unless asked, nothing created for nothing
+# ---------------------------------------------------------------------------
+
+def test_a_newer_staged_file_is_never_replaced_behind_its_owners_back(db, eve, world):
+    alice = db.schema
+    staged = world.stage("data") / alice / "scan.dat"
+    staged.parent.mkdir()
+    staged.write_bytes(b"version one")
+    db.call_out("dj_udf.filepath_put", "data", alice, str(staged))
+    staged.write_bytes(b"version two, not uploaded yet")
+    rel, ch, size = f"{alice}/scan.dat", md5(b"version one"), 11
+    assert eve.one("SELECT dj_filepath_get('data', %s, %s, %s)", (rel, ch, size)) is None
+    assert "already exists and differs from the stored file; it is kept" in eve.last_error()
+    assert "it is kept" in eve.error("SELECT dj_udf.filepath_get('data', %s, %s, %s)", (rel, ch, size))
+    assert staged.read_bytes() == b"version two, not uploaded yet"
+    # the owner can ask for the stored version
+    assert db.one("SELECT dj_filepath_get('data', %s, %s, %s, 1)", (rel, ch, size)) == str(staged).encode()
+    assert staged.read_bytes() == b"version one"
+    # a copy that passes is kept as it is
+    assert eve.one("SELECT dj_udf.filepath_get('data', %s, %s, %s)", (rel, ch, size)) == str(staged)
+
+
+def test_fetching_a_missing_filepath_object_creates_nothing(eve, world):
+    rel = f"{eve.schema}/no/such/folders/x.dat"
+    assert eve.one("SELECT dj_filepath_get('data', %s, NULL, 5)", (rel,)) is None
+    assert "does not exist" in eve.last_error()
+    assert not (world.stage("data") / eve.schema).exists()
 
 
 # ---------------------------------------------------------------------------

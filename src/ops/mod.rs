@@ -15,6 +15,7 @@ use crate::datajoint::layout::Object;
 use crate::error::{Error, Result};
 use crate::held::Claim;
 use crate::store::{self, CopyError, ObjectStore};
+use std::io::Read;
 use std::path::Path;
 
 /// A configured store together with its protocol implementation.
@@ -96,7 +97,21 @@ pub enum Naming<'a> {
 /// unverified file and no temporary file is left behind. Returns the name
 /// taken, `None` when every `FirstFree` name was taken.
 pub fn download_verified(st: &Opened, key: &str, hasher: Hasher, expect: &Expected, dir: &Dir, naming: Naming) -> Result<Option<String>> {
-    let mut src = st.objects.open(key)?;
+    let src = st.objects.open(key)?;
+    copy_verified(st, key, src, hasher, expect, dir, naming)
+}
+
+/// [`download_verified`] from a stream of the object already opened, for
+/// callers that must know the object exists before they create anything.
+pub fn copy_verified(
+    st: &Opened,
+    key: &str,
+    mut src: Box<dyn Read>,
+    hasher: Hasher,
+    expect: &Expected,
+    dir: &Dir,
+    naming: Naming,
+) -> Result<Option<String>> {
     let mut tmp = dir.create_temp().map_err(|e| Error::io("create temporary file in", &dir.path, e))?;
     let mut hasher = hasher;
     let n = store::copy_hashing(&mut *src, &mut tmp, &mut hasher).map_err(|e| match e {

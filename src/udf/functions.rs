@@ -100,10 +100,12 @@ sql_functions! {
         put_hash(out, ops::filepath::put(c.config(), a.store.req()?, path, a.contents_hash.hash()?)?)
     }
 
-    /// Makes the staged copy of a filepath object a checked copy; returns its path.
-    dj_filepath_get(store: Store, filepath: Text, contents_hash: Hash, size: Size) -> string(TEXT) needs_config = |c, a, out| {
+    /// Makes the staged copy of a filepath object a checked copy; returns its
+    /// path. A different local file is replaced only when `replace` is 1.
+    dj_filepath_get(store: Store, filepath: Text, contents_hash: Hash, size: Size, [replace: Size]) -> string(TEXT) needs_config = |c, a, out| {
         let Some(rel) = a.filepath.text()? else { return Ok(false) };
-        put_text(out, &ops::filepath::get(c.config(), a.store.req()?, rel, a.contents_hash.hash()?, a.size.req_size()?)?)
+        let replace = a.replace.size()?.unwrap_or(0) != 0;
+        put_text(out, &ops::filepath::get(c.config(), a.store.req()?, rel, a.contents_hash.hash()?, a.size.req_size()?, replace)?)
     }
 
     /// A status for every tracking row, failures included, so that one
