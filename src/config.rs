@@ -20,6 +20,9 @@ pub const DEFAULT_PATH: &str = "/etc/mysql/dj_udf.json";
 /// otherwise: such a result is held in server memory while it is sent.
 pub const DEFAULT_MAX_GET: u64 = 256 << 20;
 
+/// How much each export folder may hold unless the config says otherwise.
+pub const DEFAULT_EXPORT_QUOTA: u64 = 16 << 30;
+
 /// The most result bytes all call sites of the server may hold at once
 /// unless the config says otherwise: four results of the largest default size.
 pub const DEFAULT_MAX_HELD: u64 = 4 * DEFAULT_MAX_GET;
@@ -94,6 +97,8 @@ pub struct Config {
     pub import_dirs: Vec<PathBuf>,
     /// Folders that `dj_attach_export` may write into.
     pub export_dirs: Vec<PathBuf>,
+    /// How many bytes each export folder may hold; `None`: no quota.
+    pub export_quota_bytes: Option<u64>,
     /// The secret that authorizes object deletion; deletion is off without it.
     pub purge_key: Option<String>,
     pub max_get_bytes: u64,
@@ -156,6 +161,10 @@ impl Config {
             checksum_size_limit_insert: limit("filepath_checksum_size_limit_insert")?,
             import_dirs: dirs("import_dirs")?,
             export_dirs: dirs("export_dirs")?,
+            export_quota_bytes: match top.get("export_quota_bytes") {
+                None => Some(DEFAULT_EXPORT_QUOTA),
+                Some(_) => limit("export_quota_bytes")?,
+            },
             purge_key,
             max_get_bytes: limit("max_get_bytes")?.unwrap_or(DEFAULT_MAX_GET),
             max_held_bytes: limit("max_held_bytes")?.unwrap_or(DEFAULT_MAX_HELD),
@@ -200,6 +209,7 @@ impl Config {
         let dirs = |d: &[PathBuf]| Value::from(d.iter().map(|p| p.display().to_string()).collect::<Vec<_>>());
         top.insert("import_dirs".into(), dirs(&self.import_dirs));
         top.insert("export_dirs".into(), dirs(&self.export_dirs));
+        top.insert("export_quota_bytes".into(), self.export_quota_bytes.into());
         top.insert("purge_enabled".into(), self.purge_key.is_some().into());
         top.insert("max_get_bytes".into(), self.max_get_bytes.into());
         top.insert("max_held_bytes".into(), self.max_held_bytes.into());

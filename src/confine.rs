@@ -317,17 +317,27 @@ fn components(path: &str) -> std::result::Result<Vec<String>, &'static str> {
     Ok(out)
 }
 
+/// The longest server path accepted (Linux's PATH_MAX, its NUL included).
+pub const MAX_PATH: usize = 4095;
+
 /// Resolves an absolute server path against `roots` (canonical folders).
+/// It may lie at most [`crate::tree::MAX_DEPTH`] folders below its root.
 /// The first root that is a component-wise prefix wins.
 pub fn resolve(path: &str, roots: &[&Path]) -> Result<Confined> {
     let shown = crate::datajoint::layout::shown(path);
     if !path.starts_with('/') {
         return Err(Error::confine(shown, "server paths must be absolute"));
     }
+    if path.len() > MAX_PATH {
+        return Err(Error::confine(shown, format!("it is longer than {MAX_PATH} bytes")));
+    }
     let comps = components(path).map_err(|m| Error::confine(shown.clone(), m))?;
     for root in roots {
         let root_comps = components(&root.to_string_lossy()).unwrap_or_default();
         if comps.len() > root_comps.len() && comps[..root_comps.len()] == root_comps[..] {
+            if comps.len() - root_comps.len() > crate::tree::MAX_DEPTH {
+                return Err(Error::confine(shown, format!("it is more than {} folders below {}", crate::tree::MAX_DEPTH, root.display())));
+            }
             return Ok(Confined { root: root.to_path_buf(), components: comps[root_comps.len()..].to_vec() });
         }
     }

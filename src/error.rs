@@ -57,6 +57,13 @@ pub enum Error {
     LocalFileDiffers {
         path: String,
     },
+    /// An export would take its folder over `export_quota_bytes`.
+    QuotaExceeded {
+        folder: String,
+        used: u64,
+        wanted: u64,
+        quota: u64,
+    },
     /// The result would not fit in what the function may return.
     TooLarge {
         what: String,
@@ -183,6 +190,10 @@ impl fmt::Display for Error {
             Error::LocalFileDiffers { path } => write!(
                 f,
                 "'{path}' already exists and differs from the stored file; it is kept (dj_filepath_get with replace = 1 replaces it with the stored version)"
+            ),
+            Error::QuotaExceeded { folder, used, wanted, quota } => write!(
+                f,
+                "export refused: {folder} already holds {used} bytes and this file has {wanted}, over its quota of {quota} bytes (config key export_quota_bytes)"
             ),
             Error::TooLarge { what, size, limit } => {
                 write!(f, "{what} is {size} bytes, over the limit of {limit} bytes (config key max_get_bytes)")

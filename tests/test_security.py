@@ -6,6 +6,7 @@ goes through the DBA's routines, root runs them afterwards."""
 import contextlib
 import json
 import os
+import pathlib
 import subprocess
 import threading
 import time
@@ -319,6 +320,56 @@ def test_fetching_a_missing_filepath_object_creates_nothing(eve, world):
     assert eve.one("SELECT dj_filepath_get('data', %s, NULL, 5)", (rel,)) is None
     assert "does not exist" in eve.last_error()
     assert not (world.stage("data") / eve.schema).exists()
+
+
+# ---------------------------------------------------------------------------
+# 8. Exports: bounded depth, length, space and name search
+# ---------------------------------------------------------------------------
+
+def test_exports_cannot_nest_without_bound_or_exceed_their_quota(eve, world):
+    s = eve.schema
+    h = eve.call_out("dj_udf.attach_put", "localattach", s, "e.bin", b"exported")
+    top = world.dirs["export"] / f"{s}-bounds"
+    deep = str(top) + "/d" * 100
+    assert eve.one("SELECT dj_attach_export('localattach', %s, %s, 'e.bin', %s)", (s, h, deep)) is None
+    assert "more than 64 folders below" in eve.last_error(), eve.last_error()
+    long = str(top) + ("/" + "x" * 200) * 21
+    assert eve.one("SELECT dj_attach_export('localattach', %s, %s, 'e.bin', %s)", (s, h, long)) is None
+    assert "longer than 4095 bytes" in eve.last_error(), eve.last_error()
+    assert not top.exists(), "nothing was created"
+
+    # a quota per export folder, whatever one statement asks
+    used = sum(f.stat().st_size for f in world.dirs["export"].rglob("*") if f.is_file() and not f.is_symlink())
+    hashes = [eve.call_out("dj_udf.attach_put", "localattach", s, f"q{i}.bin", os.urandom(MiB)) for i in range(3)]
+    config_with(world, export_quota_bytes=used + MiB * 5 // 2)
+    sites = ", ".join(f"dj_attach_export('localattach', %s, %s, 'q{i}.bin', %s)" for i in range(3))
+    got = eve.one(f"SELECT {sites}", [v for h in hashes for v in (s, h, str(top))])
+    assert got[:2] == tuple(str(top / f"q{i}.bin").encode() for i in range(2)) and got[2] is None, got
+    assert "over its quota" in eve.last_error() and "export_quota_bytes" in eve.last_error()
+    remove_tree(top)
+
+
+def test_planted_files_cannot_block_an_export_name(eve, world):
+    """Every name DataJoint's rule could give (name, name_0000 … name_ffff)
+    taken: the export still finds a name, after a bounded search."""
+    s = eve.schema
+    h = eve.call_out("dj_udf.attach_put", "localattach", s, "p.txt", b"planted around")
+    out = world.dirs["export"] / f"{s}-planted"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in ["p.txt"] + [f"p_{n:04x}.txt" for n in range(0x10000)]:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+    try:
+        t = time.monotonic()
+        path = eve.one("SELECT dj_udf.attach_export('localattach', %s, %s, 'p.txt', %s)", (s, h, str(out)))
+        assert time.monotonic() - t < 5
+        assert pathlib.Path(path).read_bytes() == b"planted around"
+        assert pathlib.Path(path).name.startswith("p_") and len(pathlib.Path(path).name) == len("p_00000000.txt"), path
+    finally:
+        remove_tree(out)
 
 
 # ---------------------------------------------------------------------------

@@ -79,6 +79,8 @@ pub fn check_relative_path(rel: &str) -> Result<()> {
         Some("it is longer than 1000 characters (the filepath column)")
     } else if rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
         Some("it has an empty, '.' or '..' component")
+    } else if rel.split('/').count() > crate::tree::MAX_DEPTH {
+        Some("it has more components than the 64 a store or stage folder may nest")
     } else {
         None
     };
