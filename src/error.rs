@@ -116,6 +116,8 @@ pub enum S3Problem {
     NoSuchBucket { endpoint: String },
     /// The transfer stalled for the configured time after connecting.
     Timeout { op: &'static str, seconds: f64 },
+    /// A request body or an answer took longer than `transfer_timeout` in all.
+    TooSlow { op: &'static str, seconds: f64 },
     /// Any other error answer, after the retries for 5xx answers.
     Failed { op: &'static str, status: u16, code: String, message: String },
     /// An answer the plugin cannot use (missing ETag, unreadable XML, …).
@@ -230,6 +232,9 @@ impl fmt::Display for S3Problem {
             S3Problem::NoSuchBucket { endpoint } => write!(f, "the bucket does not exist on S3 endpoint {endpoint} (NoSuchBucket)"),
             S3Problem::Timeout { op, seconds } => {
                 write!(f, "{op} timed out: the S3 server sent nothing for {seconds} s (config key 'timeout')")
+            }
+            S3Problem::TooSlow { op, seconds } => {
+                write!(f, "{op} took longer than {seconds} s in all (config key 'transfer_timeout')")
             }
             S3Problem::Failed { op, status, code, message } => {
                 write!(f, "{op} failed: HTTP {status}")?;

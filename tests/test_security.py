@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import threading
 import time
@@ -389,3 +390,74 @@ def test_listing_needs_the_purge_key_and_reveals_nothing_without_it(db, eve, nob
     assert [o["attachment_name"] for o in listed] == ["secret plan.txt"]
     # the routine eve may execute reads the key from a table she cannot read
     assert "purge_key" in eve.error("CALL dj_udf.sweep(%s, 'localattach', 0, @n)", (alice,))
+
+
+# ---------------------------------------------------------------------------
+# 10. A total deadline for S3 downloads; plain HTTP beyond this machine is warned about
+# ---------------------------------------------------------------------------
+
+class Trickle:
+    """An HTTP server on 127.0.0.1 that answers HEAD with a size and GET with
+    that many bytes, one every 0.2 s: slow enough for ever, never stalled."""
+
+    SIZE = 10_000
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+
+    def answer(self, conn):
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {self.SIZE}\r\nConnection: close\r\n\r\n".encode())
+            if head.startswith(b"GET"):
+                for _ in range(self.SIZE):
+                    if self.stop.wait(0.2):
+                        return
+                    conn.sendall(b"x")
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+def test_a_trickling_s3_server_cannot_hold_a_call(eve, world):
+    slow = Trickle()
+    try:
+        stores = dict(world.base_config["stores"], s3slow={
+            "protocol": "s3", "endpoint": f"127.0.0.1:{slow.port}", "bucket": "b", "location": "x",
+            "access_key": "k", "secret_key": "s", "timeout": 1, "transfer_timeout": 2, "retries": 0})
+        config_with(world, stores=stores)
+        eve.sql("CALL dj_udf.create_tracking_table(%s, 's3slow')", (eve.schema,))
+        t = time.monotonic()
+        assert eve.one("SELECT dj_attach_get('s3slow', %s, REPEAT('0', 32), 'x.bin')", (eve.schema,)) is None
+        assert time.monotonic() - t < 6
+        assert "transfer_timeout" in eve.last_error(), eve.last_error()
+    finally:
+        slow.close()
+
+
+def test_plain_http_to_another_machine_is_warned_about(nobody, world):
+    remote = dict(world.base_config["stores"]["s3attach"], endpoint="s3.example.org:9000")
+    config_with(world, stores=dict(world.base_config["stores"], faraway=remote))
+    stores = json.loads(nobody.one("SELECT dj_stores()"))
+    assert stores["warnings"] == [
+        "store 'faraway': secure is false, so objects and the signed requests that grant access to them travel "
+        "unencrypted to s3.example.org:9000; set \"secure\": true"]
