@@ -5,6 +5,7 @@ pub mod attach;
 pub mod blob;
 pub mod checksum;
 pub mod filepath;
+pub mod leftovers;
 pub mod objects;
 pub mod verify;
 

@@ -133,6 +133,10 @@ impl ObjectStore for FileStore {
         Ok(gone)
     }
 
+    fn remove_leftovers(&self, min_age: u64) -> Result<u64> {
+        super::leftovers::sweep_folder(&self.root, min_age)
+    }
+
     fn describe(&self, key: &str) -> String {
         format!("{}/{key}", self.root.display())
     }

@@ -2,6 +2,7 @@
 //! on each protocol; keys come from [`crate::datajoint::layout`].
 
 pub mod file;
+pub mod leftovers;
 pub mod s3;
 
 use crate::config::{self, Protocol};
@@ -43,6 +44,10 @@ pub trait ObjectStore {
     fn list(&self, prefix: &str, after: &str, limit: usize) -> Result<Vec<Listed>>;
     /// Removes the object; `false` when it was already gone.
     fn delete(&self, key: &str) -> Result<bool>;
+    /// Removes what interrupted writes left and nobody is writing any more,
+    /// untouched for at least `min_age` seconds: temporary files (file
+    /// protocol) or unfinished multipart uploads (S3). Returns how many.
+    fn remove_leftovers(&self, min_age: u64) -> Result<u64>;
     /// Where the object lives, for messages (never with credentials).
     fn describe(&self, key: &str) -> String;
     /// The server-local path of the object, when the protocol has one.

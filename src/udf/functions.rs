@@ -154,6 +154,13 @@ sql_functions! {
         put_text(out, &ops::objects::list_objects(c.config(), a.store.req()?, a.schema.req()?, a.after.text()?.unwrap_or(""), limit, key)?)
     }
 
+    /// Removes what interrupted writes left in a store and nobody is
+    /// writing any more, untouched for `min_age_seconds`; needs the purge key.
+    dj_sweep_leftovers(store: Store, min_age_seconds: Size, purge_key: Bytes) -> string(TEXT) needs_config = |c, a, out| {
+        let key = a.purge_key.bytes().unwrap_or(b"");
+        put_text(out, &ops::leftovers::sweep(c.config(), a.store.req()?, a.min_age_seconds.req_size()?, key)?)
+    }
+
     /// `` `schema`.`~external_store` ``, quoted, once both names pass the
     /// checks every other function applies: the routines build their SQL
     /// from it instead of checking names again.
