@@ -20,6 +20,13 @@ def temporaries(folder):
     return [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files if f.endswith(".saving")]
 
 
+def bytes_in(path):
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
 def sparse(path, size):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
@@ -69,7 +76,7 @@ def test_temporaries_left_by_a_killed_server_are_swept_but_never_one_in_use(db, 
     folder = world.dirs["import"] / f"{s}-leftovers"
     src = sparse(folder / "big.bin", 2 << 30)
     t, _ = in_background(world, "CALL dj_udf.attach_put_file('localattach', %s, %s, @h)", (s, str(src)))
-    wait_for(lambda: temporaries(world.dirs["attach"] / s))
+    wait_for(lambda: any(bytes_in(p) > 0 for p in temporaries(world.dirs["attach"] / s)))
     os.kill(world.server_pid(), signal.SIGKILL)
     t.join(60)
     world.start()
