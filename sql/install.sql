@@ -48,6 +48,7 @@ DROP FUNCTION IF EXISTS dj_verify;
 DROP FUNCTION IF EXISTS dj_object_size;
 DROP FUNCTION IF EXISTS dj_delete_object;
 DROP FUNCTION IF EXISTS dj_list_objects;
+DROP FUNCTION IF EXISTS dj_sweep_leftovers;
 DROP FUNCTION IF EXISTS dj_tracking_table;
 DROP FUNCTION IF EXISTS dj_last_error;
 DROP FUNCTION IF EXISTS dj_stores;
@@ -69,6 +70,7 @@ CREATE FUNCTION dj_verify RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_object_size RETURNS INTEGER SONAME 'dj_udf.so';
 CREATE FUNCTION dj_delete_object RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_list_objects RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_sweep_leftovers RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_tracking_table RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_last_error RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_stores RETURNS STRING SONAME 'dj_udf.so';
@@ -866,7 +868,7 @@ BEGIN
   CALL dj_udf.purge_key_for('dj_udf.sweep', k);
   SET orphans_deleted = 0;
   sweep_loop: LOOP
-    SET page = CONVERT(dj_list_objects(store, schema_name, after_key, 500) USING utf8mb4);
+    SET page = CONVERT(dj_list_objects(store, schema_name, after_key, 500, k) USING utf8mb4);
     IF page IS NULL THEN CALL dj_udf.fail('dj_udf.sweep'); END IF;
     IF JSON_LENGTH(page) = 0 THEN LEAVE sweep_loop; END IF;
     SET done = 0;
@@ -885,6 +887,23 @@ BEGIN
     END LOOP;
     CLOSE items;
   END LOOP;
+END $$
+
+-- Removes what interrupted writes left in one store and nobody is writing
+-- any more (a server killed during a put, say): this library's temporary
+-- files in the store and its stage, and unfinished S3 multipart uploads,
+-- untouched for at least min_age_seconds. Needs the purge key, as sweep does.
+DROP PROCEDURE IF EXISTS dj_udf.sweep_leftovers $$
+CREATE PROCEDURE dj_udf.sweep_leftovers(IN store varchar(64), IN min_age_seconds bigint unsigned,
+                                        OUT files_removed bigint, OUT uploads_aborted bigint)
+  SQL SECURITY INVOKER READS SQL DATA
+BEGIN
+  DECLARE k varchar(255);
+  DECLARE r text CHARACTER SET utf8mb4;
+  CALL dj_udf.purge_key_for('dj_udf.sweep_leftovers', k);
+  SET r = CONVERT(dj_sweep_leftovers(store, min_age_seconds, k) USING utf8mb4);
+  IF r IS NULL THEN CALL dj_udf.fail('dj_udf.sweep_leftovers'); END IF;
+  SET files_removed = JSON_EXTRACT(r, '$.temporary_files'), uploads_aborted = JSON_EXTRACT(r, '$.uploads_aborted');
 END $$
 
 -- Both steps: delete unused tracking rows, then remove their objects.

@@ -20,6 +20,13 @@ pub const DEFAULT_PATH: &str = "/etc/mysql/dj_udf.json";
 /// otherwise: such a result is held in server memory while it is sent.
 pub const DEFAULT_MAX_GET: u64 = 256 << 20;
 
+/// How much each export folder may hold unless the config says otherwise.
+pub const DEFAULT_EXPORT_QUOTA: u64 = 16 << 30;
+
+/// The most result bytes all call sites of the server may hold at once
+/// unless the config says otherwise: four results of the largest default size.
+pub const DEFAULT_MAX_HELD: u64 = 4 * DEFAULT_MAX_GET;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Protocol {
     File,
@@ -30,6 +37,10 @@ pub enum Protocol {
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Seconds a request may stall (no byte sent or received, no answer) unless `timeout` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Seconds one download or part upload may take in all unless `transfer_timeout` says
+/// otherwise: a server that keeps sending a byte now and then must not hold a
+/// server thread for ever.
+pub const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
 /// Retries after a connection failure or a 5xx answer unless `retries` says otherwise.
 pub const DEFAULT_RETRIES: u32 = 3;
 /// The SigV4 region unless `region` says otherwise (what MinIO and DataJoint's client assume).
@@ -48,6 +59,7 @@ pub struct S3Config {
     pub region: String,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    pub transfer_timeout: Duration,
     pub retries: u32,
 }
 
@@ -72,6 +84,7 @@ impl std::fmt::Debug for S3Config {
             .field("region", &self.region)
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
+            .field("transfer_timeout", &self.transfer_timeout)
             .field("retries", &self.retries)
             .finish()
     }
@@ -98,9 +111,13 @@ pub struct Config {
     pub import_dirs: Vec<PathBuf>,
     /// Folders that `dj_attach_export` may write into.
     pub export_dirs: Vec<PathBuf>,
+    /// How many bytes each export folder may hold; `None`: no quota.
+    pub export_quota_bytes: Option<u64>,
     /// The secret that authorizes object deletion; deletion is off without it.
     pub purge_key: Option<String>,
     pub max_get_bytes: u64,
+    /// The most result bytes all call sites of the server hold at once.
+    pub max_held_bytes: u64,
 }
 
 impl Config {
@@ -158,8 +175,13 @@ impl Config {
             checksum_size_limit_insert: limit("filepath_checksum_size_limit_insert")?,
             import_dirs: dirs("import_dirs")?,
             export_dirs: dirs("export_dirs")?,
+            export_quota_bytes: match top.get("export_quota_bytes") {
+                None => Some(DEFAULT_EXPORT_QUOTA),
+                Some(_) => limit("export_quota_bytes")?,
+            },
             purge_key,
             max_get_bytes: limit("max_get_bytes")?.unwrap_or(DEFAULT_MAX_GET),
+            max_held_bytes: limit("max_held_bytes")?.unwrap_or(DEFAULT_MAX_HELD),
         })
     }
 
@@ -185,6 +207,7 @@ impl Config {
                     o.insert("region".into(), s3.region.clone().into());
                     o.insert("connect_timeout".into(), s3.connect_timeout.as_secs_f64().into());
                     o.insert("timeout".into(), s3.timeout.as_secs_f64().into());
+                    o.insert("transfer_timeout".into(), s3.transfer_timeout.as_secs_f64().into());
                     o.insert("retries".into(), s3.retries.into());
                 }
             }
@@ -195,15 +218,46 @@ impl Config {
         }
         let mut top = Map::new();
         top.insert("config_file".into(), self.file.display().to_string().into());
+        top.insert("warnings".into(), self.warnings().into());
         top.insert("stores".into(), Value::Object(stores));
         top.insert("filepath_checksum_size_limit".into(), self.checksum_size_limit.into());
         top.insert("filepath_checksum_size_limit_insert".into(), self.checksum_size_limit_insert.into());
         let dirs = |d: &[PathBuf]| Value::from(d.iter().map(|p| p.display().to_string()).collect::<Vec<_>>());
         top.insert("import_dirs".into(), dirs(&self.import_dirs));
         top.insert("export_dirs".into(), dirs(&self.export_dirs));
+        top.insert("export_quota_bytes".into(), self.export_quota_bytes.into());
         top.insert("purge_enabled".into(), self.purge_key.is_some().into());
         top.insert("max_get_bytes".into(), self.max_get_bytes.into());
+        top.insert("max_held_bytes".into(), self.max_held_bytes.into());
         Value::Object(top).to_string()
+    }
+}
+
+impl Config {
+    /// What a DBA should know about settings that work but are unsafe.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in &self.stores {
+            if let Protocol::S3(s3) = &s.protocol {
+                if !s3.secure && !is_loopback(&s3.endpoint) {
+                    out.push(format!(
+                        "store '{}': secure is false, so objects and the signed requests that grant access to them travel unencrypted to {}; set \"secure\": true",
+                        s.name, s3.endpoint
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Whether an endpoint is this machine, where plain HTTP never leaves it.
+fn is_loopback(endpoint: &str) -> bool {
+    match url::Url::parse(&format!("http://{endpoint}/")).ok().and_then(|u| u.host().map(|h| h.to_owned())) {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
     }
 }
 
@@ -300,6 +354,7 @@ fn parse_s3(spec: &Map<String, Value>) -> std::result::Result<S3Config, KeyError
         region,
         connect_timeout: seconds("connect_timeout", DEFAULT_CONNECT_TIMEOUT, 300.0)?,
         timeout: seconds("timeout", DEFAULT_TIMEOUT, 3600.0)?,
+        transfer_timeout: seconds("transfer_timeout", DEFAULT_TRANSFER_TIMEOUT, 7.0 * 86400.0)?,
         retries,
     })
 }
@@ -518,6 +573,23 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(m.starts_with("store 's', key 'bucket'"), "{m}");
+    }
+
+    #[test]
+    fn plain_http_beyond_this_machine_is_warned_about() {
+        let on = |endpoint: &str, secure: bool| {
+            parse(&format!(
+                r#"{{"stores": {{"s": {{"protocol": "s3", "location": "x", "endpoint": "{endpoint}", "bucket": "b", "access_key": "a", "secret_key": "k", "secure": {secure}}}}}}}"#
+            ))
+            .unwrap()
+            .warnings()
+        };
+        assert_eq!(on("s3.lab.org:9000", false).len(), 1);
+        assert!(on("s3.lab.org:9000", false)[0].starts_with("store 's': secure is false"));
+        assert!(on("10.0.0.5", false)[0].contains("unencrypted to 10.0.0.5"));
+        for quiet in [("s3.lab.org", true), ("127.0.0.1:9000", false), ("localhost:9000", false), ("[::1]:9000", false)] {
+            assert!(on(quiet.0, quiet.1).is_empty(), "{quiet:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! nor a symlink planted inside a root (even after the check) can lead out.
 
 use crate::error::{Error, Result};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 use std::ffi::CString;
 use std::fs::File;
@@ -111,6 +111,8 @@ impl Dir {
 
     /// Creates a fresh temporary file here, named so that concurrent writers
     /// of the same object never share one; DataJoint's `.saving` suffix marks it.
+    /// It stays locked (`flock`) while its writer lives, so that a sweep of
+    /// leftovers ([`Dir::remove_abandoned`]) never takes a write in progress.
     pub fn create_temp(&self) -> io::Result<TempFile<'_>> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         loop {
@@ -119,7 +121,11 @@ impl Dir {
             let c = cstr(&name)?;
             let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             match rustix::fs::openat(&self.fd, c.as_c_str(), flags, Mode::from_raw_mode(0o664)) {
-                Ok(fd) => return Ok(TempFile { dir: self, name, file: File::from(fd), gone: false }),
+                Ok(fd) => {
+                    // Best effort: a file system without locks falls back on the sweep's age rule.
+                    let _ = rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive);
+                    return Ok(TempFile { dir: self, name, file: File::from(fd), gone: false });
+                }
                 Err(Errno::EXIST) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -156,6 +162,36 @@ impl Dir {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// Removes the temporary file `name` (see [`is_temp_name`]) when no
+    /// writer holds its lock and it was last written at least `min_age`
+    /// seconds ago; `false` when it is kept or already gone. Both are checked
+    /// again under the lock, on the very file the name still names.
+    pub fn remove_abandoned(&self, name: &str, min_age: u64) -> io::Result<bool> {
+        let c = cstr(name)?;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let fd = match rustix::fs::openat(&self.fd, c.as_c_str(), flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::LOOP) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        let held = rustix::fs::fstat(&fd)?;
+        let age = (nanos() / 1_000_000_000) as i64 - held.st_mtime;
+        if FileType::from_raw_mode(held.st_mode) != FileType::RegularFile || age < min_age as i64 {
+            return Ok(false);
+        }
+        match rustix::fs::statat(&self.fd, c.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(named) if named.st_dev == held.st_dev && named.st_ino == held.st_ino => {}
+            Ok(_) | Err(Errno::NOENT) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        self.remove(name)
     }
 
     /// Removes a file; `false` when it was already gone.
@@ -264,6 +300,15 @@ pub struct Entry {
     pub mtime: i64,
 }
 
+/// Whether `name` is a temporary file of this library ([`Dir::create_temp`]):
+/// `.dj-<pid>-<n>-<nanos>.saving`. DataJoint's own `<name>.saving` files are
+/// not recognized: an attachment or a filepath may end in `.saving` too.
+pub fn is_temp_name(name: &str) -> bool {
+    let Some(middle) = name.strip_prefix(".dj-").and_then(|n| n.strip_suffix(".saving")) else { return false };
+    let parts: Vec<&str> = middle.split('-').collect();
+    parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
@@ -317,17 +362,27 @@ fn components(path: &str) -> std::result::Result<Vec<String>, &'static str> {
     Ok(out)
 }
 
+/// The longest server path accepted (Linux's PATH_MAX, its NUL included).
+pub const MAX_PATH: usize = 4095;
+
 /// Resolves an absolute server path against `roots` (canonical folders).
+/// It may lie at most [`crate::tree::MAX_DEPTH`] folders below its root.
 /// The first root that is a component-wise prefix wins.
 pub fn resolve(path: &str, roots: &[&Path]) -> Result<Confined> {
     let shown = crate::datajoint::layout::shown(path);
     if !path.starts_with('/') {
         return Err(Error::confine(shown, "server paths must be absolute"));
     }
+    if path.len() > MAX_PATH {
+        return Err(Error::confine(shown, format!("it is longer than {MAX_PATH} bytes")));
+    }
     let comps = components(path).map_err(|m| Error::confine(shown.clone(), m))?;
     for root in roots {
         let root_comps = components(&root.to_string_lossy()).unwrap_or_default();
         if comps.len() > root_comps.len() && comps[..root_comps.len()] == root_comps[..] {
+            if comps.len() - root_comps.len() > crate::tree::MAX_DEPTH {
+                return Err(Error::confine(shown, format!("it is more than {} folders below {}", crate::tree::MAX_DEPTH, root.display())));
+            }
             return Ok(Confined { root: root.to_path_buf(), components: comps[root_comps.len()..].to_vec() });
         }
     }
@@ -433,6 +488,27 @@ mod tests {
         assert_eq!(dir.size_of(&tmp_name).unwrap(), None, "the temporary name is removed once linked");
         drop(tmp);
         assert_eq!(std::fs::read(root.join("free")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn only_abandoned_temporaries_are_removed() {
+        let root = tmpdir("abandoned");
+        let dir = Dir::open_root(&root).unwrap();
+        let mut tmp = dir.create_temp().unwrap();
+        tmp.write_all(b"in progress").unwrap();
+        let name = tmp.name().to_string();
+        assert!(is_temp_name(&name), "{name}");
+        assert!(!dir.remove_abandoned(&name, 0).unwrap(), "its writer holds it");
+        // A writer that died (as after kill -9) holds no lock.
+        let orphan = ".dj-1-2-3.saving";
+        std::fs::write(root.join(orphan), b"left").unwrap();
+        assert!(!dir.remove_abandoned(orphan, 3600).unwrap(), "younger than the grace period");
+        assert!(dir.remove_abandoned(orphan, 0).unwrap());
+        assert!(!root.join(orphan).exists());
+        drop(tmp);
+        for other in [".dj-1-2.saving", "x.saving", ".dj-a-2-3.saving", ".dj-1-2-3.saving.x", "abc.txt"] {
+            assert!(!is_temp_name(other), "{other}");
+        }
     }
 
     #[test]

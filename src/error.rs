@@ -52,11 +52,34 @@ pub enum Error {
         relative: String,
         location: String,
     },
+    /// A local file is in the way of a fetched copy, differs from it, and
+    /// the caller did not ask to replace it.
+    LocalFileDiffers {
+        path: String,
+    },
+    /// An export would take its folder over `export_quota_bytes`.
+    QuotaExceeded {
+        folder: String,
+        used: u64,
+        wanted: u64,
+        quota: u64,
+    },
     /// The result would not fit in what the function may return.
     TooLarge {
         what: String,
         size: u64,
         limit: u64,
+    },
+    /// Results held by all call sites would exceed the server-wide budget.
+    OverBudget {
+        wanted: u64,
+        held: u64,
+        limit: u64,
+    },
+    /// The statement was killed while this call was working; whatever it
+    /// was writing was discarded.
+    Killed {
+        during: String,
     },
     /// The operation is switched off or the caller lacks the key for it.
     Denied {
@@ -99,6 +122,8 @@ pub enum S3Problem {
     NoSuchBucket { endpoint: String },
     /// The transfer stalled for the configured time after connecting.
     Timeout { op: &'static str, seconds: f64 },
+    /// A request body or an answer took longer than `transfer_timeout` in all.
+    TooSlow { op: &'static str, seconds: f64 },
     /// Any other error answer, after the retries for 5xx answers.
     Failed { op: &'static str, status: u16, code: String, message: String },
     /// An answer the plugin cannot use (missing ETag, unreadable XML, …).
@@ -111,6 +136,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn io(op: &'static str, path: impl Into<String>, source: io::Error) -> Self {
+        if crate::interrupt::is_killed(&source) {
+            return Error::Killed { during: format!("{op} '{}'", path.into()) };
+        }
         Error::Io { op, path: path.into(), source }
     }
 
@@ -167,9 +195,22 @@ impl fmt::Display for Error {
                 f,
                 "A different version of '{relative}' is already in the store at {location}; it is kept (delete it there first if no tracking row uses it)"
             ),
+            Error::LocalFileDiffers { path } => write!(
+                f,
+                "'{path}' already exists and differs from the stored file; it is kept (dj_filepath_get with replace = 1 replaces it with the stored version)"
+            ),
+            Error::QuotaExceeded { folder, used, wanted, quota } => write!(
+                f,
+                "export refused: {folder} already holds {used} bytes and this file has {wanted}, over its quota of {quota} bytes (config key export_quota_bytes)"
+            ),
             Error::TooLarge { what, size, limit } => {
                 write!(f, "{what} is {size} bytes, over the limit of {limit} bytes (config key max_get_bytes)")
             }
+            Error::OverBudget { wanted, held, limit } => write!(
+                f,
+                "this result needs {wanted} bytes, but results held by all running statements already take {held} of the {limit} bytes allowed (config key max_held_bytes): fetch fewer objects per statement, or raise max_held_bytes"
+            ),
+            Error::Killed { during } => write!(f, "stopped, the statement was killed (during {during}); nothing half-written is left"),
             Error::Denied { msg } => write!(f, "{msg}"),
             Error::Io { op, path, source } => write!(f, "{op} '{path}': {source}"),
             // The problem first: a SIGNAL message is cut at 512 bytes and
@@ -207,6 +248,9 @@ impl fmt::Display for S3Problem {
             S3Problem::NoSuchBucket { endpoint } => write!(f, "the bucket does not exist on S3 endpoint {endpoint} (NoSuchBucket)"),
             S3Problem::Timeout { op, seconds } => {
                 write!(f, "{op} timed out: the S3 server sent nothing for {seconds} s (config key 'timeout')")
+            }
+            S3Problem::TooSlow { op, seconds } => {
+                write!(f, "{op} took longer than {seconds} s in all (config key 'transfer_timeout')")
             }
             S3Problem::Failed { op, status, code, message } => {
                 write!(f, "{op} failed: HTTP {status}")?;

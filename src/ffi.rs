@@ -69,6 +69,10 @@ pub const REAL_RESULT: c_int = 1;
 pub const INT_RESULT: c_int = 2;
 pub const DECIMAL_RESULT: c_int = 4;
 
+/// A result buffer up to this size is reused from row to row; a larger one
+/// is freed as soon as the next row replaces its result.
+const KEEP_CAPACITY: usize = 64 << 10;
+
 /// The server's message buffer in `_init` is MYSQL_ERRMSG_SIZE (512).
 const MESSAGE_MAX: usize = 511;
 
@@ -85,9 +89,27 @@ pub enum Value<'a> {
 /// A safe view of `UDF_ARGS` for one call.
 pub struct Args<'a> {
     raw: &'a mut UdfArgs,
+    /// In `init` only: the types the server filled the constant values
+    /// with. A coercion asked for in `init` changes `arg_type` but not the
+    /// value already there (a constant INT stays an 8-byte integer while
+    /// `lengths` holds its text length), so values are read as filled.
+    filled_as: Option<Vec<c_int>>,
 }
 
 impl<'a> Args<'a> {
+    /// The view `init` gets: values are read as the server filled them, whatever is coerced.
+    fn for_init(raw: &'a mut UdfArgs) -> Self {
+        let n = raw.arg_count as usize;
+        // SAFETY: the server passes arg_count types.
+        let filled_as = (0..n).map(|i| unsafe { *raw.arg_type.add(i) }).collect();
+        Args { raw, filled_as: Some(filled_as) }
+    }
+
+    /// The view a row gets: the server converted every value to the type `init` asked for.
+    fn for_row(raw: &'a mut UdfArgs) -> Self {
+        Args { raw, filled_as: None }
+    }
+
     pub fn len(&self) -> usize {
         self.raw.arg_count as usize
     }
@@ -109,17 +131,22 @@ impl<'a> Args<'a> {
         unsafe { *self.raw.arg_type.add(i) = kind };
     }
 
+    /// Argument `i`, read only as far as the server says it holds: 8 bytes
+    /// for an integer or a real, `lengths[i]` bytes for a string or a
+    /// decimal (sent as text); a type this library does not know reads as NULL.
     pub fn get(&self, i: usize) -> Value<'_> {
         assert!(i < self.len());
+        let filled = self.filled_as.as_ref().map_or_else(|| self.kind(i), |t| t[i]);
         unsafe {
             let p = *self.raw.args.add(i);
             if p.is_null() {
                 return Value::Null;
             }
-            match self.kind(i) {
+            match filled {
                 INT_RESULT => Value::Int(std::ptr::read_unaligned(p as *const c_longlong)),
                 REAL_RESULT => Value::Real(std::ptr::read_unaligned(p as *const f64)),
-                _ => Value::Bytes(std::slice::from_raw_parts(p as *const u8, *self.raw.lengths.add(i) as usize)),
+                STRING_RESULT | DECIMAL_RESULT => Value::Bytes(std::slice::from_raw_parts(p as *const u8, *self.raw.lengths.add(i) as usize)),
+                _ => Value::Null,
             }
         }
     }
@@ -172,7 +199,7 @@ unsafe fn init_common<T: 'static>(
     make: fn(&mut Args) -> Result<(T, Shape), String>,
 ) -> c_char {
     let result = catch_unwind(AssertUnwindSafe(|| {
-        let mut view = Args { raw: &mut *args };
+        let mut view = Args::for_init(&mut *args);
         make(&mut view)
     }));
     match result {
@@ -254,8 +281,13 @@ pub unsafe fn string_row<T: StringFn>(
 ) -> *mut c_char {
     let outcome = guarded(|| {
         let state = &mut *((*initid).ptr as *mut State<T>);
-        let view = Args { raw: &mut *args };
+        let view = Args::for_row(&mut *args);
+        // The previous row's result is replaced: a large buffer is freed
+        // rather than kept for the rest of the statement.
         state.out.clear();
+        if state.out.capacity() > KEEP_CAPACITY {
+            state.out = Vec::new();
+        }
         let not_null = state.f.row(&view, &mut state.out)?;
         // The result stays in the state's buffer until the next row or deinit.
         Ok(not_null.then_some((state.out.as_mut_ptr() as *mut c_char, state.out.len())))
@@ -278,7 +310,7 @@ pub unsafe fn string_row<T: StringFn>(
 pub unsafe fn int_row<T: IntFn>(initid: *mut UdfInit, args: *mut UdfArgs, is_null: *mut c_char, _error: *mut c_char) -> c_longlong {
     let outcome = guarded(|| {
         let state = &mut *((*initid).ptr as *mut State<T>);
-        state.f.row(&Args { raw: &mut *args })
+        state.f.row(&Args::for_row(&mut *args))
     });
     *is_null = outcome.is_none() as c_char;
     outcome.unwrap_or(0)
@@ -474,6 +506,33 @@ mod tests {
         let p = unsafe { string_row::<Echo>(init, &mut f.raw, buf.as_mut_ptr(), &mut len, &mut null, &mut err) };
         let v = (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts(p as *const u8, len as usize).to_vec() });
         (v, err)
+    }
+
+    /// A constant INT argument as MariaDB passes it to `init`: an 8-byte
+    /// integer whose `lengths` entry is its text length.
+    #[test]
+    fn a_coerced_constant_is_read_as_filled() {
+        let value: c_longlong = 4702111234474983745;
+        let mut types = [INT_RESULT, STRING_RESULT];
+        let ptrs = [&value as *const c_longlong as *const c_char, b"x".as_ptr() as *const c_char];
+        let lens: [c_ulong; 2] = [19, 1];
+        let mut raw = UdfArgs {
+            arg_count: 2,
+            arg_type: types.as_mut_ptr(),
+            args: ptrs.as_ptr(),
+            lengths: lens.as_ptr(),
+            maybe_null: std::ptr::null(),
+            attributes: std::ptr::null(),
+            attribute_lengths: std::ptr::null(),
+            extension: std::ptr::null_mut(),
+        };
+        let mut view = Args::for_init(&mut raw);
+        view.coerce(0, STRING_RESULT);
+        assert_eq!(view.kind(0), STRING_RESULT, "the server converts it from the first row on");
+        assert_eq!(view.get(0), Value::Int(value), "never 19 bytes out of an 8-byte slot");
+        assert_eq!(view.get(1), Value::Bytes(b"x"));
+        unsafe { *raw.arg_type.add(1) = 3 }; // ROW_RESULT: nothing this library reads
+        assert_eq!(Args::for_row(&mut raw).get(1), Value::Null);
     }
 
     #[test]

@@ -103,7 +103,7 @@ def listing(db, store):
     """Every object of the schema, through pages of two."""
     keys, after = [], ""
     while True:
-        page = json.loads(db.one("SELECT dj_list_objects(%s, %s, %s, 2)", (store, db.schema, after)))
+        page = json.loads(db.one("SELECT dj_list_objects(%s, %s, %s, 2, %s)", (store, db.schema, after, PURGE_KEY)))
         if not page:
             return keys
         assert len(page) <= 2

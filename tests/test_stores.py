@@ -158,10 +158,12 @@ def test_filepath_put_get_and_versions(db, world, kind):
     assert db.one("SELECT dj_filepath_put(%s, %s)", (st, str(f))) is None
     assert "different version" in db.last_error()
     assert (loc / rel).read_bytes() == b"version one"
-    # fetch: the stale local copy is replaced by the checked stored one
+    # fetch: a different local file is kept unless the caller asks to replace it
     q = f"""SELECT dj_udf.filepath_get(%s, x.filepath, x.contents_hash, x.size) FROM `{s}`.scan_images i
             JOIN `{s}`.`~external_{st}` x ON x.hash = i.image_path"""
-    assert db.one(q, (st,)) == str(f) and f.read_bytes() == b"version one"
+    assert "it is kept" in db.error(q, (st,)) and f.read_bytes() == b"version two!"
+    assert db.one("SELECT dj_filepath_get(%s, %s, %s, 11, 1)", (st, rel, md5(b"version one"))) == str(f).encode()
+    assert f.read_bytes() == b"version one"
     f.unlink()
     assert db.one(q, (st,)) == str(f) and f.read_bytes() == b"version one"
     # a corrupted stored copy does not pass the checksum

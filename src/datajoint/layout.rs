@@ -97,6 +97,8 @@ pub fn check_relative_path(rel: &str) -> Result<()> {
         Some("it is longer than 1000 characters (the filepath column)")
     } else if rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
         Some("it has an empty, '.' or '..' component")
+    } else if rel.split('/').count() > crate::tree::MAX_DEPTH {
+        Some("it has more components than the 64 a store or stage folder may nest")
     } else {
         None
     };
@@ -244,11 +246,11 @@ mod tests {
     fn names_are_checked() {
         assert!(check_store_name("localattach").is_ok());
         assert!(check_store_name("Raw-data_2").is_ok());
-        for bad in ["", "2abc", "a/b", "a b", "a.b", &"x".repeat(55)] {
+        for bad in ["", "2abc", "a/b", "a b", "a.b", "a\n", &"x".repeat(55)] {
             assert!(check_store_name(bad).is_err(), "{bad}");
         }
         assert!(check_schema_name("my_db").is_ok());
-        for bad in ["", "a/b", "..", "a`b", "a b", &"x".repeat(65)] {
+        for bad in ["", "a/b", "..", "a`b", "a b", "a\n", "a\r", "a\0", &"x".repeat(65)] {
             assert!(check_schema_name(bad).is_err(), "{bad}");
         }
         for good in ["a.tar.gz", ".hidden", "with space", "Ströme", "it's \"quoted\""] {

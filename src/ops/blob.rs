@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::datajoint::hash::{self, Hash, Hasher};
 use crate::datajoint::layout::{self, Object};
 use crate::error::{Error, Result};
+use crate::held::Claim;
 
 /// The headers `datajoint.blob.unpack` accepts; anything else would be stored
 /// fine but could never be fetched by DataJoint, so it is refused up front.
@@ -31,8 +32,8 @@ pub fn put(cfg: &Config, store: &str, schema: &str, data: &[u8]) -> Result<Hash>
     Ok(h)
 }
 
-pub fn get(cfg: &Config, store: &str, schema: &str, h: &Hash) -> Result<Vec<u8>> {
+pub fn get(cfg: &Config, store: &str, schema: &str, h: &Hash, claim: &Claim) -> Result<Vec<u8>> {
     layout::check_schema_name(schema)?;
     let st = open(cfg, store)?;
-    read_verified(&st, &Object::Blob { schema: schema.into(), hash: *h }, Hasher::default(), h, cfg.max_get_bytes)
+    read_verified(cfg, &st, &Object::Blob { schema: schema.into(), hash: *h }, Hasher::default(), h, claim)
 }

@@ -1,14 +1,14 @@
 //! `filepath@store`: files managed by relative path below the store's stage,
 //! uploaded to the store once and synced back to the stage on fetch.
 
-use super::{download_verified, open, Expected, Naming};
+use super::{copy_verified, open, Expected, Naming};
 use crate::config::{Config, StoreConfig};
-use crate::confine::{self, Confined};
+use crate::confine::{self, Confined, Dir};
 use crate::datajoint::hash::{self, to_hex, Hash, Hasher};
 use crate::datajoint::layout;
 use crate::error::{Error, Result};
 use crate::store;
-use std::io::{Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// What a tracking row for a staged file will hold.
@@ -139,8 +139,11 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
 }
 
 /// Makes `stage/<relative>` a checked copy of the stored file and returns its
-/// path: an existing local copy is kept when it passes the checks.
-pub fn get(cfg: &Config, store: &str, relative: &str, contents_hash: Option<Hash>, size: u64) -> Result<String> {
+/// path. A local copy that passes the checks is kept. A local file that
+/// differs (perhaps someone's newer version, not yet uploaded) is replaced
+/// only when the caller asks with `replace`: any account can call this.
+/// Nothing is created in the stage before the stored object is known to exist.
+pub fn get(cfg: &Config, store: &str, relative: &str, contents_hash: Option<Hash>, size: u64, replace: bool) -> Result<String> {
     layout::check_relative_path(relative)?;
     let st = open(cfg, store)?;
     let stage = stage(st.spec)?;
@@ -150,39 +153,81 @@ pub fn get(cfg: &Config, store: &str, relative: &str, contents_hash: Option<Hash
     // a row without contents_hash can only be checked by size.
     let check = contents_hash.filter(|_| cfg.checksum_size_limit.is_none_or(|limit| size < limit));
     // Ok(None) when the file passes, Ok(Some((expected, actual))) when its checksum differs.
-    let mismatch = |src: &mut dyn std::io::Read| -> Result<Option<(Hash, Hash)>> {
+    let mismatch = |src: &mut dyn Read| -> Result<Option<(Hash, Hash)>> {
         let (got, n) = store::hash_all(src, Hasher::default()).map_err(|e| Error::io("read", shown.clone(), e))?;
         if n != size {
             return Err(Error::SizeMismatch { what: shown.clone(), expected: size, actual: n });
         }
         Ok(check.filter(|want| *want != got).map(|want| (want, got)))
     };
-    let (dir, name) = target.parent(true)?;
-    let local = dir.size_of(name).map_err(|e| Error::io("stat", shown.clone(), e))?;
-    let same_file = st.objects.local_path(relative).is_some_and(|p| p == stage.join(relative));
-    if local == Some(size) || same_file {
+    // Whether the local file at `name` passes (only the size when nothing is checked).
+    let passes = |dir: &Dir, name: &str, local: u64| -> Result<bool> {
+        if local != size {
+            return Ok(false);
+        }
+        if check.is_none() {
+            return Ok(true);
+        }
+        let mut f = dir.open_read(name).map_err(|e| Error::io("open", shown.clone(), e))?;
+        match mismatch(&mut f) {
+            Ok(found) => Ok(found.is_none()),
+            Err(Error::SizeMismatch { .. }) => Ok(false), // it changed while read
+            Err(e) => Err(e),
+        }
+    };
+    let not_found = |e: &Error| matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
+
+    if st.objects.local_path(relative).is_some_and(|p| p == stage.join(relative)) {
+        // Stage and location are one folder: the staged file is the object.
+        let missing = || Error::Missing { what: st.objects.describe(relative) };
+        let (dir, name) = target.parent(false).map_err(|e| if not_found(&e) { missing() } else { e })?;
         let mut f = match dir.open_read(name) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::Missing { what: st.objects.describe(relative) }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
             Err(e) => return Err(Error::io("open", shown, e)),
         };
-        let skip_read = check.is_none() && local == Some(size);
-        match if skip_read { Ok(None) } else { mismatch(&mut f) } {
-            Ok(None) => return Ok(shown),
-            Ok(Some((want, got))) if same_file => {
-                return Err(Error::ChecksumMismatch { what: shown.clone(), expected: to_hex(&want), actual: to_hex(&got) })
-            }
-            Err(e) if same_file => return Err(e),
-            _ => {} // a stale local copy: fetch it again below
+        if check.is_none() && f.metadata().map_err(|e| Error::io("stat", shown.clone(), e))?.len() == size {
+            return Ok(shown);
+        }
+        return match mismatch(&mut f)? {
+            None => Ok(shown),
+            Some((want, got)) => Err(Error::ChecksumMismatch { what: shown.clone(), expected: to_hex(&want), actual: to_hex(&got) }),
+        };
+    }
+
+    // A local copy that passes needs nothing from the store.
+    let local = match target.parent(false) {
+        Ok((dir, name)) => dir.size_of(name).map_err(|e| Error::io("stat", shown.clone(), e))?.map(|n| (dir, n)),
+        Err(e) if not_found(&e) => None,
+        Err(e) => return Err(e),
+    };
+    let name = target.components.last().expect("checked relative paths are never empty");
+    if let Some((dir, n)) = &local {
+        if passes(dir, name, *n)? {
+            return Ok(shown);
+        }
+        if !replace {
+            return Err(Error::LocalFileDiffers { path: shown });
         }
     }
+    // Folders are created only once the object is there to be copied.
+    let src = st.objects.open(relative)?;
+    let (dir, name) = target.parent(true)?;
     let expect = Expected {
         hash: check,
         size: Some(size),
         what: format!("'{shown}' downloaded but did not pass checksum ({})", st.objects.describe(relative)),
     };
-    download_verified(&st, relative, Hasher::default(), &expect, &dir, Naming::Replace(name))?;
-    Ok(shown)
+    let taken = if replace {
+        copy_verified(&st, relative, src, Hasher::default(), &expect, &dir, Naming::Replace(name))?
+    } else {
+        // Never replaces a file that appeared meanwhile.
+        copy_verified(&st, relative, src, Hasher::default(), &expect, &dir, Naming::FirstFree(&mut std::iter::once(name.to_string())))?
+    };
+    match taken {
+        Some(_) => Ok(shown),
+        None => Err(Error::LocalFileDiffers { path: shown }),
+    }
 }
 
 #[cfg(test)]

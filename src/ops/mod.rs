@@ -5,6 +5,7 @@ pub mod attach;
 pub mod blob;
 pub mod checksum;
 pub mod filepath;
+pub mod leftovers;
 pub mod objects;
 pub mod verify;
 
@@ -13,7 +14,9 @@ use crate::confine::Dir;
 use crate::datajoint::hash::{to_hex, Hash, Hasher};
 use crate::datajoint::layout::Object;
 use crate::error::{Error, Result};
+use crate::held::Claim;
 use crate::store::{self, CopyError, ObjectStore};
+use std::io::Read;
 use std::path::Path;
 
 /// A configured store together with its protocol implementation.
@@ -60,16 +63,18 @@ pub fn put_known(st: &Opened, key: &str, data: &[u8], hasher: Hasher, hash: Hash
 
 /// Reads a whole object into memory, checking its size and hash on the way:
 /// DataJoint never verifies blobs and attachments on read; we always do.
-pub fn read_verified(st: &Opened, obj: &Object, hasher: Hasher, expect: &Hash, limit: u64) -> Result<Vec<u8>> {
-    let key = st.key(obj);
+/// The memory is claimed from the server-wide budget before it is taken.
+pub fn read_verified(cfg: &Config, st: &Opened, obj: &Object, hasher: Hasher, expect: &Hash, claim: &Claim) -> Result<Vec<u8>> {
+    let (key, limit) = (st.key(obj), cfg.max_get_bytes);
     let what = st.what(obj, &key);
     let size = st.objects.size(&key)?.ok_or_else(|| Error::Missing { what: what.clone() })?;
     if size > limit {
         return Err(Error::TooLarge { what, size, limit });
     }
+    claim.resize(size, cfg.max_held_bytes)?;
     let mut hasher = hasher;
     let mut src = st.objects.open(&key)?;
-    let data = store::read_limited(&mut *src, &mut hasher, limit, &what)?;
+    let data = store::read_limited(&mut *src, &mut hasher, size, limit, &what)?;
     let got = hasher.finish();
     if &got != expect {
         return Err(Error::ChecksumMismatch { what, expected: to_hex(expect), actual: to_hex(&got) });
@@ -101,7 +106,21 @@ pub enum Naming<'a> {
 /// unverified file and no temporary file is left behind. Returns the name
 /// taken, `None` when every `FirstFree` name was taken.
 pub fn download_verified(st: &Opened, key: &str, hasher: Hasher, expect: &Expected, dir: &Dir, naming: Naming) -> Result<Option<String>> {
-    let mut src = st.objects.open(key)?;
+    let src = st.objects.open(key)?;
+    copy_verified(st, key, src, hasher, expect, dir, naming)
+}
+
+/// [`download_verified`] from a stream of the object already opened, for
+/// callers that must know the object exists before they create anything.
+pub fn copy_verified(
+    st: &Opened,
+    key: &str,
+    mut src: Box<dyn Read>,
+    hasher: Hasher,
+    expect: &Expected,
+    dir: &Dir,
+    naming: Naming,
+) -> Result<Option<String>> {
     let mut tmp = dir.create_temp().map_err(|e| Error::io("create temporary file in", &dir.path, e))?;
     let mut hasher = hasher;
     let n = store::copy_hashing(&mut *src, &mut tmp, &mut hasher).map_err(|e| match e {

@@ -14,23 +14,43 @@ pub fn object_size(cfg: &Config, store: &str, obj: &Object) -> Result<Option<u64
     st.objects.size(&st.key(obj))
 }
 
-/// Compares without an early exit, so timing tells nothing about the key.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `given` is the secret, in a time that depends only on what the
+/// caller sent: no early exit, and the secret's length is never compared
+/// first (a wrong length costs the same as a wrong byte).
+fn same_secret(secret: &[u8], given: &[u8]) -> bool {
+    if secret.is_empty() {
+        return false;
+    }
+    let mut diff = (secret.len() ^ given.len()) as u64;
+    for (i, g) in given.iter().enumerate() {
+        diff |= u64::from(g ^ secret[i % secret.len()]);
+        // Keeps the compiler from stopping at the first difference.
+        diff = std::hint::black_box(diff);
+    }
+    diff == 0
 }
 
-/// Deletes an object. Any SQL user can call a UDF, so deleting needs the
-/// secret `purge_key` of the config file; the cleanup routine reads it from a
-/// table only trusted accounts may read. `hash` is the hash of the tracking
-/// row that named the object: a filepath object is deleted only by the hash
-/// of its own path, and never where its path is also another object's key.
-pub fn delete(cfg: &Config, store: &str, obj: &Object, hash: &Hash, key: &[u8]) -> Result<&'static str> {
+/// Allows what only holders of the config's `purge_key` may do: delete
+/// objects, and list a store's objects (a listing hands out the hashes and
+/// names that reading needs). Any SQL account can call a loadable function;
+/// the routines read the key from `dj_udf.purge_key`, which only trusted
+/// accounts may read.
+pub fn authorize(cfg: &Config, key: &[u8], what: &str) -> Result<()> {
     let Some(secret) = &cfg.purge_key else {
-        return Err(Error::Denied { msg: format!("object deletion is disabled: {} has no purge_key", cfg.file.display()) });
+        return Err(Error::Denied { msg: format!("{what} is disabled: {} has no purge_key", cfg.file.display()) });
     };
     if !same_secret(secret.as_bytes(), key) {
-        return Err(Error::Denied { msg: "wrong purge key: deletion refused".into() });
+        return Err(Error::Denied { msg: format!("wrong purge key: {what} refused") });
     }
+    Ok(())
+}
+
+/// Deletes an object; needs the purge key (see [`authorize`]). `hash` is
+/// the hash of the tracking row that named the object: a filepath object is
+/// deleted only by the hash of its own path, and never where its path is
+/// also another object's key.
+pub fn delete(cfg: &Config, store: &str, obj: &Object, hash: &Hash, key: &[u8]) -> Result<&'static str> {
+    authorize(cfg, key, "object deletion")?;
     let st = open(cfg, store)?;
     if let Object::Filepath { relative } = obj {
         if hash::filepath(relative) != *hash {
@@ -101,8 +121,10 @@ pub fn parse_key(key: &str, schema: &str, folds: &[usize]) -> Option<(Hash, Opti
 /// A page of the objects stored for one schema, as JSON for the sweep
 /// routine: `[{"key", "hash", "attachment_name", "size", "age"}, …]`, with
 /// `hash` null for a file that is not a DataJoint object of this store.
-pub fn list_objects(cfg: &Config, store: &str, schema: &str, after: &str, limit: usize) -> Result<String> {
-    layout::check_schema_name(schema)?;
+/// Needs the purge key, as deleting does: its only consumer is the sweep.
+pub fn list_objects(cfg: &Config, store: &str, schema: &str, after: &str, limit: usize, key: &[u8]) -> Result<String> {
+    authorize(cfg, key, "listing objects")?;
+    crate::datajoint::layout::check_schema_name(schema)?;
     let st = open(cfg, store)?;
     // Two stores in one place (a blob and an attach store on one folder is a
     // common DataJoint setup) hold each other's objects: seen from one, the
@@ -134,8 +156,18 @@ pub fn list_objects(cfg: &Config, store: &str, schema: &str, after: &str, limit:
 
 #[cfg(test)]
 mod tests {
-    use super::parse_key;
+    use super::{parse_key, same_secret};
     use crate::datajoint::hash;
+
+    #[test]
+    fn secrets_compare_whole() {
+        let secret = b"0123456789abcdef";
+        assert!(same_secret(secret, b"0123456789abcdef"));
+        for wrong in [&b""[..], b"0123456789abcdeF", b"0123456789abcde", b"0123456789abcdef0", b"0123456789abcdef0123456789abcdef", b"1"] {
+            assert!(!same_secret(secret, wrong), "{wrong:?}");
+        }
+        assert!(!same_secret(b"", b""), "no secret matches nothing");
+    }
 
     #[test]
     fn keys_parse_back_to_objects() {

@@ -5,7 +5,9 @@ use crate::config;
 use crate::confine::{self, Dir, TempFile};
 use crate::datajoint::hash::{Hash, Hasher};
 use crate::error::{Error, Result};
+use crate::tree;
 use std::io::Read;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 pub struct FileStore {
@@ -34,35 +36,6 @@ impl FileStore {
         })?;
         tmp.sync().map_err(|e| Error::io("fsync", tmp.display(), e))?;
         Ok((tmp, n))
-    }
-
-    /// Depth-first, in name order, skipping every subtree that sorts
-    /// wholly before `after`: a page costs the folders along one path, not
-    /// the whole tree. `/` sorts before every character of a DataJoint
-    /// name, so this order is the order of the keys.
-    fn list_below(&self, dir: &Dir, key: &str, after: &str, limit: usize, now: i64, out: &mut Vec<Listed>) -> Result<()> {
-        let entries = dir.entries().map_err(|e| Error::io("list", self.describe(key), e))?;
-        for e in entries {
-            if out.len() >= limit {
-                return Ok(());
-            }
-            // Temporary files of writes in progress, never objects.
-            if e.name.starts_with('.') {
-                continue;
-            }
-            let child = format!("{key}/{}", e.name);
-            if e.is_dir {
-                let inside = after.len() > child.len() && after.starts_with(&child) && after.as_bytes()[child.len()] == b'/';
-                if child.as_str() < after && !inside {
-                    continue;
-                }
-                let sub = dir.walk([e.name.as_str()], false).map_err(|err| Error::io("open folder", self.describe(&child), err))?;
-                self.list_below(&sub, &child, after, limit, now, out)?;
-            } else if child.as_str() > after {
-                out.push(Listed { key: child, size: e.size, age: (now - e.mtime).max(0) as u64 });
-            }
-        }
-        Ok(())
     }
 
     fn describe_dir(&self, d: &Dir) -> String {
@@ -122,6 +95,11 @@ impl ObjectStore for FileStore {
         Ok((hash, n, true))
     }
 
+    /// Depth first in name order (`/` sorts before every character of a
+    /// DataJoint name, so this is the order of the keys), skipping every
+    /// subtree that sorts wholly before `after`: a page costs the folders
+    /// along one path, not the whole tree. Names starting with `.` are
+    /// temporary files of writes in progress, never objects.
     fn list(&self, prefix: &str, after: &str, limit: usize) -> Result<Vec<Listed>> {
         let top = prefix.trim_end_matches('/');
         let root = Dir::open_root(&self.root).map_err(|e| Error::io("open store location", self.root.display().to_string(), e))?;
@@ -130,8 +108,17 @@ impl ObjectStore for FileStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(Error::io("open folder", self.describe(top), e)),
         };
-        let mut out = Vec::new();
-        self.list_below(&dir, top, after, limit, now_secs(), &mut out)?;
+        let (now, mut out) = (now_secs(), Vec::new());
+        let mut enter = |child: &str, name: &str| {
+            let inside = after.len() > child.len() && after.starts_with(child) && after.as_bytes()[child.len()] == b'/';
+            !name.starts_with('.') && (child >= after || inside)
+        };
+        tree::walk(dir, top, &mut enter, &mut |f| {
+            if !f.entry.name.starts_with('.') && f.path > after {
+                out.push(Listed { key: f.path.to_string(), size: f.entry.size, age: (now - f.entry.mtime).max(0) as u64 });
+            }
+            Ok(if out.len() >= limit { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+        })?;
         Ok(out)
     }
 
@@ -144,6 +131,10 @@ impl ObjectStore for FileStore {
         let gone = dir.remove(&name).map_err(|e| Error::io("delete", self.describe(key), e))?;
         dir.sync().map_err(|e| Error::io("fsync folder of", self.describe(key), e))?;
         Ok(gone)
+    }
+
+    fn remove_leftovers(&self, min_age: u64) -> Result<u64> {
+        super::leftovers::sweep_folder(&self.root, min_age)
     }
 
     fn describe(&self, key: &str) -> String {

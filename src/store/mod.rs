@@ -2,6 +2,7 @@
 //! on each protocol; keys come from [`crate::datajoint::layout`].
 
 pub mod file;
+pub mod leftovers;
 pub mod s3;
 
 use crate::config::{self, Protocol};
@@ -43,6 +44,10 @@ pub trait ObjectStore {
     fn list(&self, prefix: &str, after: &str, limit: usize) -> Result<Vec<Listed>>;
     /// Removes the object; `false` when it was already gone.
     fn delete(&self, key: &str) -> Result<bool>;
+    /// Removes what interrupted writes left and nobody is writing any more,
+    /// untouched for at least `min_age` seconds: temporary files (file
+    /// protocol) or unfinished multipart uploads (S3). Returns how many.
+    fn remove_leftovers(&self, min_age: u64) -> Result<u64>;
     /// Where the object lives, for messages (never with credentials).
     fn describe(&self, key: &str) -> String;
     /// The server-local path of the object, when the protocol has one.
@@ -91,6 +96,8 @@ pub fn copy_hashing(src: &mut dyn Read, dst: &mut dyn Write, hasher: &mut Hasher
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
     loop {
+        // A killed statement stops here, between chunks.
+        crate::interrupt::check_io().map_err(CopyError::Read)?;
         let n = match src.read(&mut buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
@@ -111,10 +118,13 @@ pub fn hash_all(src: &mut dyn Read, mut hasher: Hasher) -> io::Result<(Hash, u64
 }
 
 /// Reads at most `limit` bytes into memory, hashing them; more is an error.
-pub fn read_limited(src: &mut dyn Read, hasher: &mut Hasher, limit: u64, what: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
+/// `size` (what the store says the object holds) is allocated at once, so
+/// the memory taken is what was claimed for it, not a doubling beyond.
+pub fn read_limited(src: &mut dyn Read, hasher: &mut Hasher, size: u64, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(size.min(limit) as usize);
     let mut buf = vec![0u8; CHUNK];
     loop {
+        crate::interrupt::check_io().map_err(|e| Error::io("read", what, e))?;
         let n = match src.read(&mut buf) {
             Ok(0) => return Ok(out),
             Ok(n) => n,

@@ -51,7 +51,7 @@ sql_functions! {
     /// A blob's bytes, verified against its hash.
     dj_blob_get(store: Store, schema: Schema, hash: Hash) -> string(LONG) needs_config = |c, a, out| {
         let Some(h) = a.hash.hash()? else { return Ok(false) };
-        *out = ops::blob::get(c.config(), a.store.req()?, a.schema.req()?, &h)?;
+        *out = ops::blob::get(c.config(), a.store.req()?, a.schema.req()?, &h, &c.held)?;
         Ok(true)
     }
 
@@ -77,7 +77,7 @@ sql_functions! {
     /// An attachment's bytes, verified against its hash.
     dj_attach_get(store: Store, schema: Schema, hash: Hash, attachment_name: Name) -> string(LONG) needs_config = |c, a, out| {
         let Some(h) = a.hash.hash()? else { return Ok(false) };
-        *out = ops::attach::get(c.config(), a.store.req()?, a.schema.req()?, &h, a.attachment_name.req()?)?;
+        *out = ops::attach::get(c.config(), a.store.req()?, a.schema.req()?, &h, a.attachment_name.req()?, &c.held)?;
         Ok(true)
     }
 
@@ -100,10 +100,12 @@ sql_functions! {
         put_hash(out, ops::filepath::put(c.config(), a.store.req()?, path, a.contents_hash.hash()?)?)
     }
 
-    /// Makes the staged copy of a filepath object a checked copy; returns its path.
-    dj_filepath_get(store: Store, filepath: Text, contents_hash: Hash, size: Size) -> string(TEXT) needs_config = |c, a, out| {
+    /// Makes the staged copy of a filepath object a checked copy; returns its
+    /// path. A different local file is replaced only when `replace` is 1.
+    dj_filepath_get(store: Store, filepath: Text, contents_hash: Hash, size: Size, [replace: Size]) -> string(TEXT) needs_config = |c, a, out| {
         let Some(rel) = a.filepath.text()? else { return Ok(false) };
-        put_text(out, &ops::filepath::get(c.config(), a.store.req()?, rel, a.contents_hash.hash()?, a.size.req_size()?)?)
+        let replace = a.replace.size()?.unwrap_or(0) != 0;
+        put_text(out, &ops::filepath::get(c.config(), a.store.req()?, rel, a.contents_hash.hash()?, a.size.req_size()?, replace)?)
     }
 
     /// A status for every tracking row, failures included, so that one
@@ -144,10 +146,19 @@ sql_functions! {
         put_text(out, ops::objects::delete(c.config(), a.store.req()?, &obj, &h, a.purge_key.bytes().unwrap_or(b""))?)
     }
 
-    /// A JSON page of a schema's objects in a store, for sweeping.
-    dj_list_objects(store: Store, schema: Schema, after: Text, limit: Size) -> string(16 << 20) needs_config = |c, a, out| {
+    /// A JSON page of a schema's objects in a store, for sweeping; needs
+    /// the purge key, since it hands out the hashes and names reading needs.
+    dj_list_objects(store: Store, schema: Schema, after: Text, limit: Size, purge_key: Bytes) -> string(16 << 20) needs_config = |c, a, out| {
         let limit = a.limit.size()?.unwrap_or(1000) as usize;
-        put_text(out, &ops::objects::list_objects(c.config(), a.store.req()?, a.schema.req()?, a.after.text()?.unwrap_or(""), limit)?)
+        let key = a.purge_key.bytes().unwrap_or(b"");
+        put_text(out, &ops::objects::list_objects(c.config(), a.store.req()?, a.schema.req()?, a.after.text()?.unwrap_or(""), limit, key)?)
+    }
+
+    /// Removes what interrupted writes left in a store and nobody is
+    /// writing any more, untouched for `min_age_seconds`; needs the purge key.
+    dj_sweep_leftovers(store: Store, min_age_seconds: Size, purge_key: Bytes) -> string(TEXT) needs_config = |c, a, out| {
+        let key = a.purge_key.bytes().unwrap_or(b"");
+        put_text(out, &ops::leftovers::sweep(c.config(), a.store.req()?, a.min_age_seconds.req_size()?, key)?)
     }
 
     /// `` `schema`.`~external_store` ``, quoted, once both names pass the

@@ -85,14 +85,21 @@ impl Def {
             // The server shows only ~80 characters of an init message, after the
             // function's name: the cause comes first, without the name again.
             let wrong = |what: &str| format!("argument {} ({pname}) {what}", i + 1);
+            // Decided on the type the server declares, before any coercion:
+            // a constant keeps the representation it was filled with.
             match (kind, args.kind(i)) {
                 (Kind::Size, INT_RESULT | STRING_RESULT) => {}
-                (Kind::Hash, INT_RESULT | REAL_RESULT | DECIMAL_RESULT) => return Err(wrong("must be binary(16), hex or a UUID, not a number")),
                 (Kind::Size, _) => return Err(wrong("must be an integer")),
-                _ => args.coerce(i, STRING_RESULT),
+                (Kind::Hash, INT_RESULT | REAL_RESULT | DECIMAL_RESULT) => return Err(wrong("must be binary(16), hex or a UUID, not a number")),
+                (Kind::Store, INT_RESULT | REAL_RESULT | DECIMAL_RESULT) => return Err(wrong("must be a store name, not a number")),
+                (_, STRING_RESULT) => {}
+                (_, INT_RESULT | REAL_RESULT | DECIMAL_RESULT) => args.coerce(i, STRING_RESULT),
+                _ => return Err(wrong("has a type this function cannot take")),
             }
             // Constant arguments are visible now: a bad one stops the statement
-            // before any row runs, with a message that says which.
+            // before any row runs, with a message that says which. A number
+            // given for text is still a number here (its text comes per row,
+            // where the same checks run).
             let Value::Bytes(b) = args.get(i) else { continue };
             let text = || std::str::from_utf8(b).map_err(|_| wrong("is not valid UTF-8"));
             let checked = match kind {
@@ -256,10 +263,13 @@ macro_rules! sql_functions {
                     }
                 }
 
-                /// The state of one call site: the config as it was when the statement began.
+                /// The state of one call site: the config as it was when the
+                /// statement began, and the part of the server-wide result
+                /// budget its result holds.
                 #[allow(dead_code)]
                 pub struct Call {
                     cfg: Option<std::sync::Arc<$crate::config::Config>>,
+                    held: $crate::held::Claim,
                 }
 
                 #[allow(dead_code)]
@@ -290,13 +300,24 @@ macro_rules! sql_functions {
         impl $crate::ffi::StringFn for Call {
             fn init(args: &mut $crate::ffi::Args) -> ::std::result::Result<(Self, $crate::ffi::Shape), String> {
                 let (cfg, shape) = DEF.init(args)?;
-                Ok((Call { cfg }, shape))
+                Ok((Call { cfg, held: Default::default() }, shape))
             }
 
+            /// Runs the body, then claims what its result holds from the
+            /// server-wide budget (functions that read whole objects claim
+            /// before they read); an error leaves nothing held.
             fn row(&mut self, args: &$crate::ffi::Args, out: &mut Vec<u8>) -> ::std::result::Result<bool, String> {
                 #[allow(unused_variables)]
                 fn run($c: &Call, $a: &Args, $out: &mut Vec<u8>) -> $crate::error::Result<bool> $body
-                run(self, &Args::bind(args), out).map_err(|e| format!("{}: {e}", DEF.name))
+                let limit = self.cfg.as_ref().map_or($crate::config::DEFAULT_MAX_HELD, |c| c.max_held_bytes);
+                // The previous row's result is gone; only the buffer's reused room remains.
+                let _ = self.held.resize(out.capacity() as u64, limit);
+                let result = run(self, &Args::bind(args), out).and_then(|r| self.held.resize(out.capacity() as u64, limit).map(|_| r));
+                if result.is_err() {
+                    *out = Vec::new();
+                    self.held.release();
+                }
+                result.map_err(|e| format!("{}: {e}", DEF.name))
             }
         }
     };
@@ -304,7 +325,7 @@ macro_rules! sql_functions {
         impl $crate::ffi::IntFn for Call {
             fn init(args: &mut $crate::ffi::Args) -> ::std::result::Result<(Self, $crate::ffi::Shape), String> {
                 let (cfg, shape) = DEF.init(args)?;
-                Ok((Call { cfg }, shape))
+                Ok((Call { cfg, held: Default::default() }, shape))
             }
 
             fn row(&mut self, args: &$crate::ffi::Args) -> ::std::result::Result<Option<i64>, String> {

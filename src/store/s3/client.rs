@@ -37,7 +37,7 @@ pub(super) struct Request<'a> {
     pub url: &'a dyn Fn() -> Url,
     pub headers: &'a [(String, String)],
     pub body: &'a [u8],
-    /// A streamed download: its body has no total time limit, only the stall timeout.
+    /// A streamed download: its body may take up to `transfer_timeout`, not `timeout`.
     pub stream: bool,
     /// Whether a 5xx answer is retried (not for the second-chance lookups,
     /// which some servers answer with 500 as they cannot hold such keys).
@@ -66,6 +66,8 @@ pub(super) struct Client {
     secrets: [String; 2],
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// The total a download or a request body may take.
+    pub transfer_timeout: Duration,
     pub retries: u32,
     secure: bool,
 }
@@ -147,6 +149,7 @@ impl Client {
             .timeout_recv_response(Some(s3.timeout))
             .timeout_per_read(Some(s3.timeout))
             .timeout_per_write(Some(s3.timeout))
+            .timeout_send_body(Some(s3.transfer_timeout))
             .max_idle_connections(2)
             .max_idle_connections_per_host(2)
             .build();
@@ -159,6 +162,7 @@ impl Client {
             secrets: [s3.secret_key.clone(), s3.access_key.clone()],
             timeout: s3.timeout,
             connect_timeout: s3.connect_timeout,
+            transfer_timeout: s3.transfer_timeout,
             retries: s3.retries,
             secure: s3.secure,
         })
@@ -206,6 +210,9 @@ impl Client {
             ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => {
                 unreachable(format!("no connection within {} s, config key 'connect_timeout'", self.connect_timeout.as_secs_f64()))
             }
+            ureq::Error::Timeout(ureq::Timeout::SendBody | ureq::Timeout::RecvBody) => {
+                S3Problem::TooSlow { op, seconds: self.transfer_timeout.as_secs_f64() }
+            }
             ureq::Error::Timeout(_) => S3Problem::Timeout { op, seconds: self.timeout.as_secs_f64() },
             ureq::Error::HostNotFound => unreachable("host name not found".into()),
             ureq::Error::ConnectionFailed => unreachable("connection failed".into()),
@@ -229,7 +236,7 @@ impl Client {
     fn once(&self, r: &Request) -> std::result::Result<Response<Body>, ureq::Error> {
         let url = (r.url)();
         let url = url.as_str();
-        let total = if r.stream { None } else { Some(self.timeout) };
+        let total = Some(if r.stream { self.transfer_timeout } else { self.timeout });
         match r.verb {
             Verb::Head => with_headers(self.agent.head(url), r.headers).config().timeout_recv_body(total).build().call(),
             Verb::Get => with_headers(self.agent.get(url), r.headers).config().timeout_recv_body(total).build().call(),
@@ -270,7 +277,13 @@ impl Client {
     /// The body of a successful `GET` as a stream whose errors say what
     /// happened without quoting the request.
     pub fn download(&self, answer: Response<Body>) -> Download {
-        Download { inner: answer.into_body().into_reader(), timeout: self.timeout, secrets: self.secrets.clone() }
+        Download {
+            inner: answer.into_body().into_reader(),
+            timeout: self.timeout,
+            transfer_timeout: self.transfer_timeout,
+            started: std::time::Instant::now(),
+            secrets: self.secrets.clone(),
+        }
     }
 }
 
@@ -288,14 +301,23 @@ fn scrub(s: &str, secrets: &[String; 2]) -> String {
 pub(super) struct Download {
     inner: ureq::BodyReader<'static>,
     timeout: Duration,
+    transfer_timeout: Duration,
+    started: std::time::Instant,
     secrets: [String; 2],
 }
 
 impl Read for Download {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf).map_err(|e| {
-            let timed_out = e.kind() == io::ErrorKind::TimedOut
-                || e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()).is_some_and(|u| matches!(u, ureq::Error::Timeout(_)));
+            let cause = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>());
+            let timed_out = e.kind() == io::ErrorKind::TimedOut || cause.is_some_and(|u| matches!(u, ureq::Error::Timeout(_)));
+            let too_long = matches!(cause, Some(ureq::Error::Timeout(ureq::Timeout::RecvBody))) || self.started.elapsed() >= self.transfer_timeout;
+            if timed_out && too_long {
+                return io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the download took longer than {} s in all (config key 'transfer_timeout')", self.transfer_timeout.as_secs_f64()),
+                );
+            }
             if timed_out {
                 return io::Error::new(
                     io::ErrorKind::TimedOut,

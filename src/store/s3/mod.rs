@@ -28,6 +28,7 @@ use crate::error::{Error, Result, S3Problem};
 mod answers;
 mod client;
 mod keys;
+mod leftovers;
 mod requests;
 mod upload;
 
@@ -88,10 +89,14 @@ impl S3Store {
         mut ended: bool,
         mut hasher: Hasher,
         expect: Option<Hash>,
+        marker: &mut leftovers::Marker,
     ) -> Result<(Hash, u64)> {
         let mut etags = Vec::new();
         let mut total = 0u64;
         loop {
+            self.refresh_mark(marker)?;
+            // A killed statement stops between parts; the caller aborts the upload.
+            crate::interrupt::check(|| format!("the upload of {}", self.describe(relative)))?;
             if etags.len() == MAX_PARTS {
                 return Err(self.client.err(key, S3Problem::TooLarge { limit: MAX_OBJECT }));
             }
@@ -179,11 +184,21 @@ impl ObjectStore for S3Store {
             }
             Upload::Multipart => {
                 let upload_id = self.create_upload(&key, &meta)?;
-                let result = self.upload_parts(relative, &key, &upload_id, src, &mut buf, ended, hasher, expect);
-                if result.is_err() {
-                    // Best effort: parts of an unfinished upload are never
-                    // visible as an object, aborting only frees their space.
-                    let _ = self.abort_upload(&key, &upload_id);
+                // Marked first, so that a sweep finds the upload if this server dies.
+                let mut marker = match self.mark_upload(&key, &upload_id) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let _ = self.abort_upload(&key, &upload_id);
+                        return Err(e);
+                    }
+                };
+                let result = self.upload_parts(relative, &key, &upload_id, src, &mut buf, ended, hasher, expect, &mut marker);
+                // Best effort: parts of an unfinished upload are never visible
+                // as an object, aborting only frees their space. The marker
+                // goes once the upload is completed or aborted; when the
+                // abort fails too, it stays for a sweep to find.
+                if result.is_ok() || self.abort_upload(&key, &upload_id).is_ok() {
+                    self.unmark_upload(marker);
                 }
                 result
             }
@@ -223,6 +238,10 @@ impl ObjectStore for S3Store {
             self.check_bucket(&key)?;
         }
         Ok(deleted)
+    }
+
+    fn remove_leftovers(&self, min_age: u64) -> Result<u64> {
+        self.abort_stale_uploads(min_age)
     }
 
     fn describe(&self, relative: &str) -> String {

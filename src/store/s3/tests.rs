@@ -241,20 +241,30 @@ fn multipart_answer(req: &Seen) -> Option<String> {
     }
 }
 
+/// Whether a request writes or deletes an upload's marker (see `leftovers.rs`).
+fn is_marker(r: &Seen) -> bool {
+    r.line.contains(" /b/dj/.dj-uploads/")
+}
+
 fn two_part_object() -> Vec<u8> {
     (0..PART_SIZE + 5).map(|i| (i % 251) as u8).collect()
 }
 
 #[test]
 fn multipart_parts_carry_content_md5_and_complete_in_order() {
-    let (addr, server) = fake_server(4, multipart_answer);
+    let (addr, server) = fake_server(6, multipart_answer);
     let s = store_at(&addr, "dj", "");
     let data = two_part_object();
     let want = crate::datajoint::hash::digest(b"", &data);
     let mut src = &data[..];
     let (got, n) = s.put("sch/big", &mut src, Hasher::default(), Some(want), &[("contents_hash", "u-u-i-d")]).unwrap();
     assert_eq!((got, n), (want, data.len() as u64));
-    let seen = server.join().unwrap();
+    let mut seen = server.join().unwrap();
+    // The upload's marker is written once it has an id, and deleted once it is complete.
+    let marker: Vec<_> = seen.iter().enumerate().filter(|(_, r)| is_marker(r)).map(|(i, r)| (i, r.line.split(' ').next().unwrap())).collect();
+    assert_eq!(marker, [(1, "PUT"), (5, "DELETE")]);
+    assert!(String::from_utf8_lossy(&seen[1].body).contains(r#""upload_id":"UP1""#));
+    seen.retain(|r| !is_marker(r));
     let lines: Vec<_> = seen.iter().map(|r| r.line.as_str()).collect();
     assert_eq!(lines, ["POST /b/dj/sch/big", "PUT /b/dj/sch/big", "PUT /b/dj/sch/big", "POST /b/dj/sch/big"]);
     assert_eq!(seen[0].header("x-amz-meta-contents_hash"), Some("u-u-i-d"));
@@ -272,7 +282,7 @@ fn multipart_parts_carry_content_md5_and_complete_in_order() {
 
 #[test]
 fn multipart_with_unexpected_hash_is_aborted_not_completed() {
-    let (addr, server) = fake_server(4, multipart_answer);
+    let (addr, server) = fake_server(6, multipart_answer);
     let s = store_at(&addr, "dj", "");
     let data = two_part_object();
     let mut src = &data[..];
@@ -281,7 +291,9 @@ fn multipart_with_unexpected_hash_is_aborted_not_completed() {
     assert!(e.to_string().contains("object 'dj/sch/big' in bucket 'b' of store 's'"), "{e}");
     let seen = server.join().unwrap();
     let lines: Vec<_> = seen.iter().map(|r| (r.line.as_str(), r.query.contains("uploadId=UP1"))).collect();
-    assert_eq!(lines, [("POST /b/dj/sch/big", false), ("PUT /b/dj/sch/big", true), ("PUT /b/dj/sch/big", true), ("DELETE /b/dj/sch/big", true)]);
+    assert_eq!(lines[..4], [("POST /b/dj/sch/big", false), lines[1], ("PUT /b/dj/sch/big", true), ("PUT /b/dj/sch/big", true)]);
+    assert_eq!(lines[4], ("DELETE /b/dj/sch/big", true), "aborted");
+    assert!(is_marker(&seen[1]) && is_marker(&seen[5]) && seen[5].line.starts_with("DELETE"), "then its marker goes: {lines:?}");
 }
 
 #[test]
@@ -376,7 +388,7 @@ fn a_source_that_changes_between_the_two_passes_stores_nothing() {
         }
         multipart_answer(req)
     }
-    let (addr, server) = fake_server(7, answer);
+    let (addr, server) = fake_server(9, answer);
     let s = store_at(&addr, "dj", "");
     let key_of = |h: &crate::datajoint::hash::Hash| format!("sch/{}", crate::datajoint::hash::to_hex(h));
     let small = b"the first version of a small file".to_vec();
@@ -389,7 +401,10 @@ fn a_source_that_changes_between_the_two_passes_stores_nothing() {
         assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
         assert!(e.to_string().starts_with("source for object 'dj/sch/"), "{e}");
     }
-    let seen = server.join().unwrap();
+    let mut seen = server.join().unwrap();
+    // The large one's marker, written and deleted around its upload.
+    assert_eq!(seen.iter().filter(|r| is_marker(r)).count(), 2);
+    seen.retain(|r| !is_marker(r));
     let lines: Vec<_> = seen.iter().map(|r| (r.line.as_str(), r.query.contains("uploadId=UP1"))).collect();
     assert!(seen.iter().all(|r| r.line == "HEAD /b" || r.line == "HEAD /b/" || r.line.contains(" /b/dj/sch/")), "{lines:?}");
     let kinds: Vec<_> = lines.iter().map(|(l, up)| (l.split(' ').next().unwrap(), *up)).collect();
