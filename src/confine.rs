@@ -50,17 +50,41 @@ impl Dir {
         format!("{}/{}", self.path.trim_end_matches('/'), name)
     }
 
-    /// Descends through `components`, creating missing folders when `create`.
+    /// Descends through `components`, creating missing folders when
+    /// `create`; a folder it creates is durable when this returns (its
+    /// parent is fsync'd), so a file made durable inside it survives a crash.
     pub fn walk<'a>(&self, components: impl IntoIterator<Item = &'a str>, create: bool) -> io::Result<Dir> {
+        if !create {
+            return self.descend(components, None);
+        }
+        let mut changed = Vec::new();
+        let dir = self.descend(components, Some(&mut changed))?;
+        sync_all(&changed)?;
+        Ok(dir)
+    }
+
+    /// Descends through `components`, creating missing folders, and adds to
+    /// `changed` every folder that gained an entry: the caller fsyncs them
+    /// ([`sync_all`]) before it reports success. Syncing them after the file
+    /// written below costs less than at once: its own fsync commits the
+    /// new entries too, on journaling file systems.
+    pub fn walk_deferred<'a>(&self, components: impl IntoIterator<Item = &'a str>, changed: &mut Vec<Dir>) -> io::Result<Dir> {
+        self.descend(components, Some(changed))
+    }
+
+    fn descend<'a>(&self, components: impl IntoIterator<Item = &'a str>, mut create: Option<&mut Vec<Dir>>) -> io::Result<Dir> {
         let mut cur: Option<Dir> = None;
         for comp in components {
             let parent = cur.as_ref().unwrap_or(self);
             let c = cstr(comp)?;
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let mut made = false;
             let opened = match rustix::fs::openat(&parent.fd, c.as_c_str(), flags, Mode::empty()) {
-                Err(Errno::NOENT) if create => {
+                Err(Errno::NOENT) if create.is_some() => {
+                    // Made by a concurrent writer (EXIST) counts too: its
+                    // creator's fsync may not have happened yet.
                     match rustix::fs::mkdirat(&parent.fd, c.as_c_str(), Mode::from_raw_mode(0o775)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
+                        Ok(()) | Err(Errno::EXIST) => made = true,
                         Err(e) => return Err(e.into()),
                     }
                     rustix::fs::openat(&parent.fd, c.as_c_str(), flags, Mode::empty())
@@ -68,7 +92,14 @@ impl Dir {
                 other => other,
             };
             let fd = opened.map_err(explain)?;
-            cur = Some(Dir { fd, path: parent.child_path(comp) });
+            let child = Dir { fd, path: parent.child_path(comp) };
+            let left = cur.replace(child);
+            if let (true, Some(changed)) = (made, create.as_deref_mut()) {
+                changed.push(match left {
+                    Some(d) => d,
+                    None => self.reopen()?,
+                });
+            }
         }
         match cur {
             Some(d) => Ok(d),
@@ -295,6 +326,11 @@ pub struct Entry {
     pub size: u64,
     /// Seconds since the epoch.
     pub mtime: i64,
+}
+
+/// Fsyncs each folder, for the entries [`Dir::walk_deferred`] added.
+pub fn sync_all(dirs: &[Dir]) -> io::Result<()> {
+    dirs.iter().try_for_each(Dir::sync)
 }
 
 fn nanos() -> u128 {
