@@ -61,7 +61,7 @@ pub fn read_verified(st: &Opened, obj: &Object, hasher: Hasher, expect: &Hash, l
     }
     let mut hasher = hasher;
     let mut src = st.objects.open(&key)?;
-    let data = store::read_limited(&mut *src, &mut hasher, limit, &what)?;
+    let data = store::read_limited(&mut *src, &mut hasher, limit, size, &what)?;
     let got = hasher.finish();
     if &got != expect {
         return Err(Error::ChecksumMismatch { what, expected: to_hex(expect), actual: to_hex(&got) });

@@ -102,8 +102,10 @@ pub fn hash_all(src: &mut dyn Read, mut hasher: Hasher) -> io::Result<(Hash, u64
 }
 
 /// Reads at most `limit` bytes into memory, hashing them; more is an error.
-pub fn read_limited(src: &mut dyn Read, hasher: &mut Hasher, limit: u64, what: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
+/// `expected` (the size the store reported) sizes the buffer once: grown by
+/// doubling instead, it would reach twice the object and copy it on the way.
+pub fn read_limited(src: &mut dyn Read, hasher: &mut Hasher, limit: u64, expected: u64, what: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(expected.min(limit) as usize);
     let mut keep = |b: &[u8]| {
         if out.len() as u64 + b.len() as u64 > limit {
             return Err(Error::TooLarge { what: what.to_string(), size: out.len() as u64 + b.len() as u64, limit });
@@ -134,5 +136,21 @@ impl CopyError {
         match self {
             CopyError::Read(e) | CopyError::Write(e) => e,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_read_into_memory_is_allocated_once() {
+        let data = vec![7u8; 3 * pump::CHUNK + 5];
+        let mut h = Hasher::default();
+        let out = read_limited(&mut data.as_slice(), &mut h, 1 << 30, data.len() as u64, "obj").unwrap();
+        assert!(out == data);
+        assert_eq!(out.capacity(), data.len(), "no growth by doubling");
+        let e = read_limited(&mut data.as_slice(), &mut Hasher::default(), 100, data.len() as u64, "obj").unwrap_err();
+        assert!(matches!(e, Error::TooLarge { limit: 100, .. }), "{e}");
     }
 }
