@@ -4,7 +4,7 @@
 //! The calling (server) thread reads and hands each chunk to its sink (a
 //! file being written, a growing buffer, nothing); one scoped worker hashes
 //! the same chunks in order. The worker starts only once a source has
-//! yielded more than one read, so small objects cost no thread; it runs
+//! filled more than one chunk, so small objects cost no thread; it runs
 //! inside `catch_unwind`, is joined before [`pump`] returns (on every path),
 //! and at most [`IN_FLIGHT`] chunks of [`CHUNK`] bytes exist per transfer.
 //! Where a thread cannot be started, the caller's thread hashes instead.
@@ -35,13 +35,16 @@ pub enum Failure<E> {
 /// returns the byte count. On failure `hasher` holds no meaningful state.
 pub fn pump<E>(src: &mut dyn Read, hasher: &mut Hasher, sink: &mut dyn FnMut(&[u8]) -> Result<(), E>) -> Result<u64, Failure<E>> {
     let mut buf = vec![0u8; CHUNK];
-    let first = read_some(src, &mut buf).map_err(Failure::Read)?;
+    let first = fill(src, &mut buf).map_err(Failure::Read)?;
     if first == 0 {
         return Ok(0);
     }
     sink(&buf[..first]).map_err(Failure::Sink)?;
     hasher.update(&buf[..first]);
-    let second = read_some(src, &mut buf).map_err(Failure::Read)?;
+    if first < CHUNK {
+        return Ok(first as u64);
+    }
+    let second = fill(src, &mut buf).map_err(Failure::Read)?;
     if second == 0 {
         return Ok(first as u64);
     }
@@ -73,7 +76,7 @@ pub fn pump<E>(src: &mut dyn Read, hasher: &mut Hasher, sink: &mut dyn FnMut(&[u
 }
 
 /// The calling thread's side: reads into free chunks, sinks them and
-/// queues them for hashing; returns the bytes read after the first two reads.
+/// queues them for hashing; returns the bytes read after the first two chunks.
 fn feed<E>(
     src: &mut dyn Read,
     sink: &mut dyn FnMut(&[u8]) -> Result<(), E>,
@@ -90,7 +93,7 @@ fn feed<E>(
         } else {
             returned.recv().map_err(|_| Failure::Hashing)?
         };
-        let n = read_some(src, &mut buf).map_err(Failure::Read)?;
+        let n = fill(src, &mut buf).map_err(Failure::Read)?;
         if n == 0 {
             return Ok(total);
         }
@@ -121,7 +124,7 @@ fn copy_inline<E>(
 ) -> Result<u64, Failure<E>> {
     let mut total = 0u64;
     loop {
-        let n = read_some(src, &mut buf).map_err(Failure::Read)?;
+        let n = fill(src, &mut buf).map_err(Failure::Read)?;
         if n == 0 {
             return Ok(total);
         }
@@ -131,14 +134,20 @@ fn copy_inline<E>(
     }
 }
 
-/// One `read`, retried when a signal interrupted it.
-fn read_some(src: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match src.read(buf) {
+/// Reads until `buf` is full or the source ends (a network body comes in
+/// small reads: whole chunks keep hand-overs few and tell a small object
+/// by its first chunk); returns the bytes read, short only at the end.
+fn fill(src: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match src.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
+            Err(e) => return Err(e),
         }
     }
+    Ok(n)
 }
 
 #[cfg(test)]
