@@ -68,7 +68,7 @@ def busy(world, schema, sources, export_dir, stop):
                 cur.execute("SELECT @h")
                 h = cur.fetchone()[0]
                 cur.execute("CALL dj_udf.attach_put('localattach', %s, %s, %s, @h2)",
-                            (schema, f"bytes-{i}.bin", os.urandom(8 * MiB)))
+                            (schema, f"bytes-{i}.bin", os.urandom(16 * MiB)))
                 cur.execute("SELECT dj_udf.attach_export('localattach', %s, %s, %s, %s)",
                             (schema, h, src.name, str(export_dir / f"run-{i}")))
                 i += 1
