@@ -1,16 +1,20 @@
 """Throughput of the server-side functions against references run in the same
-script on the same files: md5sum and cp for the raw work, DataJoint 0.14.9 for
-what labs use today. Prints MB/s and ratios; asserts nothing.
+script on the same files: md5sum (the MD5 stream, the limit of any verified
+transfer), cp + sync, and DataJoint 0.14.9 doing the same job. Every row is
+run with one connection, then with four at once (the references four at
+once too). Prints rates, ratios and the server's peak memory; asserts nothing.
 
-    scripts/bench.sh [MiB]     (default 512)
+    scripts/bench.sh [MiB] [small objects]     (default 512 and 2000)
 """
 
+import multiprocessing
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
@@ -19,159 +23,424 @@ os.environ["DJ_SUPPORT_FILEPATH_MANAGEMENT"] = "TRUE"
 import datajoint as dj  # noqa: E402
 from conftest import World  # noqa: E402
 
+dj.logger.setLevel("WARNING")
 
-def timed(fn, repeat=3, setup=None):
+REPEAT = 3
+CONNS = 4
+SMALL = 4096
+
+
+def timed(fn, repeat=REPEAT, setup=None):
     """Best of `repeat` runs, in seconds (warm page cache, as on a busy
-    server); `setup` runs before each, untimed."""
-    best = float("inf")
+    server), and the spread (worst / best); `setup` runs before each, untimed."""
+    times = []
     for _ in range(repeat):
         if setup:
             setup()
         t = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+        times.append(time.perf_counter() - t)
+    return min(times), max(times) / min(times)
 
 
-def peak_kib(pid):
+def parallel(fns):
+    """Runs the functions at once, each in its own thread; re-raises the first failure."""
+    errors = []
+
+    def wrap(f):
+        try:
+            f()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=wrap, args=(f,)) for f in fns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def status(pid):
+    out = {}
     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
+        k, _, v = line.partition(":")
+        if k in ("VmHWM", "VmRSS"):
+            out[k] = int(v.split()[0]) * 1024
+    return out
 
 
-def main():
-    mib = int(sys.argv[1]) if len(sys.argv) > 1 else 512
-    base = pathlib.Path(tempfile.mkdtemp(prefix="dj-bench-"))
-    world = World(base)
-    if world.s3_available():
-        world.s3_start()
-    world.start()
-    try:
-        run(world, mib, base)
-    finally:
-        world.stop()
-        world.s3_stop()
-        shutil.rmtree(base, ignore_errors=True)
+class Bench:
+    def __init__(self, world, base, mib, small):
+        self.world, self.base, self.mib, self.small = world, base, mib, small
+        self.rows = []
+        self.notes = []
+        self.pid = world.server_pid()
+        self.conns = [world.connect() for _ in range(CONNS)]
+
+    def sql(self, q, args=None, c=0):
+        with self.conns[c].cursor() as cur:
+            cur.execute(q, args)
+            return cur.fetchall()
+
+    def row(self, group, what, ours, ref_name, ref, unit):
+        """ours/ref are (seconds, spread); unit: ("MB/s", bytes) or ("rows/s", rows)."""
+        name, amount = unit
+        self.rows.append((group, what, amount / ours[0], ours[1], ref_name, amount / ref[0], ref[1], ref[0] / ours[0], name))
+        r = self.rows[-1]
+        print(f"  {group:7} {what:52} {r[2]:7.0f} ({r[3]:4.2f})  {ref_name:38} {r[5]:7.0f} ({r[6]:4.2f})  {r[7]:5.2f}  {name}", flush=True)
+
+    def peak_mib(self):
+        return status(self.pid)["VmHWM"] / 2**20
 
 
-def run(world, mib, base):
-    src = world.dirs["import"] / "bench.raw"
-    with open(src, "wb") as f:
-        block = os.urandom(1 << 20)
-        for i in range(mib):
-            f.write(block[:-8] + i.to_bytes(8, "little"))
-    size = src.stat().st_size
-    conn = world.connect()
-    cur = conn.cursor()
-    cur.execute("CREATE DATABASE bench")
-    cur.execute("CALL dj_udf.create_tracking_table('bench', 'localattach')")
-    pid = world.server_pid()
-    peak0 = peak_kib(pid)
+def files(world, mib, n):
+    out = []
+    block = os.urandom(1 << 20)
+    for k in range(n):
+        p = world.dirs["import"] / f"bench{k}.raw"
+        with open(p, "wb") as f:
+            for i in range(mib):
+                f.write(block[:-9] + bytes([k]) + i.to_bytes(8, "little"))
+        out.append(p)
+    return out
 
-    def sql(q, args=None):
-        cur.execute(q, args)
-        return cur.fetchall()
 
-    def clear_store():
-        shutil.rmtree(world.dirs["attach"] / "bench", ignore_errors=True)
+def md5sum(paths):
+    procs = [subprocess.Popen(["md5sum", str(p)], stdout=subprocess.DEVNULL) for p in paths]
+    assert all(p.wait() == 0 for p in procs)
 
-    results = []
 
-    def row(what, secs, ref_name, ref_secs):
-        results.append((what, size / secs / 1e6, ref_name, size / ref_secs / 1e6, ref_secs / secs))
-
-    # hashing: dj_file_checksum vs md5sum
-    t_udf = timed(lambda: sql("SELECT dj_file_checksum(%s)", (str(src),)))
-    t_md5 = timed(lambda: subprocess.run(["md5sum", str(src)], check=True, capture_output=True))
-    row("dj_file_checksum", t_udf, "md5sum", t_md5)
-
-    # attach a server file (hash + copy + fsync) vs cp, and vs DataJoint's insert
-    def udf_put():
-        sql("CALL dj_udf.attach_put_file('localattach', 'bench', %s, @h)", (str(src),))
-
-    def cp_sync():
-        subprocess.run(["cp", str(src), str(base / "cp.raw")], check=True)
-        subprocess.run(["sync", str(base / "cp.raw")], check=True)
-
-    def cp_clear():
-        (base / "cp.raw").unlink(missing_ok=True)
-
-    t_put = timed(udf_put, setup=clear_store)
-    row("dj_udf.attach_put_file", t_put, "cp + sync", timed(cp_sync, setup=cp_clear))
-
+def dj_setup(world):
     dj.config["database.use_tls"] = False
     dj.config["safemode"] = False
-    dj.config["stores"] = {"localattach": dict(world.base_config["stores"]["localattach"])}
-    djc = dj.Connection(f"127.0.0.1:{world.port}", "dj", "dj", use_tls=False)
-    schema = dj.Schema("bench_dj", connection=djc)
+    dj.config["display.progress"] = False
+    spec = world.base_config["stores"]
+    dj.config["stores"] = {"localattach": dict(spec["localattach"]),
+                           "data": {k: spec["data"][k] for k in ("protocol", "location", "stage")}}
+
+
+def dj_schema(world):
+    """A DataJoint connection and the benchmark's tables on it (declared once,
+    found again by every later connection)."""
+    conn = dj.Connection(f"127.0.0.1:{world.port}", "dj", "dj", use_tls=False)
+    schema = dj.Schema("bench_dj", connection=conn)
 
     @schema
-    class Blob(dj.Manual):
+    class Big(dj.Manual):
         definition = """
         k : int
         ---
         att : attach@localattach
         """
 
-    def dj_clear():
-        Blob.delete_quick()
-        schema.external["localattach"].delete(delete_external_files=True)
+    @schema
+    class Small(dj.Manual):
+        definition = """
+        k : int
+        ---
+        att : attach@localattach
+        """
 
-    def dj_insert():
-        Blob.insert1(dict(k=1, att=str(src)))
+    return conn, Big, Small
 
-    def udf_clear():
-        sql("DELETE FROM bench.`~external_localattach`")
-        clear_store()
 
-    row("dj_udf.attach_put_file", timed(udf_put, setup=udf_clear), "DataJoint insert1", timed(dj_insert, setup=dj_clear))
+def dj_job(world, job, k, arg, out):
+    """One DataJoint client's work, in a process of its own (as four users
+    would run it); sends its time through `out`."""
+    conn, Big, Small = dj_schema(world)
+    t = time.perf_counter()
+    if job == "insert1":
+        Big.insert1(dict(k=k, att=str(arg)))
+    elif job == "fetch1":
+        (Big & dict(k=k)).fetch1("att", download_path=str(arg))
+    elif job == "small":
+        first, paths = arg
+        for i, p in enumerate(paths):
+            Small.insert1(dict(k=first + i, att=str(p)))
+    elif job == "fetch":
+        first, count, folder = arg
+        (Small & f"k >= {first} and k < {first + count}").fetch("att", download_path=str(folder))
+    out.put(time.perf_counter() - t)
+    conn.close()
 
-    # export (verified copy out) vs cp, and vs DataJoint's fetch
-    h = sql("SELECT hash FROM bench.`~external_localattach`")[0][0]
-    out = world.dirs["export"]
 
-    def export_clear():
-        shutil.rmtree(out / "x", ignore_errors=True)
+def dj_run(world, job, args):
+    """Runs DataJoint clients at once, one process each; wall time, in seconds."""
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=dj_job, args=(world, job, k, a, q)) for k, a in args]
+    t = time.perf_counter()
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    wall = time.perf_counter() - t
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    return wall
 
-    def udf_export():
-        sql("SELECT dj_udf.attach_export('localattach', 'bench', %s, 'bench.raw', %s)", (h, str(out / "x")))
 
-    def dl_clear():
-        shutil.rmtree(base / "dl", ignore_errors=True)
-        (base / "dl").mkdir()
+def main():
+    mib = int(sys.argv[1]) if len(sys.argv) > 1 else 512
+    small = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
+    base = pathlib.Path(tempfile.mkdtemp(prefix="dj-bench-"))
+    world = World(base)
+    if world.s3_available():
+        world.s3_start()
+    world.start()
+    try:
+        run(world, mib, small, base)
+    finally:
+        world.stop()
+        world.s3_stop()
+        shutil.rmtree(base, ignore_errors=True)
 
-    def dj_fetch():
-        Blob.fetch1("att", download_path=str(base / "dl"))
 
-    t_exp = timed(udf_export, setup=export_clear)
-    row("dj_udf.attach_export", t_exp, "cp + sync", timed(cp_sync, setup=cp_clear))
-    row("dj_udf.attach_export", t_exp, "DataJoint fetch1", timed(dj_fetch, setup=dl_clear))
-
-    # verify (read + hash) vs md5sum of the stored object
-    obj = next((world.dirs["attach"] / "bench").rglob("*.bench.raw"))
-    t_ver = timed(lambda: sql("SELECT dj_verify('localattach', 'bench', hash, size, attachment_name, filepath, contents_hash) "
-                              "FROM bench.`~external_localattach`"))
-    row("dj_verify", t_ver, "md5sum", timed(lambda: subprocess.run(["md5sum", str(obj)], check=True, capture_output=True)))
-
-    s3_results = run_s3(world, src, base, djc, sql) if world.s3_running() else []
-
-    growth = (peak_kib(pid) - peak0) / 1024
-    print(f"\n{mib} MiB file, best of 3, warm page cache, {os.cpu_count()} cores")
-    print(f"{'operation':26} {'MB/s':>8}   {'reference':18} {'MB/s':>8}   ratio (ours / reference speed)")
-    for what, ours, ref, theirs, ratio in results:
-        print(f"{what:26} {ours:8.0f}   {ref:18} {theirs:8.0f}   {ratio:5.2f}")
-    if s3_results:
+def run(world, mib, small, base):
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    fs = subprocess.run(["df", "--output=fstype", str(world.dirs["attach"])], capture_output=True, text=True).stdout.split()[-1]
+    print(f"machine: {cpu}, {os.cpu_count()} cores, store on {fs}, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+          f"load average before: {os.getloadavg()[0]:.1f}; {mib} MiB files, {small} x {SMALL // 1024} KiB objects, "
+          f"best of {REPEAT} (spread = worst/best)", flush=True)
+    print(f"  {'':7} {'operation':52} {'ours (spread)':>14}  {'reference':38} {'theirs (spread)':>14}  ratio", flush=True)
+    srcs = files(world, mib, CONNS)
+    size = srcs[0].stat().st_size
+    b = Bench(world, base, mib, small)
+    b.sql("CREATE DATABASE bench")
+    for store in ("localattach", "data"):
+        b.sql("CALL dj_udf.create_tracking_table('bench', %s)", (store,))
+    b.sql("CREATE TABLE bench.small (k int PRIMARY KEY, att binary(16) NOT NULL)")
+    dj_setup(world)
+    djc, Big, Small = dj_schema(world)
+    peak0 = b.peak_mib()
+    large(b, srcs, size)
+    peak_large = b.peak_mib()
+    small_objects(b, Small)
+    peak_small = b.peak_mib()
+    memory(b, peak0, peak_large, peak_small)
+    if world.s3_running():
+        s3_results = run_s3(world, srcs[0], base, djc, b.sql)
         print("\nS3 store (s3s-fs on 127.0.0.1), DataJoint through minio-py")
         print(f"{'operation':34} {'ours':>10}   {'DataJoint':>10}   ratio (ours / DataJoint speed)")
         for what, ours, theirs, unit in s3_results:
             print(f"{what:34} {ours:10.1f}   {theirs:10.1f}   {ours / theirs:5.2f}   ({unit})")
-    print(f"server peak memory growth during all of it: {growth:.1f} MiB")
     djc.close()
+
+
+def large(b, srcs, size):
+    world, base = b.world, b.base
+    attach, export = world.dirs["attach"], world.dirs["export"]
+    stage, data = world.dirs["stage"], world.dirs["data"]
+
+    def clear_objects():
+        b.sql("DELETE FROM bench.`~external_localattach`")
+        shutil.rmtree(attach / "bench", ignore_errors=True)
+
+    def dj_clear():
+        conn, big, _ = dj_schema(world)
+        big.delete_quick()
+        conn.query("DELETE FROM bench_dj.`~external_localattach`")
+        conn.close()
+        shutil.rmtree(attach / "bench_dj", ignore_errors=True)
+
+    for n, group in [(1, "1 conn"), (CONNS, f"{CONNS} conns")]:
+        mb = ("MB/s", size * n / 1e6)
+        part = srcs[:n]
+        ours = timed(lambda: parallel([lambda c=c, p=p: b.sql("SELECT dj_file_checksum(%s)", (str(p),), c) for c, p in enumerate(part)]))
+        ref_md5 = timed(lambda: md5sum(part))
+        b.row(group, "dj_file_checksum", ours, "md5sum", ref_md5, mb)
+
+        def put():
+            parallel([lambda c=c, p=p: b.sql("CALL dj_udf.attach_put_file('localattach', 'bench', %s, @h)", (str(p),), c)
+                      for c, p in enumerate(part)])
+
+        peak_before = b.peak_mib()
+        ours = timed(put, setup=clear_objects)
+        if n == 1:
+            b.notes.append(f"server peak memory growth during {mib_of(size)} MiB file puts: {b.peak_mib() - peak_before:.1f} MiB")
+        ref = timed(lambda: dj_run(world, "insert1", list(enumerate(part))), setup=dj_clear)
+        b.row(group, "dj_udf.attach_put_file (hash+copy+fsync)", ours, "DataJoint insert1 (no fsync)", ref, mb)
+
+        def cp_sync():
+            procs = [subprocess.Popen(["sh", "-c", f"cp {p} {base}/cp{k}.raw && sync {base}/cp{k}.raw"]) for k, p in enumerate(part)]
+            assert all(x.wait() == 0 for x in procs)
+
+        def cp_clear():
+            for k in range(n):
+                (base / f"cp{k}.raw").unlink(missing_ok=True)
+
+        b.row(group, "dj_udf.attach_put_file", ours, "cp + sync (no hash)", timed(cp_sync, setup=cp_clear), mb)
+
+        hashes = [b.sql("SELECT hash FROM bench.`~external_localattach` WHERE attachment_name = %s", (p.name,))[0][0] for p in part]
+
+        def export_clear():
+            shutil.rmtree(export / "x", ignore_errors=True)
+
+        def exp():
+            parallel([lambda c=c, p=p, h=h: b.sql("SELECT dj_udf.attach_export('localattach', 'bench', %s, %s, %s)",
+                                                  (h, p.name, str(export / "x" / str(c))), c)
+                      for c, (p, h) in enumerate(zip(part, hashes))])
+
+        ours = timed(exp, setup=export_clear)
+        b.row(group, "dj_udf.attach_export (verified copy+fsync)", ours, "md5sum", ref_md5, mb)
+
+        def dl_clear():
+            for k in range(n):
+                shutil.rmtree(base / f"dl{k}", ignore_errors=True)
+                (base / f"dl{k}").mkdir()
+
+        b.row(group, "dj_udf.attach_export", ours, "DataJoint fetch1 (no check, no fsync)",
+              timed(lambda: dj_run(world, "fetch1", [(k, base / f"dl{k}") for k in range(n)]), setup=dl_clear), mb)
+
+        # filepath: the stage copy made again from the store, checked and fsync'd
+        for k, p in enumerate(part):
+            shutil.copyfile(p, stage / f"fp{k}.raw")
+            b.sql("CALL dj_udf.filepath_put('data', 'bench', %s, @h)", (str(stage / f"fp{k}.raw"),))
+        rows = [b.sql("SELECT filepath, contents_hash, size FROM bench.`~external_data` WHERE filepath = %s", (f"fp{k}.raw",))[0]
+                for k in range(n)]
+
+        def stage_clear():
+            for k in range(n):
+                (stage / f"fp{k}.raw").unlink(missing_ok=True)
+
+        ours = timed(lambda: parallel([lambda c=c, r=r: b.sql("SELECT dj_udf.filepath_get('data', %s, %s, %s)", r, c)
+                                       for c, r in enumerate(rows)]), setup=stage_clear)
+        b.row(group, "dj_udf.filepath_get (verified copy+fsync)", ours, "md5sum", ref_md5, mb)
+
+        objs = [next((attach / "bench").rglob(f"*.{p.name}")) for p in part]
+        ours = timed(lambda: parallel([lambda c=c, p=p: b.sql(
+            "SELECT dj_verify('localattach', 'bench', hash, size, attachment_name, filepath, contents_hash) "
+            "FROM bench.`~external_localattach` WHERE attachment_name = %s", (p.name,), c) for c, p in enumerate(part)]))
+        b.row(group, "dj_verify", ours, "md5sum", timed(lambda: md5sum(objs)), mb)
+        shutil.rmtree(data, ignore_errors=True)
+        data.mkdir()
+        b.sql("DELETE FROM bench.`~external_data`")
+
+
+def mib_of(n):
+    return n >> 20
+
+
+def small_objects(b, Small):
+    world, base, n = b.world, b.base, b.small
+    folder = base / "small"
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = folder / f"s{i}.bin"
+        p.write_bytes(os.urandom(SMALL))
+        paths.append(p)
+    payloads = [p.read_bytes() for p in paths]
+    rows = ("rows/s", n)
+
+    def clear(keep_folders=False):
+        b.sql("DELETE FROM bench.small")
+        b.sql("DELETE FROM bench.`~external_localattach`")
+        if keep_folders:
+            for p in (world.dirs["attach"] / "bench").rglob("*.bin"):
+                p.unlink()
+        else:
+            shutil.rmtree(world.dirs["attach"] / "bench", ignore_errors=True)
+
+    def dj_clear():
+        Small.delete_quick()
+        conn, big, _ = dj_schema(world)
+        big.delete_quick()
+        conn.query("DELETE FROM bench_dj.`~external_localattach`")
+        conn.close()
+        shutil.rmtree(world.dirs["attach"] / "bench_dj", ignore_errors=True)
+
+    def puts(c, first, count, txn):
+        with b.conns[c].cursor() as cur:
+            if txn:
+                cur.execute("START TRANSACTION")
+            for i in range(first, first + count):
+                cur.execute("CALL dj_udf.attach_put('localattach', 'bench', %s, %s, @h)", (paths[i].name, payloads[i]))
+                cur.execute("INSERT INTO bench.small VALUES (%s, @h)", (i,))
+            if txn:
+                cur.execute("COMMIT")
+
+    def counters():
+        got = dict(b.sql("SHOW GLOBAL STATUS WHERE Variable_name IN ('Innodb_data_fsyncs', 'Questions', 'Com_call_procedure', "
+                         "'Com_insert', 'Com_execute_sql', 'Com_prepare_sql', 'Com_dealloc_sql', 'Com_set_option')"))
+        return {k: int(v) for k, v in got.items()}
+
+    ref = timed(lambda: dj_run(world, "small", [(0, (0, paths))]), repeat=1, setup=dj_clear)
+    b.notes.append(f"DataJoint insert1 of {n} x {SMALL // 1024} KiB: {n / ref[0]:.0f} rows/s (one client)")
+    # Into a new schema (each put also creates and syncs its folders), then
+    # into folders that exist (a store in use).
+    for txn, keep, what in [(False, False, "autocommit"), (True, False, "one transaction"),
+                            (False, True, "autocommit, folders exist"), (True, True, "one transaction, folders exist")]:
+        before = counters()
+        ours = timed(lambda: puts(0, 0, n, txn), setup=lambda: clear(keep))
+        after = counters()
+        per = {k: (after[k] - before[k]) / (REPEAT * n) for k in after}
+        b.row("1 conn", f"{n} x CALL attach_put + INSERT, {what}", ours, "DataJoint insert1, one client", ref, rows)
+        b.notes.append(f"per row, {what}: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(per.items())))
+    # What the routine's own SQL costs: the function and the two INSERTs
+    # without the routine (no dynamic SQL, no nested CALLs, no checks).
+    def bare(c, first, count):
+        with b.conns[c].cursor() as cur:
+            cur.execute("START TRANSACTION")
+            for i in range(first, first + count):
+                cur.execute("SET @h = dj_attach_put('localattach', 'bench', %s, %s)", (paths[i].name, payloads[i]))
+                cur.execute("INSERT INTO bench.`~external_localattach` (hash, size, attachment_name) VALUES (@h, %s, %s) "
+                            "ON DUPLICATE KEY UPDATE timestamp = CURRENT_TIMESTAMP", (SMALL, paths[i].name))
+                cur.execute("INSERT INTO bench.small VALUES (%s, @h)", (i,))
+            cur.execute("COMMIT")
+
+    ours = timed(lambda: bare(0, 0, n), setup=lambda: clear(True))
+    b.row("1 conn", f"{n} x dj_attach_put + 2 INSERTs, no routine, one txn", ours, "DataJoint insert1, one client", ref, rows)
+    for txn, what in [(False, "autocommit"), (True, "a transaction each")]:
+        share = n // CONNS
+        ours = timed(lambda: parallel([lambda c=c: puts(c, c * share, share, txn) for c in range(CONNS)]), setup=clear)
+        b.row(f"{CONNS} conns", f"{n} x CALL attach_put + INSERT, {what}", ours, "DataJoint insert1, one client", ref, rows)
+
+    # verified gets of every row in one SELECT vs DataJoint's fetch (downloads)
+    get = ("SELECT k, dj_udf.attach_get('localattach', 'bench', s.att, x.attachment_name) FROM bench.small s "
+           "JOIN bench.`~external_localattach` x ON x.hash = s.att WHERE k >= %s AND k < %s")
+    for c_n, group in [(1, "1 conn"), (CONNS, f"{CONNS} conns")]:
+        share = n // c_n
+        ours = timed(lambda: parallel([lambda c=c: b.sql(get, (c * share, (c + 1) * share), c) for c in range(c_n)]))
+
+        def dl_clear():
+            for k in range(c_n):
+                shutil.rmtree(base / f"sdl{k}", ignore_errors=True)
+                (base / f"sdl{k}").mkdir()
+
+        ref_get = timed(lambda: dj_run(world, "fetch", [(k, (k * share, share, base / f"sdl{k}")) for k in range(c_n)]), setup=dl_clear)
+        b.row(group, f"{n} x verified get in one SELECT", ours, f"DataJoint fetch ({c_n} client{'s' if c_n > 1 else ''})",
+              ref_get, rows)
+
+
+def memory(b, peak0, peak_large, peak_small):
+    """The server's own cost of receiving 128 MiB, and what a put of them adds."""
+    payload = os.urandom(128 << 20)
+    base = b.peak_mib()
+    b.sql("SELECT LENGTH(%s)", (payload,))
+    received = b.peak_mib()
+    b.sql("SELECT LENGTH(dj_attach_put('localattach', 'bench', 'mem.bin', %s))", (payload,))
+    direct = b.peak_mib()
+    b.sql("CALL dj_udf.attach_put('localattach', 'bench', 'mem2.bin', %s, @h)", (payload,))
+    routine = b.peak_mib()
+    mb = len(payload) / 2**20
+    print()
+    for note in b.notes:
+        print(note)
+    print(f"server peak memory: +{peak_large - peak0:.1f} MiB over the large-file runs, +{peak_small - peak_large:.1f} MiB over "
+          f"the small-object runs")
+    print(f"client bytes, 128 MiB: SELECT LENGTH(<literal>) raises the server's peak by {(received - base) / mb:.2f}x the payload; "
+          f"then SELECT dj_attach_put(<literal>) to {(direct - base) / mb:.2f}x; then CALL dj_udf.attach_put to "
+          f"{(routine - base) / mb:.2f}x")
 
 
 def run_s3(world, src, base, djc, sql):
     """The same jobs on an S3 store: one large file, then many small ones."""
+
+    def best(*args, **kw):
+        return timed(*args, **kw)[0]
+
     store = "s3attach"
     spec = world.base_config["stores"][store]
     dj.config["stores"] = {store: {k: v for k, v in spec.items() if k in
@@ -205,21 +474,21 @@ def run_s3(world, src, base, djc, sql):
         sql("DELETE FROM bench_s3.`~external_s3attach`")
         shutil.rmtree(world.dirs["s3root"] / spec["bucket"] / spec["location"], ignore_errors=True)
 
-    t_ours = timed(lambda: sql("CALL dj_udf.attach_put_file(%s, 'bench_s3', %s, @h)", (store, str(src))),
+    t_ours = best(lambda: sql("CALL dj_udf.attach_put_file(%s, 'bench_s3', %s, @h)", (store, str(src))),
                    setup=wipe)
-    t_dj = timed(lambda: Big.insert1(dict(k=1, att=str(src))), setup=wipe)
+    t_dj = best(lambda: Big.insert1(dict(k=1, att=str(src))), setup=wipe)
     out.append(("attach put, one large file", size / t_ours / 1e6, size / t_dj / 1e6, "MB/s"))
     h = sql("SELECT att FROM bench_s3.big")[0][0]
     exp = world.dirs["export"] / "s3"
 
-    t_ours = timed(lambda: sql("SELECT dj_udf.attach_export(%s, 'bench_s3', %s, 'bench.raw', %s)", (store, h, str(exp))),
+    t_ours = best(lambda: sql("SELECT dj_udf.attach_export(%s, 'bench_s3', %s, %s, %s)", (store, h, src.name, str(exp))),
                    setup=lambda: shutil.rmtree(exp, ignore_errors=True))
 
     def dl_clear():
         shutil.rmtree(base / "dl3", ignore_errors=True)
         (base / "dl3").mkdir()
 
-    t_dj = timed(lambda: Big.fetch1("att", download_path=str(base / "dl3")), setup=dl_clear)
+    t_dj = best(lambda: Big.fetch1("att", download_path=str(base / "dl3")), setup=dl_clear)
     out.append(("attach fetch, one large file", size / t_ours / 1e6, size / t_dj / 1e6, "MB/s"))
 
     # many small objects: per-object overhead (DataJoint issue #806)
@@ -237,13 +506,13 @@ def run_s3(world, src, base, djc, sql):
     def dj_small():
         Small.insert([dict(k=i, att=str(small / f"s{i}.bin")) for i in range(n)])
 
-    t_ours = timed(ours_small, repeat=1, setup=wipe)
-    t_dj = timed(dj_small, repeat=1, setup=wipe)
+    t_ours = best(ours_small, repeat=1, setup=wipe)
+    t_dj = best(dj_small, repeat=1, setup=wipe)
     out.append((f"attach put, {n} x 100 kB", n / t_ours, n / t_dj, "objects/s"))
-    t_ours = timed(lambda: sql("SELECT COUNT(CONVERT(dj_verify(%s, 'bench_s3', hash, size, attachment_name, filepath, "
+    t_ours = best(lambda: sql("SELECT COUNT(CONVERT(dj_verify(%s, 'bench_s3', hash, size, attachment_name, filepath, "
                                "contents_hash) USING utf8mb4) = 'ok') FROM bench_s3.`~external_s3attach`", (store,)), repeat=1)
     dl_clear()
-    t_dj = timed(lambda: Small.fetch("att", download_path=str(base / "dl3")), repeat=1)
+    t_dj = best(lambda: Small.fetch("att", download_path=str(base / "dl3")), repeat=1)
     out.append((f"verify (ours) / fetch (DJ), {n} x 100 kB", n / t_ours, n / t_dj, "objects/s"))
     return out
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a Debian machine (as root):
 # MariaDB server and client, the server headers (for the build's layout
-# check) and, with --python (what the tests need), a virtual environment
-# with pytest (in random order: pytest-randomly), PyMySQL and DataJoint 0.14.9,
-# strace and openssl (the no-thread and TLS tests) plus the S3-compatible test
-# server s3s-fs (built from crates.io, about 5 minutes the first time). Does
-# nothing that is already done.
+# check), libcrypto's headers (MD5) and, with --python (what the tests need),
+# a virtual environment with pytest (in random order: pytest-randomly),
+# PyMySQL and DataJoint 0.14.9, strace and openssl (the thread and TLS tests)
+# plus the S3-compatible test server s3s-fs (built from crates.io, about 5
+# minutes the first time). Does nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,9 @@ pkgs=()
 have mariadbd || pkgs+=(mariadb-server)
 have mariadb || pkgs+=(mariadb-client)
 [ -f /usr/include/mariadb/server/mysql.h ] || pkgs+=(libmariadbd-dev)
+# MD5 from the system libcrypto (the server links it too).
+[ -f /usr/include/openssl/evp.h ] || pkgs+=(libssl-dev)
+have pkg-config || pkgs+=(pkg-config)
 if [ "${1:-}" = --python ]; then
   have strace || pkgs+=(strace)
   have openssl || pkgs+=(openssl)

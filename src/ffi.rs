@@ -443,6 +443,27 @@ pub mod server {
     }
 }
 
+/// System calls that `rustix` does not wrap, behind safe functions.
+pub mod os {
+    use std::io;
+    use std::os::fd::{AsRawFd, BorrowedFd};
+
+    /// Starts writeback of `len` bytes of a file from `offset`, and, for
+    /// `wait`, first waits for the writeback already under way there. Not a
+    /// durability point (neither metadata nor the disk's cache): it only
+    /// leaves less for the final `fsync`. An error is the file's write error
+    /// (the kernel reports it here instead of at that `fsync`).
+    pub fn sync_file_range(fd: BorrowedFd, offset: u64, len: u64, wait: bool) -> io::Result<()> {
+        let flags = libc::SYNC_FILE_RANGE_WRITE | if wait { libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WAIT_AFTER } else { 0 };
+        let (offset, len) = (i64::try_from(offset).map_err(io::Error::other)?, i64::try_from(len).map_err(io::Error::other)?);
+        // SAFETY: a plain system call on a descriptor the borrow keeps open.
+        match unsafe { libc::sync_file_range(fd.as_raw_fd(), offset, len, flags) } {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,6 @@ connections calling at once."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -12,7 +11,7 @@ import time
 import pymysql
 import pytest
 
-from conftest import LIBRARY, MiB, ROOT, attach_hash, attach_path, leftovers, md5, need, rss
+from conftest import LIBRARY, MiB, ROOT, attach_hash, attach_path, leftovers, md5, rss
 
 
 def test_no_memory_growth_over_many_calls(db, world):
@@ -62,34 +61,6 @@ def test_many_connections_at_once(db, world):
     assert not failures, failures[:3]
     assert len(db.tracking("localattach")) == 30
     assert not leftovers(world, "localattach", s)
-
-
-def test_calls_start_no_threads(db, world, s3, tmp_path):
-    """The library never starts a thread, not even briefly: its functions are
-    called the way the server calls them from a single-threaded process under
-    strace, on a file store, an S3 store (multipart) and an unreachable one."""
-    need("strace", strict=True)  # installed by scripts/setup.sh --python
-    strace = shutil.which("strace")
-    log = tmp_path / "strace.txt"
-    env = dict(os.environ, DJ_UDF_CONFIG=str(world.config_path))
-    out = subprocess.run(
-        [strace, "-f", "-qq", "-e", "trace=clone,clone3,fork,vfork", "-o", str(log),
-         sys.executable, "-S", str(ROOT / "tests" / "udf_direct.py"), str(LIBRARY), db.schema, "localattach", "s3attach"],
-        env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "ok 2 stores"
-    traced = log.read_text()
-    assert "clone" not in traced and "fork" not in traced, traced[:1000]
-    # the failing endpoint: an error, and still no thread
-    out = subprocess.run(
-        [strace, "-f", "-qq", "-e", "trace=clone,clone3,fork,vfork", "-o", str(log), sys.executable, "-S", "-c",
-         "import sys; sys.path.insert(0, sys.argv[1]); import udf_direct as u, ctypes; "
-         "lib = ctypes.CDLL(sys.argv[2]); assert u.call(lib, 'dj_blob_get', b's3down', b'x', b'0' * 32) is None; "
-         "print(u.call(lib, 'dj_last_error').decode())",
-         str(ROOT / "tests"), str(LIBRARY)], env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "unreachable" in out.stdout or "connect" in out.stdout.lower(), out.stdout
-    assert "clone" not in log.read_text()
 
 
 # A 1 KiB leak per call grows one case by 15 MiB; noise seen: up to 1 MiB.

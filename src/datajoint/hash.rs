@@ -4,21 +4,47 @@
 //! reads as a UUID without version bits. The three object kinds differ only in
 //! what is fed to the digest, so one incremental hasher serves them all.
 
-use md5::{Digest, Md5};
+use md5::Digest;
+use openssl::hash::{Hasher as Evp, MessageDigest};
 
 /// A 16-byte DataJoint hash (`binary(16)` in SQL).
 pub type Hash = [u8; 16];
 
 /// Incremental MD5, seeded the way DataJoint seeds it.
-#[derive(Clone, Default)]
-pub struct Hasher(Md5);
+///
+/// MD5 is the limit of every verified transfer, so it comes from the
+/// system's libcrypto (assembly, about 20% faster here than the `md-5`
+/// crate and 10% faster than `md5sum`; see README, Performance). A libcrypto
+/// that refuses MD5 (FIPS mode) leaves the portable implementation.
+#[derive(Clone)]
+pub struct Hasher(Engine);
+
+#[derive(Clone)]
+enum Engine {
+    Libcrypto(Evp),
+    Portable(md5::Md5),
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        match Evp::new(MessageDigest::md5()) {
+            Ok(h) => Hasher(Engine::Libcrypto(h)),
+            Err(_) => Self::portable(),
+        }
+    }
+}
 
 impl Hasher {
+    /// The `md-5` crate's MD5, whatever libcrypto offers.
+    pub fn portable() -> Self {
+        Hasher(Engine::Portable(md5::Md5::new()))
+    }
+
     /// A hasher that has already consumed `init` (DataJoint's `init_string`).
     pub fn with_init(init: &[u8]) -> Self {
-        let mut h = Md5::new();
+        let mut h = Self::default();
         h.update(init);
-        Hasher(h)
+        h
     }
 
     /// The seed for an attachment: `utf8(name) ‖ 0x00`, so that the same bytes
@@ -30,11 +56,24 @@ impl Hasher {
     }
 
     pub fn update(&mut self, data: &[u8]) {
-        self.0.update(data);
+        match &mut self.0 {
+            // EVP_DigestUpdate of an initialised MD5 context has no failure
+            // path; a panic here would be caught at the call's boundary.
+            Engine::Libcrypto(h) => h.update(data).expect("libcrypto MD5 update"),
+            Engine::Portable(h) => h.update(data),
+        }
     }
 
     pub fn finish(self) -> Hash {
-        self.0.finalize().into()
+        match self.0 {
+            Engine::Libcrypto(mut h) => {
+                let d = h.finish().expect("libcrypto MD5 final");
+                let mut out = [0u8; 16];
+                out.copy_from_slice(&d);
+                out
+            }
+            Engine::Portable(h) => h.finalize().into(),
+        }
     }
 }
 
@@ -130,6 +169,21 @@ mod tests {
             h.update(chunk);
         }
         assert_eq!(h.finish(), attachment("x.bin", &data));
+    }
+
+    #[test]
+    fn both_engines_agree() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 253) as u8).collect();
+        for cut in [0, 1, 55, 56, 63, 64, 65, 4096, 299_999] {
+            let (mut a, mut b) = (Hasher::for_attachment("n.bin"), Hasher::portable());
+            b.update(b"n.bin\0");
+            for part in [&data[..cut], &data[cut..]] {
+                a.update(part);
+                b.update(part);
+            }
+            assert!(matches!(a.0, Engine::Libcrypto(_)), "libcrypto offers MD5 here");
+            assert_eq!(a.finish(), b.finish(), "split at {cut}");
+        }
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub fn read_verified(cfg: &Config, st: &Opened, obj: &Object, hasher: Hasher, ex
     claim.resize(size, cfg.max_held_bytes)?;
     let mut hasher = hasher;
     let mut src = st.objects.open(&key)?;
-    let data = store::read_limited(&mut *src, &mut hasher, size, limit, &what)?;
+    let data = store::read_limited(&mut *src, &mut hasher, limit, size, &what)?;
     let got = hasher.finish();
     if &got != expect {
         return Err(Error::ChecksumMismatch { what, expected: to_hex(expect), actual: to_hex(&got) });

@@ -27,6 +27,24 @@ impl FileStore {
         Ok((dir, name.to_string()))
     }
 
+    fn open_root(&self) -> Result<Dir> {
+        Dir::open_root(&self.root).map_err(|e| Error::io("open store location", self.root.display().to_string(), e))
+    }
+
+    /// Walks to the folder `relative` (a key's folder, or a scope), creating
+    /// what is missing; the folders that gained an entry go to `changed`, to
+    /// be fsync'd once the object is in place.
+    fn folder(&self, relative: &[&str], changed: &mut Vec<Dir>) -> Result<Dir> {
+        let shown = || self.describe(&relative.join("/"));
+        self.open_root()?.walk_deferred(relative.iter().copied(), changed).map_err(|e| Error::io("create folder", shown(), e))
+    }
+
+    /// Makes the entries of the folders a put created durable: without
+    /// this, a crash could take the object's new folder, and the object with it.
+    fn sync_created(&self, changed: &[Dir], key: &str) -> Result<()> {
+        confine::sync_all(changed).map_err(|e| Error::io("fsync the new folders of", self.describe(key), e))
+    }
+
     /// Writes `src` to a temporary file in `tmp_dir`, hashing it, and fsyncs it.
     fn write_temp<'d>(&self, tmp_dir: &'d Dir, src: &mut dyn Read, hasher: &mut Hasher) -> Result<(TempFile<'d>, u64)> {
         let mut tmp = tmp_dir.create_temp().map_err(|e| Error::io("create temporary file in", &tmp_dir.path, e))?;
@@ -41,6 +59,13 @@ impl FileStore {
     fn describe_dir(&self, d: &Dir) -> String {
         format!("store '{}' folder {}", self.name, d.path)
     }
+}
+
+/// A key's folders and its file name.
+fn key_parts(key: &str) -> (Vec<&str>, &str) {
+    let mut parts: Vec<&str> = key.split('/').collect();
+    let name = parts.pop().unwrap_or_default();
+    (parts, name)
 }
 
 impl ObjectStore for FileStore {
@@ -69,30 +94,33 @@ impl ObjectStore for FileStore {
 
     /// DataJoint's file protocol keeps no metadata: `meta` is not stored.
     fn put(&self, key: &str, src: &mut dyn Read, mut hasher: Hasher, expect: Option<Hash>, _meta: &[(&str, &str)]) -> Result<(Hash, u64)> {
-        let (dir, name) = self.locate(key, true)?;
+        let (folders, name) = key_parts(key);
+        let mut changed = Vec::new();
+        let dir = self.folder(&folders, &mut changed)?;
         let (tmp, n) = self.write_temp(&dir, src, &mut hasher)?;
         let got = hasher.finish();
         check_source(expect, &got, &self.describe(key))?;
-        tmp.persist_into(&dir, &name).map_err(|e| Error::io("rename into place", self.describe(key), e))?;
+        tmp.persist_into(&dir, name).map_err(|e| Error::io("rename into place", self.describe(key), e))?;
+        self.sync_created(&changed, key)?;
         Ok((got, n))
     }
 
     fn put_by_hash(&self, scope: &str, src: &mut dyn Source, mut hasher: Hasher, key_of: &dyn Fn(&Hash) -> String) -> Result<(Hash, u64, bool)> {
         // The temporary file lives in the scope (schema) folder, on the same
         // file system as the final folder, so the rename stays atomic.
-        let scope_dir = confine::below(&self.root, scope);
-        let root = Dir::open_root(&self.root).map_err(|e| Error::io("open store location", self.root.display().to_string(), e))?;
-        let scope_dir =
-            root.walk(scope_dir.components.iter().map(String::as_str), true).map_err(|e| Error::io("create folder", self.describe(scope), e))?;
+        let mut changed = Vec::new();
+        let scope_dir = self.folder(&scope.split('/').collect::<Vec<_>>(), &mut changed)?;
         let (tmp, n) = self.write_temp(&scope_dir, src, &mut hasher)?;
         let hash = hasher.finish();
         let key = key_of(&hash);
-        let (dir, name) = self.locate(&key, true)?;
-        if dir.size_of(&name).map_err(|e| Error::io("stat", self.describe(&key), e))? == Some(n) {
-            return Ok((hash, n, false));
+        let (folders, name) = key_parts(&key);
+        let dir = self.folder(&folders, &mut changed)?;
+        let fresh = dir.size_of(name).map_err(|e| Error::io("stat", self.describe(&key), e))? != Some(n);
+        if fresh {
+            tmp.persist_into(&dir, name).map_err(|e| Error::io("rename into place", self.describe(&key), e))?;
         }
-        tmp.persist_into(&dir, &name).map_err(|e| Error::io("rename into place", self.describe(&key), e))?;
-        Ok((hash, n, true))
+        self.sync_created(&changed, &key)?;
+        Ok((hash, n, fresh))
     }
 
     /// Depth first in name order (`/` sorts before every character of a

@@ -3,16 +3,13 @@
 
 pub mod file;
 pub mod leftovers;
+pub mod pump;
 pub mod s3;
 
 use crate::config::{self, Protocol};
 use crate::datajoint::hash::{Hash, Hasher};
 use crate::error::{Error, Result};
 use std::io::{self, Read, Seek, Write};
-
-/// Transfer buffer size: large enough for full disk and hash speed, small
-/// enough to allocate per call on the heap (server threads have small stacks).
-pub const CHUNK: usize = 1 << 20;
 
 /// A source that can be read more than once (server files are): stores
 /// that must know an object's key before writing it rewind it.
@@ -90,53 +87,48 @@ pub fn check_source(expect: Option<Hash>, got: &Hash, location: &str) -> Result<
     }
 }
 
-/// Copies `src` to `dst`, hashing on the way, with one heap buffer.
+/// Copies `src` to `dst`, hashing on the way (on a second core, see [`pump`]).
 /// Read and write errors are told apart because they point at different places.
 pub fn copy_hashing(src: &mut dyn Read, dst: &mut dyn Write, hasher: &mut Hasher) -> std::result::Result<u64, CopyError> {
-    let mut buf = vec![0u8; CHUNK];
-    let mut total = 0u64;
-    loop {
-        // A killed statement stops here, between chunks.
-        crate::interrupt::check_io().map_err(CopyError::Read)?;
-        let n = match src.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(CopyError::Read(e)),
-        };
-        hasher.update(&buf[..n]);
-        dst.write_all(&buf[..n]).map_err(CopyError::Write)?;
-        total += n as u64;
-    }
+    pump::pump(src, hasher, &mut |b: &[u8]| dst.write_all(b)).map_err(|e| match e {
+        pump::Failure::Read(e) => CopyError::Read(e),
+        pump::Failure::Sink(e) => CopyError::Write(e),
+        pump::Failure::Hashing => CopyError::Read(hashing_stopped()),
+    })
 }
 
 /// Hashes everything `src` yields; returns the hash and the byte count.
 pub fn hash_all(src: &mut dyn Read, mut hasher: Hasher) -> io::Result<(Hash, u64)> {
-    let (mut sink, hasher_ref) = (io::sink(), &mut hasher);
-    let n = copy_hashing(src, &mut sink, hasher_ref).map_err(CopyError::into_io)?;
+    let n = pump::pump(src, &mut hasher, &mut |_: &[u8]| Ok::<(), io::Error>(())).map_err(|e| match e {
+        pump::Failure::Read(e) | pump::Failure::Sink(e) => e,
+        pump::Failure::Hashing => hashing_stopped(),
+    })?;
     Ok((hasher.finish(), n))
 }
 
 /// Reads at most `limit` bytes into memory, hashing them; more is an error.
-/// `size` (what the store says the object holds) is allocated at once, so
-/// the memory taken is what was claimed for it, not a doubling beyond.
-pub fn read_limited(src: &mut dyn Read, hasher: &mut Hasher, size: u64, limit: u64, what: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(size.min(limit) as usize);
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        crate::interrupt::check_io().map_err(|e| Error::io("read", what, e))?;
-        let n = match src.read(&mut buf) {
-            Ok(0) => return Ok(out),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("read", what, e)),
-        };
-        if out.len() as u64 + n as u64 > limit {
-            return Err(Error::TooLarge { what: what.to_string(), size: out.len() as u64 + n as u64, limit });
+/// `expected` (the size the store reported) sizes the buffer once: grown by
+/// doubling instead, it would reach twice the object and copy it on the way.
+pub fn read_limited(src: &mut dyn Read, hasher: &mut Hasher, limit: u64, expected: u64, what: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(expected.min(limit) as usize);
+    let mut keep = |b: &[u8]| {
+        if out.len() as u64 + b.len() as u64 > limit {
+            return Err(Error::TooLarge { what: what.to_string(), size: out.len() as u64 + b.len() as u64, limit });
         }
-        hasher.update(&buf[..n]);
-        out.extend_from_slice(&buf[..n]);
+        out.extend_from_slice(b);
+        Ok(())
+    };
+    match pump::pump(src, hasher, &mut keep) {
+        Ok(_) => Ok(out),
+        Err(pump::Failure::Read(e)) => Err(Error::io("read", what, e)),
+        Err(pump::Failure::Sink(e)) => Err(e),
+        Err(pump::Failure::Hashing) => Err(Error::io("read", what, hashing_stopped())),
     }
+}
+
+/// The error for a hashing worker that stopped (a bug, caught as a panic).
+fn hashing_stopped() -> io::Error {
+    io::Error::other("internal error in dj_udf: the hashing thread stopped")
 }
 
 pub enum CopyError {
@@ -149,5 +141,21 @@ impl CopyError {
         match self {
             CopyError::Read(e) | CopyError::Write(e) => e,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_read_into_memory_is_allocated_once() {
+        let data = vec![7u8; 3 * pump::CHUNK + 5];
+        let mut h = Hasher::default();
+        let out = read_limited(&mut data.as_slice(), &mut h, 1 << 30, data.len() as u64, "obj").unwrap();
+        assert!(out == data);
+        assert_eq!(out.capacity(), data.len(), "no growth by doubling");
+        let e = read_limited(&mut data.as_slice(), &mut Hasher::default(), 100, data.len() as u64, "obj").unwrap_err();
+        assert!(matches!(e, Error::TooLarge { limit: 100, .. }), "{e}");
     }
 }
