@@ -48,7 +48,7 @@ BUGS = [
         "every_s3_upload_carries_content_md5"),
     Bug("purge-key-length-not-compared", "deleting needs the exact purge key",
         "src/ops/objects.rs",
-        "a.len() == b.len() && a.iter()", "a.iter()",
+        "let mut diff = (secret.len() ^ given.len()) as u64;", "let mut diff = 0u64;",
         "exact_purge_key"),
     Bug("second-s3-pass-unchecked", "a file that changes between the two S3 passes is never stored",
         "src/store/s3/mod.rs",
