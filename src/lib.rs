@@ -17,6 +17,7 @@ pub mod datajoint;
 pub mod error;
 pub mod ffi;
 pub mod ops;
+pub mod parallel;
 pub mod store;
 pub mod text;
 pub mod udf;
