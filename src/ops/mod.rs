@@ -2,6 +2,7 @@
 //! plain Rust values in, plain Rust values or [`Error`]s out.
 
 pub mod attach;
+pub mod batch;
 pub mod blob;
 pub mod checksum;
 pub mod filepath;

@@ -23,14 +23,20 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// secret `purge_key` of the config file; the cleanup routine reads it from a
 /// table only trusted accounts may read.
 pub fn delete(cfg: &Config, store: &str, obj: &Object, key: &[u8]) -> Result<&'static str> {
+    check_purge_key(cfg, key)?;
+    let st = open(cfg, store)?;
+    Ok(if st.objects.delete(&st.key(obj))? { "deleted" } else { "missing" })
+}
+
+/// `Ok` when `key` is the config's purge key; deletion is refused otherwise.
+pub fn check_purge_key(cfg: &Config, key: &[u8]) -> Result<()> {
     let Some(secret) = &cfg.purge_key else {
         return Err(Error::Denied { msg: format!("object deletion is disabled: {} has no purge_key", cfg.file.display()) });
     };
     if !same_secret(secret.as_bytes(), key) {
         return Err(Error::Denied { msg: "wrong purge key: deletion refused".into() });
     }
-    let st = open(cfg, store)?;
-    Ok(if st.objects.delete(&st.key(obj))? { "deleted" } else { "missing" })
+    Ok(())
 }
 
 /// Whether two stores keep their objects in the same place.
