@@ -18,6 +18,7 @@ slow both clients alike.
 """
 
 import asyncio
+import collections
 import socket
 import sys
 
@@ -32,7 +33,9 @@ class Pipe(asyncio.Protocol):
         self.not_before = not_before
         self.peer = None  # the Pipe of the other direction
         self.transport = None
-        self.pending = []  # data that arrived before the peer was connected
+        self.pending = []  # data due before the peer was connected
+        self.queue = collections.deque()  # (due, data), in arrival order
+        self.timer = None
         self.closed = False
 
     def connection_made(self, transport):
@@ -51,8 +54,19 @@ class Pipe(asyncio.Protocol):
     def data_received(self, data):
         self.quickack()
         loop = asyncio.get_running_loop()
-        at = max(loop.time() + self.delay, self.not_before)
-        loop.call_at(at, self._forward, data)
+        self.queue.append((max(loop.time() + self.delay, self.not_before), data))
+        if self.timer is None:
+            self.timer = loop.call_at(self.queue[0][0], self._due)
+
+    def _due(self):
+        """Forwards, in order, everything whose time has come (timers of
+        equal times may run in any order, so one queue keeps the order)."""
+        loop = asyncio.get_running_loop()
+        self.timer = None
+        while self.queue and self.queue[0][0] <= loop.time():
+            self._forward(self.queue.popleft()[1])
+        if self.queue:
+            self.timer = loop.call_at(self.queue[0][0], self._due)
 
     def _forward(self, data):
         if self.peer is None or self.peer.transport is None:
@@ -66,17 +80,21 @@ class Pipe(asyncio.Protocol):
         self.pending = []
 
     def eof_received(self):
-        loop = asyncio.get_running_loop()
-        loop.call_at(max(loop.time() + self.delay, self.not_before), self._close_peer)
+        self.closed = True
+        self._close_when_sent()
         return True
 
-    def _close_peer(self):
-        if self.peer is not None and self.peer.transport is not None:
+    def _close_when_sent(self):
+        """Closes the peer once everything received before the end is forwarded."""
+        if self.queue or self.timer is not None:
+            asyncio.get_running_loop().call_later(max(self.delay, 0.001), self._close_when_sent)
+        elif self.peer is not None and self.peer.transport is not None:
             self.peer.transport.close()
 
     def connection_lost(self, exc):
-        self.closed = True
-        asyncio.get_running_loop().call_later(self.delay, self._close_peer)
+        if not self.closed:
+            self.closed = True
+            self._close_when_sent()
 
     # flow control: our transport's buffer is full, stop reading the peer
     def pause_writing(self):
