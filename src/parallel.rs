@@ -84,9 +84,9 @@ where
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some(item) = items.get(i) else { return };
         let r = if failed.load(Ordering::Relaxed) {
-            Err(Error::Denied { msg: "not tried: another part of the same transfer failed".into() })
+            Err(Error::Stopped { why: "another part of the same transfer failed".into() })
         } else if stop.load(Ordering::Relaxed) {
-            Err(Error::Denied { msg: "the statement was killed before this object's turn".into() })
+            Err(Error::Stopped { why: "the statement was killed before this object's turn".into() })
         } else {
             guarded(|| f(item))
         };
@@ -108,7 +108,7 @@ where
     }
     results
         .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(|| Err(Error::Denied { msg: "not run".into() })))
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(|| Err(Error::Stopped { why: "not run".into() })))
         .collect()
 }
 
@@ -116,7 +116,7 @@ where
 pub fn guarded<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
         let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
-        Err(Error::Denied { msg: format!("internal error (a bug): {what}") })
+        Err(Error::Stopped { why: format!("internal error (a bug, please report it): {what}") })
     })
 }
 

@@ -294,7 +294,7 @@ fn dedupe<K: PartialEq>(rows: &[Row], key: impl Fn(&Row) -> K) -> (Vec<usize>, V
 fn shared(r: &Result<String>) -> Result<String> {
     match r {
         Ok(s) => Ok(s.clone()),
-        Err(e) => Err(Error::Denied { msg: e.to_string() }),
+        Err(e) => Err(Error::Shared { msg: e.to_string() }),
     }
 }
 

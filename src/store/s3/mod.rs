@@ -283,14 +283,14 @@ impl ObjectStore for S3Store {
                     r.map(|()| true)
                         .map_err(|m| self.client.err(k, S3Problem::Failed { op: "DeleteObjects", status: 200, code: String::new(), message: m }))
                 })),
-                Err(e) => out.extend(batch.iter().map(|_| Err(Error::Denied { msg: e.to_string() }))),
+                Err(e) => out.extend(batch.iter().map(|_| Err(Error::Shared { msg: e.to_string() }))),
             }
         }
         for batch in others.chunks(DELETE_BATCH) {
             let keys: Vec<String> = batch.iter().map(|(_, k)| k.clone()).collect();
             if let Err(e) = self.delete_keys(&keys, true) {
                 for (i, _) in batch {
-                    out[*i] = Err(Error::Denied { msg: e.to_string() });
+                    out[*i] = Err(Error::Shared { msg: e.to_string() });
                 }
             }
         }
