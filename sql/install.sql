@@ -49,6 +49,12 @@ DROP FUNCTION IF EXISTS dj_object_size;
 DROP FUNCTION IF EXISTS dj_delete_object;
 DROP FUNCTION IF EXISTS dj_list_objects;
 DROP FUNCTION IF EXISTS dj_sweep_leftovers;
+DROP FUNCTION IF EXISTS dj_verify_many;
+DROP FUNCTION IF EXISTS dj_attach_export_many;
+DROP FUNCTION IF EXISTS dj_filepath_get_many;
+DROP FUNCTION IF EXISTS dj_attach_put_files;
+DROP FUNCTION IF EXISTS dj_object_sizes;
+DROP FUNCTION IF EXISTS dj_delete_objects;
 DROP FUNCTION IF EXISTS dj_tracking_table;
 DROP FUNCTION IF EXISTS dj_last_error;
 DROP FUNCTION IF EXISTS dj_stores;
@@ -71,6 +77,12 @@ CREATE FUNCTION dj_object_size RETURNS INTEGER SONAME 'dj_udf.so';
 CREATE FUNCTION dj_delete_object RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_list_objects RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_sweep_leftovers RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_verify_many RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_attach_export_many RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_filepath_get_many RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_attach_put_files RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_object_sizes RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_delete_objects RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_tracking_table RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_last_error RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_stores RETURNS STRING SONAME 'dj_udf.so';
@@ -246,6 +258,36 @@ CREATE PROCEDURE dj_udf.query_value(IN query longtext CHARACTER SET utf8mb4, OUT
 BEGIN
   EXECUTE IMMEDIATE CONCAT('CALL dj_udf.pass((', query, '), ?)') USING v;
 END $$
+
+-- An identifier quoted for dynamic SQL (backticks doubled), after the same
+-- check of its length the server applies.
+DROP FUNCTION IF EXISTS dj_udf.quoted $$
+CREATE FUNCTION dj_udf.quoted(name varchar(64) CHARACTER SET utf8mb4) RETURNS varchar(200) CHARACTER SET utf8mb4
+  DETERMINISTIC NO SQL SQL SECURITY INVOKER
+BEGIN
+  DECLARE msg varchar(512);
+  IF name IS NULL OR name = '' THEN
+    SET msg = 'dj_udf: a table or column name is missing';
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
+  END IF;
+  RETURN CONCAT('`', REPLACE(name, '`', '``'), '`');
+END $$
+
+-- `schema`.`table` of a user table, quoted.
+DROP FUNCTION IF EXISTS dj_udf.column_ref $$
+CREATE FUNCTION dj_udf.column_ref(schema_name varchar(64) CHARACTER SET utf8mb4, table_name varchar(64) CHARACTER SET utf8mb4)
+  RETURNS varchar(400) CHARACTER SET utf8mb4
+  DETERMINISTIC NO SQL SQL SECURITY INVOKER
+  RETURN CONCAT(dj_udf.quoted(schema_name), '.', dj_udf.quoted(table_name)) $$
+
+-- A derived table `p` of the rows of `query` (columns: hash, item) in pages
+-- of 1000 by hash: `p.page`, and `p.items`, a JSON array of their items.
+-- The batch functions take one page each, from a JSON_TABLE beside it.
+DROP FUNCTION IF EXISTS dj_udf.pages $$
+CREATE FUNCTION dj_udf.pages(query longtext CHARACTER SET utf8mb4) RETURNS longtext CHARACTER SET utf8mb4
+  DETERMINISTIC NO SQL SQL SECURITY INVOKER
+  RETURN CONCAT('(SELECT n.rn DIV 1000 AS page, JSON_ARRAYAGG(n.item) AS items FROM (SELECT q.item, ROW_NUMBER() OVER (ORDER BY q.hash) - 1 AS rn FROM (',
+                query, ') q) n GROUP BY n.rn DIV 1000) p') $$
 
 -- Whether table t (a quoted name from dj_udf.usable_table) has a row for
 -- hash h, and its contents_hash: '' for a row without one, NULL for no row.
@@ -466,20 +508,35 @@ BEGIN
   RETURN r;
 END $$
 
--- One result row per tracking row, with dj_verify's status. Names reach the
--- library as UTF-8 whatever the table's character set (a latin1 schema's
--- tracking table holds them as latin1).
+-- One result row per tracking row, with dj_verify's status, in hash order.
+-- Names reach the library as UTF-8 whatever the table's character set (a
+-- latin1 schema's tracking table holds them as latin1).
+-- The rows go to dj_verify_many a page of 1000 at a time, which checks up to
+-- the store's max_parallel objects at once; pages are JSON arrays, hence the
+-- session's group_concat_max_len is raised for the statement.
 DROP PROCEDURE IF EXISTS dj_udf.verify $$
 CREATE PROCEDURE dj_udf.verify(IN schema_name varchar(64), IN store varchar(64))
   SQL SECURITY INVOKER READS SQL DATA
 BEGIN
   DECLARE t varchar(200) CHARACTER SET utf8mb4;
+  DECLARE saved bigint unsigned DEFAULT @@SESSION.group_concat_max_len;
+  DECLARE EXIT HANDLER FOR SQLEXCEPTION
+  BEGIN
+    SET SESSION group_concat_max_len = saved;
+    RESIGNAL;
+  END;
   CALL dj_udf.usable_table(schema_name, store, TRUE, t);
-  CALL dj_udf.run_sql(CONCAT('SELECT HEX(hash) AS hash, size, ',
-    'CONVERT(attachment_name USING utf8mb4) AS attachment_name, CONVERT(filepath USING utf8mb4) AS filepath, ',
-    'CONVERT(dj_verify(', dj_udf.text_literal(store), ', ', dj_udf.text_literal(schema_name),
-    ', hash, size, CONVERT(attachment_name USING utf8mb4), CONVERT(filepath USING utf8mb4), contents_hash) USING utf8mb4) AS status ',
-    'FROM ', t, ' ORDER BY hash'));
+  SET SESSION group_concat_max_len = GREATEST(saved, 64 << 20);
+  CALL dj_udf.run_sql(CONCAT(
+    'SELECT UPPER(v.hash) AS hash, v.size, v.attachment_name, v.filepath, v.status FROM ',
+    dj_udf.pages(CONCAT('SELECT hash, JSON_OBJECT(''hash'', HEX(hash), ''size'', size, ''attachment_name'', CONVERT(attachment_name USING utf8mb4), ',
+                        '''filepath'', CONVERT(filepath USING utf8mb4), ''contents_hash'', HEX(contents_hash)) AS item FROM ', t)),
+    ', JSON_TABLE(CONVERT(dj_verify_many(', dj_udf.text_literal(store), ', ', dj_udf.text_literal(schema_name), ', p.items) USING utf8mb4), ',
+    '''$[*]'' COLUMNS (i FOR ORDINALITY, hash char(32) PATH ''$.hash'', size bigint unsigned PATH ''$.size'', ',
+    'attachment_name varchar(255) CHARACTER SET utf8mb4 PATH ''$.attachment_name'', ',
+    'filepath varchar(1000) CHARACTER SET utf8mb4 PATH ''$.filepath'', status varchar(8192) CHARACTER SET utf8mb4 PATH ''$.status'')) v ',
+    'ORDER BY p.page, v.i'));
+  SET SESSION group_concat_max_len = saved;
 END $$
 
 -- ---------------------------------------------------------------------------
@@ -914,6 +971,129 @@ CREATE PROCEDURE dj_udf.cleanup(IN schema_name varchar(64), IN store varchar(64)
 BEGIN
   CALL dj_udf.delete_unused(schema_name, store, rows_deleted);
   CALL dj_udf.purge(schema_name, store, objects_deleted, failures);
+END $$
+
+-- attach@store for many files on the database server in one call: every
+-- regular file of a server folder (not its subfolders), or a JSON array of
+-- server paths. Uploads up to the store's max_parallel files at once,
+-- tracks each one stored (as dj_udf.track does, with the same check that
+-- no purge removed it meanwhile), and returns in `files` a JSON array with
+-- one item per file, in order: {path, attachment_name, hash (32 hex
+-- digits), size}, or {path, error} for a file that failed and is not
+-- tracked. Ready to insert:
+--   INSERT INTO t (id, f) SELECT j.n, UNHEX(j.hash) FROM JSON_TABLE(@files, '$[*]'
+--     COLUMNS (n FOR ORDINALITY, hash char(32) PATH '$.hash')) j WHERE j.hash IS NOT NULL;
+DROP PROCEDURE IF EXISTS dj_udf.attach_put_files $$
+CREATE PROCEDURE dj_udf.attach_put_files(IN store varchar(64), IN schema_name varchar(64), IN server_paths longtext CHARACTER SET utf8mb4,
+                                         OUT files longtext CHARACTER SET utf8mb4)
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
+  DECLARE r, stored, sizes longtext CHARACTER SET utf8mb4;
+  DECLARE gone_path varchar(4096) CHARACTER SET utf8mb4;
+  DECLARE done int DEFAULT 0;
+  DECLARE saved bigint unsigned DEFAULT @@SESSION.group_concat_max_len;
+  DECLARE gone CURSOR FOR
+    SELECT f.path FROM JSON_TABLE(r, '$[*]' COLUMNS (path varchar(4096) CHARACTER SET utf8mb4 PATH '$.path',
+                                                     hash char(32) PATH '$.hash')) f
+      JOIN JSON_TABLE(sizes, '$[*]' COLUMNS (hash char(32) PATH '$.hash', size bigint PATH '$.size',
+                                             err text PATH '$.error')) z ON z.hash = f.hash
+     WHERE z.size IS NULL;
+  DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
+  DECLARE EXIT HANDLER FOR SQLEXCEPTION
+  BEGIN
+    SET SESSION group_concat_max_len = saved;
+    RESIGNAL;
+  END;
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
+  SET r = CONVERT(dj_attach_put_files(store, schema_name, server_paths) USING utf8mb4);
+  IF r IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_files'); END IF;
+  CALL dj_udf.run_sql(CONCAT('INSERT INTO ', t, ' (hash, size, attachment_name) ',
+    'SELECT UNHEX(j.hash), j.size, j.attachment_name FROM JSON_TABLE(', dj_udf.text_literal(r), ', ''$[*]'' COLUMNS (',
+    'hash char(32) PATH ''$.hash'', size bigint unsigned PATH ''$.size'', ',
+    'attachment_name varchar(255) CHARACTER SET utf8mb4 PATH ''$.attachment_name'')) j WHERE j.hash IS NOT NULL ',
+    'ON DUPLICATE KEY UPDATE timestamp = CURRENT_TIMESTAMP'));
+  -- As in dj_udf.track: a purge between an upload and its tracking row may
+  -- have removed the object; with the row in, none can, so upload it again.
+  SET SESSION group_concat_max_len = GREATEST(saved, 64 << 20);
+  SELECT JSON_ARRAYAGG(JSON_OBJECT('hash', j.hash, 'attachment_name', j.attachment_name)) INTO stored
+    FROM JSON_TABLE(r, '$[*]' COLUMNS (hash char(32) PATH '$.hash',
+                                       attachment_name varchar(255) CHARACTER SET utf8mb4 PATH '$.attachment_name')) j
+   WHERE j.hash IS NOT NULL;
+  SET SESSION group_concat_max_len = saved;
+  IF stored IS NOT NULL THEN
+    SET sizes = CONVERT(dj_object_sizes(store, schema_name, stored) USING utf8mb4);
+    IF sizes IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_files'); END IF;
+    OPEN gone;
+    gone_loop: LOOP
+      FETCH gone INTO gone_path;
+      IF done THEN LEAVE gone_loop; END IF;
+      IF dj_attach_put_file(store, schema_name, gone_path) IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_files'); END IF;
+    END LOOP;
+    CLOSE gone;
+  END IF;
+  SET files = r;
+END $$
+
+-- Writes verified copies of the attachments that a column of a user table
+-- references into a server folder (one of export_dirs), up to the store's
+-- max_parallel at once, by DataJoint's naming rule (an existing different
+-- file is never replaced). One result row per distinct attachment, in hash
+-- order: hash, attachment_name, path, and error for one that failed.
+DROP PROCEDURE IF EXISTS dj_udf.export_attachments $$
+CREATE PROCEDURE dj_udf.export_attachments(IN store varchar(64), IN schema_name varchar(64), IN table_name varchar(64),
+                                           IN column_name varchar(64), IN server_dir varchar(4096) CHARACTER SET utf8mb4)
+  SQL SECURITY INVOKER READS SQL DATA
+BEGIN
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
+  DECLARE saved bigint unsigned DEFAULT @@SESSION.group_concat_max_len;
+  DECLARE EXIT HANDLER FOR SQLEXCEPTION
+  BEGIN
+    SET SESSION group_concat_max_len = saved;
+    RESIGNAL;
+  END;
+  CALL dj_udf.usable_table(schema_name, store, TRUE, t);
+  SET SESSION group_concat_max_len = GREATEST(saved, 64 << 20);
+  CALL dj_udf.run_sql(CONCAT(
+    'SELECT v.hash, v.attachment_name, v.path, v.error FROM ',
+    dj_udf.pages(CONCAT('SELECT DISTINCT x.hash, JSON_OBJECT(''hash'', HEX(x.hash), ''attachment_name'', x.attachment_name) AS item FROM ',
+                        dj_udf.column_ref(schema_name, table_name), ' u JOIN ', t, ' x ON x.hash = u.', dj_udf.quoted(column_name))),
+    ', JSON_TABLE(CONVERT(dj_attach_export_many(', dj_udf.text_literal(store), ', ', dj_udf.text_literal(schema_name), ', p.items, ',
+    dj_udf.text_literal(server_dir), ') USING utf8mb4), ''$[*]'' COLUMNS (i FOR ORDINALITY, hash char(32) PATH ''$.hash'', ',
+    'attachment_name varchar(255) CHARACTER SET utf8mb4 PATH ''$.attachment_name'', ',
+    'path varchar(4096) CHARACTER SET utf8mb4 PATH ''$.path'', error varchar(8192) CHARACTER SET utf8mb4 PATH ''$.error'')) v ',
+    'ORDER BY p.page, v.i'));
+  SET SESSION group_concat_max_len = saved;
+END $$
+
+-- Makes stage/<filepath> a checked copy of every filepath object that a
+-- column of a user table references, up to the store's max_parallel at
+-- once. One result row per distinct filepath, in hash order: filepath,
+-- path, and error for one that failed.
+DROP PROCEDURE IF EXISTS dj_udf.sync_filepaths $$
+CREATE PROCEDURE dj_udf.sync_filepaths(IN store varchar(64), IN schema_name varchar(64), IN table_name varchar(64),
+                                       IN column_name varchar(64))
+  SQL SECURITY INVOKER READS SQL DATA
+BEGIN
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
+  DECLARE saved bigint unsigned DEFAULT @@SESSION.group_concat_max_len;
+  DECLARE EXIT HANDLER FOR SQLEXCEPTION
+  BEGIN
+    SET SESSION group_concat_max_len = saved;
+    RESIGNAL;
+  END;
+  CALL dj_udf.usable_table(schema_name, store, TRUE, t);
+  SET SESSION group_concat_max_len = GREATEST(saved, 64 << 20);
+  CALL dj_udf.run_sql(CONCAT(
+    'SELECT v.filepath, v.path, v.error FROM ',
+    dj_udf.pages(CONCAT('SELECT DISTINCT x.hash, JSON_OBJECT(''filepath'', x.filepath, ''contents_hash'', HEX(x.contents_hash), ',
+                        '''size'', x.size) AS item FROM ', dj_udf.column_ref(schema_name, table_name), ' u JOIN ', t,
+                        ' x ON x.hash = u.', dj_udf.quoted(column_name))),
+    ', JSON_TABLE(CONVERT(dj_filepath_get_many(', dj_udf.text_literal(store), ', p.items) USING utf8mb4), ',
+    '''$[*]'' COLUMNS (i FOR ORDINALITY, filepath varchar(1000) CHARACTER SET utf8mb4 PATH ''$.filepath'', ',
+    'path varchar(4096) CHARACTER SET utf8mb4 PATH ''$.path'', error varchar(8192) CHARACTER SET utf8mb4 PATH ''$.error'')) v ',
+    'ORDER BY p.page, v.i'));
+  SET SESSION group_concat_max_len = saved;
 END $$
 
 DELIMITER ;

@@ -99,6 +99,22 @@ pub struct StoreConfig {
     pub subfolding: Vec<usize>,
     /// The local folder that filepath objects are put from and synced to.
     pub stage: Option<PathBuf>,
+    /// `max_parallel` as the file sets it; `None`: [`DEFAULT_MAX_PARALLEL`].
+    pub max_parallel_setting: Option<usize>,
+}
+
+/// Transfers a batch call (and a multipart upload) runs at once unless the
+/// store's `max_parallel` says otherwise.
+pub const DEFAULT_MAX_PARALLEL: usize = 8;
+/// The most `max_parallel` may ask for: each transfer is a thread of the
+/// database server for the length of the call.
+pub const MAX_PARALLEL: usize = 64;
+
+impl StoreConfig {
+    /// How many transfers of this store one call runs at once (1: one after the other).
+    pub fn max_parallel(&self) -> usize {
+        self.max_parallel_setting.unwrap_or(DEFAULT_MAX_PARALLEL)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -214,6 +230,9 @@ impl Config {
             o.insert("location".into(), s.location.clone().into());
             o.insert("subfolding".into(), s.subfolding.clone().into());
             o.insert("stage".into(), s.stage.as_ref().map(|p| p.display().to_string()).into());
+            if let Some(n) = s.max_parallel_setting {
+                o.insert("max_parallel".into(), n.into());
+            }
             stores.insert(s.name.clone(), Value::Object(o));
         }
         let mut top = Map::new();
@@ -305,7 +324,14 @@ fn parse_store(name: &str, spec: &Map<String, Value>) -> std::result::Result<Sto
         Protocol::File => existing_dir(&location).map_err(|m| (Some("location"), m))?.display().to_string(),
         Protocol::S3(_) => location,
     };
-    Ok(StoreConfig { name: name.to_string(), protocol, location, subfolding, stage })
+    let max_parallel_setting = match spec.get("max_parallel") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_PARALLEL as u64).contains(&n) => Some(n as usize),
+            _ => return Err((Some("max_parallel"), format!("must be an integer from 1 to {MAX_PARALLEL}"))),
+        },
+    };
+    Ok(StoreConfig { name: name.to_string(), protocol, location, subfolding, stage, max_parallel_setting })
 }
 
 /// The settings of an `s3` store: DataJoint's, then the plugin's own.
@@ -545,6 +571,22 @@ mod tests {
         assert_eq!((s.connect_timeout, s.timeout), (Duration::from_millis(1500), Duration::from_secs(30)));
         let j = c.redacted_json();
         assert!(j.contains(r#""connect_timeout":1.5"#) && j.contains(r#""retries":0"#) && j.contains(r#""timeout":30.0"#), "{j}");
+    }
+
+    #[test]
+    fn max_parallel_defaults_to_eight_and_is_shown_once_set() {
+        let c = s3("").unwrap();
+        assert_eq!(c.stores[0].max_parallel(), DEFAULT_MAX_PARALLEL);
+        assert!(!c.redacted_json().contains("max_parallel"));
+        let c = s3(r#", "max_parallel": 1"#).unwrap();
+        assert_eq!(c.stores[0].max_parallel(), 1);
+        assert!(c.redacted_json().contains(r#""max_parallel":1"#));
+        let f = parse(r#"{"stores": {"f": {"protocol": "file", "location": "/tmp", "max_parallel": 64}}}"#).unwrap();
+        assert_eq!(f.stores[0].max_parallel(), 64);
+        for bad in ["0", "65", "2.5", "\"8\""] {
+            let m = s3(&format!(r#", "max_parallel": {bad}"#)).unwrap_err().to_string();
+            assert!(m.starts_with("store 's', key 'max_parallel': must be an integer from 1 to 64"), "{m}");
+        }
     }
 
     #[test]

@@ -85,6 +85,17 @@ pub enum Error {
     Denied {
         msg: String,
     },
+    /// An object's work in a batch was not done, or not finished: the
+    /// statement was killed, another part of the same transfer failed, or a
+    /// bug was caught (`why` says which).
+    Stopped {
+        why: String,
+    },
+    /// One failure that several objects of a batch share (one request for
+    /// all of them failed); `msg` is that failure's message.
+    Shared {
+        msg: String,
+    },
     /// An operating-system error during `op` on `path`.
     Io {
         op: &'static str,
@@ -212,6 +223,8 @@ impl fmt::Display for Error {
             ),
             Error::Killed { during } => write!(f, "stopped, the statement was killed (during {during}); nothing half-written is left"),
             Error::Denied { msg } => write!(f, "{msg}"),
+            Error::Stopped { why } => write!(f, "not done: {why}"),
+            Error::Shared { msg } => write!(f, "{msg}"),
             Error::Io { op, path, source } => write!(f, "{op} '{path}': {source}"),
             // The problem first: a SIGNAL message is cut at 512 bytes and
             // keys can be long.

@@ -19,6 +19,7 @@ pub mod ffi;
 pub mod held;
 pub mod interrupt;
 pub mod ops;
+pub mod parallel;
 pub mod store;
 pub mod text;
 pub mod tree;

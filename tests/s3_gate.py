@@ -22,9 +22,11 @@ and its Content-MD5 checked on the way (a mismatch is recorded in
 `violations`, since it is already forwarded). Answers are always streamed.
 
 Tests read `gate.log` (method, path, query, whether Content-MD5 was sent,
-the status), `reset()` it, and register one-shot hooks with `gate.once`:
-a callable run in the gate's thread when a matching request arrives, before
-it is forwarded.
+the status, and `conn`, the number of the client connection it came on),
+`reset()` it, and register one-shot hooks with `gate.once`: a callable run
+in the gate's thread when a matching request arrives, before it is
+forwarded; one that returns "close" makes the gate close that connection
+without an answer (a pooled connection the server dropped).
 
 When s3s-fs is down, a new request's connection is reset (the plugin sees
 an unreachable server, as without the gate); when s3s-fs closes an idle
@@ -156,6 +158,7 @@ class Request:
         self.query = parts.query
         self.status = None
         self.content_md5 = self.header("content-md5") is not None
+        self.conn = None
 
     def header(self, name):
         for k, v in self.headers:
@@ -229,6 +232,7 @@ class S3Gate:
         self.violations = []
         self.errors = []
         self._hooks = []
+        self.accepted = 0  # client connections so far
         self._lock = threading.Lock()
         self._conns = set()
         self._closed = threading.Event()
@@ -285,13 +289,16 @@ class S3Gate:
                     return
                 continue
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._serve, args=(conn,), name="s3-gate-conn", daemon=True).start()
+            self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn, self.accepted), name="s3-gate-conn", daemon=True).start()
 
     def _track(self, sock, add):
         with self._lock:
             (self._conns.add if add else self._conns.discard)(sock)
 
     def _fire_hooks(self, req):
+        """Runs the matching hooks; True when one asks to close the connection."""
+        close = False
         with self._lock:
             hit = [h for h in self._hooks if h.predicate(req)]
             for h in hit:
@@ -299,14 +306,16 @@ class S3Gate:
         for h in hit:
             h.request = req
             try:
-                h.action(req)
+                close = h.action(req) == "close" or close
             except Exception as e:  # noqa: BLE001 - the test reads it
                 h.error = e
             h.fired.set()
+        return close
 
-    def _serve(self, client):
+    def _serve(self, client, number):
         self._track(client, True)
         cs = Stream(client)
+        cs.number = number
         up = None
         us = None
         try:
@@ -361,8 +370,11 @@ class S3Gate:
         """Handles one request; returns the upstream connection to keep, or None to close."""
         (method, target, version), headers = parse_head(head)
         req = Request(method, target, version, headers)
+        req.conn = getattr(cs, "number", None)
         self.log.append(req)
-        self._fire_hooks(req)
+        if self._fire_hooks(req):
+            req.status = "closed"
+            return None
 
         chunked = "chunked" in (req.header("transfer-encoding") or "").lower()
         length = int(req.header("content-length") or 0) if not chunked else None

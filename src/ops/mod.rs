@@ -2,6 +2,7 @@
 //! plain Rust values in, plain Rust values or [`Error`]s out.
 
 pub mod attach;
+pub mod batch;
 pub mod blob;
 pub mod checksum;
 pub mod filepath;
@@ -54,11 +55,7 @@ pub fn open<'c>(cfg: &'c Config, store: &str) -> Result<Opened<'c>> {
 /// Stores bytes whose hash is already known, skipping the write when an
 /// object of that key and size is already there (keys embed the hash).
 pub fn put_known(st: &Opened, key: &str, data: &[u8], hasher: Hasher, hash: Hash) -> Result<()> {
-    if st.objects.size(key)? == Some(data.len() as u64) {
-        return Ok(());
-    }
-    let mut src = data;
-    st.objects.put(key, &mut src, hasher, Some(hash), &[]).map(|_| ())
+    st.objects.put_once(key, data, hasher, hash)
 }
 
 /// Reads a whole object into memory, checking its size and hash on the way:
@@ -67,14 +64,18 @@ pub fn put_known(st: &Opened, key: &str, data: &[u8], hasher: Hasher, hash: Hash
 pub fn read_verified(cfg: &Config, st: &Opened, obj: &Object, hasher: Hasher, expect: &Hash, claim: &Claim) -> Result<Vec<u8>> {
     let (key, limit) = (st.key(obj), cfg.max_get_bytes);
     let what = st.what(obj, &key);
-    let size = st.objects.size(&key)?.ok_or_else(|| Error::Missing { what: what.clone() })?;
-    if size > limit {
+    let (mut src, size) = st.objects.open_sized(&key).map_err(|e| match e {
+        Error::Missing { .. } => Error::Missing { what: what.clone() },
+        e => e,
+    })?;
+    if let Some(size) = size.filter(|s| *s > limit) {
         return Err(Error::TooLarge { what, size, limit });
     }
-    claim.resize(size, cfg.max_held_bytes)?;
+    // A store that does not say the size up front is claimed for the limit.
+    let expected = size.unwrap_or(limit);
+    claim.resize(expected, cfg.max_held_bytes)?;
     let mut hasher = hasher;
-    let mut src = st.objects.open(&key)?;
-    let data = store::read_limited(&mut *src, &mut hasher, limit, size, &what)?;
+    let data = store::read_limited(&mut *src, &mut hasher, limit, expected, &what)?;
     let got = hasher.finish();
     if &got != expect {
         return Err(Error::ChecksumMismatch { what, expected: to_hex(expect), actual: to_hex(&got) });

@@ -52,15 +52,23 @@ pub fn authorize(cfg: &Config, key: &[u8], what: &str) -> Result<()> {
 pub fn delete(cfg: &Config, store: &str, obj: &Object, hash: &Hash, key: &[u8]) -> Result<&'static str> {
     authorize(cfg, key, "object deletion")?;
     let st = open(cfg, store)?;
+    check_deletable(&st, obj, hash)?;
+    Ok(if st.objects.delete(&st.key(obj))? { "deleted" } else { "missing" })
+}
+
+/// Whether the object a tracking row with `hash` names may be deleted as
+/// that row's: a filepath object only by the hash of its own path, and never
+/// where its path is also another object's key.
+pub fn check_deletable(st: &Opened, obj: &Object, hash: &Hash) -> Result<()> {
     if let Object::Filepath { relative } = obj {
         if hash::filepath(relative) != *hash {
             return Err(Error::Denied {
                 msg: format!("deletion refused: hash {} is not the MD5 of filepath '{}'", hash::to_hex(hash), layout::shown(relative)),
             });
         }
-        refuse_object_key(&st, relative)?;
+        refuse_object_key(st, relative)?;
     }
-    Ok(if st.objects.delete(&st.key(obj))? { "deleted" } else { "missing" })
+    Ok(())
 }
 
 /// Refuses a filepath whose relative path has the layout of a blob or an

@@ -24,16 +24,15 @@ pub fn verify(cfg: &Config, store: &str, row: &TrackingRow) -> Result<String> {
         }
     };
     let key = st.key(&obj);
-    let Some(size) = st.objects.size(&key)? else { return Ok("missing".into()) };
-    if size != row.size {
-        return Ok("size mismatch".into());
-    }
-    let Some(expect) = expect else { return Ok("ok (size only)".into()) };
-    let mut src = match st.objects.open(&key) {
+    let (mut src, size) = match st.objects.open_sized(&key) {
         Ok(s) => s,
         Err(Error::Missing { .. }) => return Ok("missing".into()),
         Err(e) => return Err(e),
     };
+    if size.is_some_and(|s| s != row.size) {
+        return Ok("size mismatch".into());
+    }
+    let Some(expect) = expect else { return Ok("ok (size only)".into()) };
     let (got, n) = store::hash_all(&mut *src, hasher).map_err(|e| Error::io("read", st.objects.describe(&key), e))?;
     Ok(if n != row.size {
         "size mismatch"

@@ -13,22 +13,51 @@ use std::io::{self, Read, Seek, Write};
 
 /// A source that can be read more than once (server files are): stores
 /// that must know an object's key before writing it rewind it.
-pub trait Source: Read + Seek {}
-impl<T: Read + Seek> Source for T {}
+pub trait Source: Read + Seek {
+    /// The file behind the source, when it is one: read at offsets, it
+    /// lets several parts of an upload be read at once.
+    fn file(&self) -> Option<&std::fs::File> {
+        None
+    }
+}
+
+impl Source for std::fs::File {
+    fn file(&self) -> Option<&std::fs::File> {
+        Some(self)
+    }
+}
 
 /// What a protocol must do. Writes are all-or-nothing: a reader never sees a
-/// partial object under its final key.
-pub trait ObjectStore {
+/// partial object under its final key. Batch calls share one store between
+/// their worker threads, hence `Sync`.
+pub trait ObjectStore: Sync {
     /// The object's size, `None` when it does not exist.
     fn size(&self, key: &str) -> Result<Option<u64>>;
     /// A streaming reader; `Error::Missing` when it does not exist.
     fn open(&self, key: &str) -> Result<Box<dyn Read>>;
+    /// A streaming reader and the object's size; `Error::Missing` when it
+    /// does not exist. Protocols where one request answers both override it.
+    fn open_sized(&self, key: &str) -> Result<Reading> {
+        let r = self.open(key)?;
+        Ok((r, self.size(key)?))
+    }
     /// Stores everything `src` yields under `key`, feeding it to `hasher`,
     /// and replaces the object only once it is complete and durable. When
     /// `expect` is given and the bytes hash otherwise, nothing is stored.
     /// `meta` is user metadata (name, value) for protocols that keep it with
     /// the object (S3's `x-amz-meta-<name>`); the file protocol has none.
     fn put(&self, key: &str, src: &mut dyn Read, hasher: Hasher, expect: Option<Hash>, meta: &[(&str, &str)]) -> Result<(Hash, u64)>;
+    /// Stores bytes already in memory, whose hash `hash` names the object,
+    /// unless an object of that key and size is already there (keys embed
+    /// the hash). Protocols that can write only-if-absent in one request
+    /// override it.
+    fn put_once(&self, key: &str, data: &[u8], hasher: Hasher, hash: Hash) -> Result<()> {
+        if self.size(key)? == Some(data.len() as u64) {
+            return Ok(());
+        }
+        let mut src = data;
+        self.put(key, &mut src, hasher, Some(hash), &[]).map(|_| ())
+    }
     /// Stores bytes whose hash, and so whose key, is known only at the end;
     /// `key_of` names the object once it is hashed. The file protocol reads
     /// `src` once (temporary file, then rename); S3 reads it twice (see
@@ -45,11 +74,18 @@ pub trait ObjectStore {
     /// untouched for at least `min_age` seconds: temporary files (file
     /// protocol) or unfinished multipart uploads (S3). Returns how many.
     fn remove_leftovers(&self, min_age: u64) -> Result<u64>;
+    /// Removes many objects, up to `workers` at once; one result each, in order.
+    fn delete_many(&self, keys: &[String], workers: usize) -> Vec<Result<bool>> {
+        crate::parallel::map(keys, workers, |k| self.delete(k))
+    }
     /// Where the object lives, for messages (never with credentials).
     fn describe(&self, key: &str) -> String;
     /// The server-local path of the object, when the protocol has one.
     fn local_path(&self, key: &str) -> Option<std::path::PathBuf>;
 }
+
+/// An object being read, and its size when the protocol learned it on the way.
+pub type Reading = (Box<dyn Read>, Option<u64>);
 
 /// One object found by [`ObjectStore::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -161,6 +161,50 @@ sql_functions! {
         put_text(out, &ops::leftovers::sweep(c.config(), a.store.req()?, a.min_age_seconds.req_size()?, key)?)
     }
 
+    /// `dj_verify` for a JSON array of tracking rows (`hash`, `size`,
+    /// `attachment_name`, `filepath`, `contents_hash`), up to the store's
+    /// `max_parallel` at once: `[{"hash", "status"}]` in the same order.
+    dj_verify_many(store: Store, schema: Schema, rows: Text) -> string(LONG) needs_config = |c, a, out| {
+        let Some(rows) = a.rows.text()? else { return Ok(false) };
+        put_text(out, &ops::batch::verify_many(c.config(), a.store.req()?, a.schema.req()?, rows)?)
+    }
+
+    /// `dj_attach_export` for a JSON array of `{hash, attachment_name}` into
+    /// one folder, in parallel: `[{"hash", "attachment_name", "path" | "error"}]`.
+    dj_attach_export_many(store: Store, schema: Schema, rows: Text, server_dir: Text) -> string(LONG) needs_config = |c, a, out| {
+        let Some(rows) = a.rows.text()? else { return Ok(false) };
+        put_text(out, &ops::batch::export_many(c.config(), a.store.req()?, a.schema.req()?, rows, a.server_dir.req()?)?)
+    }
+
+    /// `dj_filepath_get` for a JSON array of `{filepath, contents_hash, size}`,
+    /// in parallel: `[{"filepath", "path" | "error"}]`.
+    dj_filepath_get_many(store: Store, rows: Text) -> string(LONG) needs_config = |c, a, out| {
+        let Some(rows) = a.rows.text()? else { return Ok(false) };
+        put_text(out, &ops::batch::filepath_get_many(c.config(), a.store.req()?, rows)?)
+    }
+
+    /// `dj_attach_put_file` for every file of a server folder, or a JSON
+    /// array of server paths, in parallel:
+    /// `[{"path", "attachment_name", "hash", "size"} | {"path", "error"}]`.
+    dj_attach_put_files(store: Store, schema: Schema, server_paths: Text) -> string(LONG) needs_config = |c, a, out| {
+        let Some(paths) = a.server_paths.text()? else { return Ok(false) };
+        put_text(out, &ops::batch::put_files(c.config(), a.store.req()?, a.schema.req()?, paths)?)
+    }
+
+    /// `dj_object_size` for a JSON array of tracking rows, in parallel:
+    /// `[{"hash", "size"} | {"hash", "error"}]`.
+    dj_object_sizes(store: Store, schema: Schema, rows: Text) -> string(LONG) needs_config = |c, a, out| {
+        let Some(rows) = a.rows.text()? else { return Ok(false) };
+        put_text(out, &ops::batch::sizes_many(c.config(), a.store.req()?, a.schema.req()?, rows)?)
+    }
+
+    /// Deletes the objects of a JSON array of tracking rows (S3: one
+    /// `DeleteObjects` request per 1000); needs the config's purge key.
+    dj_delete_objects(store: Store, schema: Schema, rows: Text, purge_key: Bytes) -> string(LONG) needs_config = |c, a, out| {
+        let Some(rows) = a.rows.text()? else { return Ok(false) };
+        put_text(out, &ops::batch::delete_many(c.config(), a.store.req()?, a.schema.req()?, rows, a.purge_key.bytes().unwrap_or(b""))?)
+    }
+
     /// `` `schema`.`~external_store` ``, quoted, once both names pass the
     /// checks every other function applies: the routines build their SQL
     /// from it instead of checking names again.

@@ -1,17 +1,18 @@
-//! The HTTP side of an S3 store: one blocking ureq agent with its TLS roots
-//! and timeouts, requests sent with bounded retries and backoff, and
-//! transport failures and error answers turned into [`Error`]s that never
-//! quote the credentials.
+//! The HTTP side of an S3 store: requests sent on the process-wide
+//! connection pool ([`super::pool`]) with per-request timeouts, bounded
+//! retries and backoff, and transport failures and error answers turned into
+//! [`Error`]s that never quote the credentials.
 
 use super::answers::{classify, error_fields, shorten};
+use super::pool::{self, Kind};
 use crate::config::{S3Config, StoreConfig};
 use crate::error::{Error, Result, S3Problem};
 use std::io::{self, Read};
 use std::sync::OnceLock;
 use std::time::Duration;
 use ureq::http::Response;
-use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
-use ureq::{Agent, Body, RequestBuilder};
+use ureq::tls::{parse_pem, PemItem, RootCerts};
+use ureq::{Body, RequestBuilder, SendBody};
 use url::Url;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -36,7 +37,7 @@ pub(super) struct Request<'a> {
     pub key: &'a str,
     pub url: &'a dyn Fn() -> Url,
     pub headers: &'a [(String, String)],
-    pub body: &'a [u8],
+    pub body: Payload<'a>,
     /// A streamed download: its body may take up to `transfer_timeout`, not `timeout`.
     pub stream: bool,
     /// Whether a 5xx answer is retried (not for the second-chance lookups,
@@ -48,13 +49,27 @@ impl<'a> Request<'a> {
     /// A request without headers or body, whose answer is read whole, with
     /// 5xx answers retried.
     pub fn new(op: &'static str, verb: Verb, key: &'a str, url: &'a dyn Fn() -> Url) -> Self {
-        Request { op, verb, key, url, headers: &[], body: &[], stream: false, retry_5xx: true }
+        Request { op, verb, key, url, headers: &[], body: Payload::Bytes(&[]), stream: false, retry_5xx: true }
     }
+}
+
+/// A request body: bytes in memory, or `len` bytes read anew for each
+/// attempt (a part of a server file, sent without holding it in memory).
+#[derive(Clone, Copy)]
+pub(super) enum Payload<'a> {
+    Bytes(&'a [u8]),
+    Reader { len: u64, open: &'a dyn OpenBody },
+}
+
+/// Opens a streamed request body from its start, once per attempt.
+pub(super) trait OpenBody {
+    fn open(&self) -> io::Result<Box<dyn Read + '_>>;
 }
 
 /// Sends one store's requests and names their failures.
 pub(super) struct Client {
-    agent: Agent,
+    /// Which of the pool's agents carries the requests.
+    kind: Kind,
     /// What errors name: the store, its bucket and its endpoint.
     store: String,
     bucket: String,
@@ -74,7 +89,7 @@ pub(super) struct Client {
 
 /// Trusted roots for `secure` stores: the system bundle, which admins extend
 /// with `update-ca-certificates` for a private CA, else Mozilla's roots.
-fn root_certs() -> RootCerts {
+pub(super) fn root_certs() -> RootCerts {
     static ROOTS: OnceLock<RootCerts> = OnceLock::new();
     ROOTS
         .get_or_init(|| {
@@ -117,6 +132,14 @@ fn retryable(e: &ureq::Error) -> bool {
     }
 }
 
+/// A connection that died under a request: what a pooled connection the
+/// server had closed or forgotten looks like (a refused connection, by
+/// contrast, was new).
+fn dropped(e: &ureq::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(e, ureq::Error::Io(io) if matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof))
+}
+
 /// Reads at most [`ANSWER_LIMIT`] bytes of an answer body, as text.
 pub(super) fn answer_text(body: Body) -> String {
     let mut out = Vec::new();
@@ -126,35 +149,10 @@ pub(super) fn answer_text(body: Body) -> String {
 
 impl Client {
     pub fn new(store: &StoreConfig, s3: &S3Config) -> Result<Self> {
-        let proxy = match &s3.proxy_server {
-            Some(p) => Some(ureq::Proxy::new(p).map_err(|_| Error::Denied { msg: format!("store '{}': proxy_server is not usable", store.name) })?),
-            None => None,
-        };
-        // No global, per-call or resolve timeout: with any of them ureq
-        // resolves host names on a spawned thread, and this library must
-        // never leave a thread behind. Name lookups are bounded by the
-        // system resolver's own timeouts.
-        let mut config = Agent::config_builder();
-        if s3.secure {
-            config = config.tls_config(TlsConfig::builder().root_certs(root_certs()).build());
-        }
-        let config = config
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            .proxy(proxy)
-            .user_agent(concat!("dj_udf/", env!("CARGO_PKG_VERSION")))
-            .timeout_connect(Some(s3.connect_timeout))
-            .timeout_send_request(Some(s3.timeout))
-            .timeout_recv_response(Some(s3.timeout))
-            .timeout_per_read(Some(s3.timeout))
-            .timeout_per_write(Some(s3.timeout))
-            .timeout_send_body(Some(s3.transfer_timeout))
-            .max_idle_connections(2)
-            .max_idle_connections_per_host(2)
-            .build();
+        let kind = Kind { secure: s3.secure, proxy: s3.proxy_server.clone() };
+        pool::agent(&kind).map_err(|_| Error::Denied { msg: format!("store '{}': proxy_server is not usable", store.name) })?;
         Ok(Client {
-            agent: Agent::new_with_config(config),
+            kind,
             store: store.name.clone(),
             bucket: s3.bucket.clone(),
             endpoint: s3.endpoint.clone(),
@@ -233,30 +231,65 @@ impl Client {
         }
     }
 
-    fn once(&self, r: &Request) -> std::result::Result<Response<Body>, ureq::Error> {
+    /// The request's headers and this store's timeouts (no resolve, global
+    /// or per-call timeout: see `pool::build`).
+    fn timed<B>(&self, rb: RequestBuilder<B>, r: &Request) -> RequestBuilder<B> {
+        with_headers(rb, r.headers)
+            .config()
+            .timeout_connect(Some(self.connect_timeout))
+            .timeout_send_request(Some(self.timeout))
+            .timeout_recv_response(Some(self.timeout))
+            .timeout_per_read(Some(self.timeout))
+            .timeout_per_write(Some(self.timeout))
+            .timeout_send_body(Some(self.transfer_timeout))
+            .timeout_recv_body(Some(if r.stream { self.transfer_timeout } else { self.timeout }))
+            .build()
+    }
+
+    /// One attempt, on a connection of `agent`'s pool.
+    fn once(&self, r: &Request, agent: &ureq::Agent) -> std::result::Result<Response<Body>, ureq::Error> {
         let url = (r.url)();
         let url = url.as_str();
-        let total = Some(if r.stream { self.transfer_timeout } else { self.timeout });
+        let send = |rb: RequestBuilder<ureq::typestate::WithBody>| match r.body {
+            Payload::Bytes(b) => self.timed(rb, r).send(b),
+            Payload::Reader { len, open } => {
+                let mut reader = open.open()?;
+                // A declared length: the body goes length-delimited, never chunked.
+                self.timed(rb.header("content-length", len.to_string()), r).send(SendBody::from_reader(&mut reader))
+            }
+        };
         match r.verb {
-            Verb::Head => with_headers(self.agent.head(url), r.headers).config().timeout_recv_body(total).build().call(),
-            Verb::Get => with_headers(self.agent.get(url), r.headers).config().timeout_recv_body(total).build().call(),
-            Verb::Delete => with_headers(self.agent.delete(url), r.headers).config().timeout_recv_body(total).build().call(),
-            Verb::Put => with_headers(self.agent.put(url), r.headers).config().timeout_recv_body(total).build().send(r.body),
-            Verb::Post => with_headers(self.agent.post(url), r.headers).config().timeout_recv_body(total).build().send(r.body),
+            Verb::Head => self.timed(agent.head(url), r).call(),
+            Verb::Get => self.timed(agent.get(url), r).call(),
+            Verb::Delete => self.timed(agent.delete(url), r).call(),
+            Verb::Put => send(agent.put(url)),
+            Verb::Post => send(agent.post(url)),
         }
     }
 
     /// Sends with retries; returns the final answer whatever its status, or
-    /// the error once no connection could be had.
+    /// the error once no connection could be had. A pooled connection that
+    /// turns out dead (the server closed or restarted meanwhile) is no
+    /// failure of the server: the pool's idle connections are dropped and
+    /// the request is sent again at once on a new one, once, without
+    /// counting as a retry.
     pub fn send(&self, r: &Request) -> Result<Response<Body>> {
         let attempts = self.retries + 1;
         let mut delay = FIRST_BACKOFF;
         let mut attempt = 1;
+        let mut renewed = false;
         loop {
             let last = attempt >= attempts;
-            match self.once(r) {
+            let (generation, agent) = pool::agent(&self.kind)
+                .map_err(|_| self.err(r.key, S3Problem::Protocol { op: r.op, detail: "proxy_server is not usable".into() }))?;
+            match self.once(r, &agent) {
                 Ok(a) if a.status().is_server_error() && r.retry_5xx && !last => drop(a),
                 Ok(a) => return Ok(a),
+                Err(e) if dropped(&e) && !renewed => {
+                    renewed = true;
+                    pool::renew(&self.kind, generation);
+                    continue;
+                }
                 Err(e) if retryable(&e) && !last => drop(e),
                 Err(e) => return Err(self.err(r.key, self.transport_problem(r.op, &e, attempt))),
             }

@@ -63,7 +63,7 @@ impl S3Store {
         let id = self.active_id(&marker_key);
         active().push(id.clone());
         let marker = Marker { key: marker_key, id, body, written: Instant::now() };
-        self.put_single(&marker.key, &marker.body, &[])?;
+        self.put_single(&marker.key, super::client::Payload::Bytes(&marker.body), &super::upload::content_md5(&marker.body), &[], false)?;
         Ok(marker)
     }
 
@@ -71,7 +71,7 @@ impl S3Store {
     /// never looks abandoned to a sweep on another server.
     pub(super) fn refresh_mark(&self, marker: &mut Marker) -> Result<()> {
         if marker.written.elapsed() >= REFRESH {
-            self.put_single(&marker.key, &marker.body, &[])?;
+            self.put_single(&marker.key, super::client::Payload::Bytes(&marker.body), &super::upload::content_md5(&marker.body), &[], false)?;
             marker.written = Instant::now();
         }
         Ok(())
@@ -111,7 +111,7 @@ impl S3Store {
 
     /// The upload a marker names; `None` when it is gone meanwhile.
     fn read_marker(&self, marker_key: &str) -> Result<Option<(String, String)>> {
-        let Some(body) = self.get(marker_key, false)? else { return Ok(None) };
+        let Some((body, _)) = self.get(marker_key, false)? else { return Ok(None) };
         let mut text = String::new();
         body.take(MARKER_LIMIT).read_to_string(&mut text).map_err(|e| Error::io("read upload marker", marker_key, e))?;
         let bad = || self.client.err(marker_key, S3Problem::Protocol { op: "GET", detail: "not an upload marker of this library".into() });

@@ -14,13 +14,20 @@
 //! the whole object hashed as expected, and aborted on any failure, so a
 //! reader never sees a partial or wrong object under its key.
 //!
-//! Its parts: `client` (the HTTP agent, timeouts, retries, failures turned
-//! into errors), `requests` (one presigned request per S3 operation), `keys`
-//! (where DataJoint puts an object in the bucket), `upload` (how an upload
-//! is cut into parts) and `answers` (what an error answer means); this
-//! module implements [`ObjectStore`] with them.
+//! Each operation sends as few requests as it can (docs/s3.md has the
+//! table): a new object is one conditional `PUT`, a read is one `GET`,
+//! deletions go 1000 to a `DeleteObjects` request.
+//!
+//! Its parts: `pool` (the process-wide keep-alive connections), `client`
+//! (requests on them: timeouts, retries, failures turned into errors),
+//! `requests` (one presigned request per S3 operation), `keys` (where
+//! DataJoint puts an object in the bucket), `upload` (how an upload is cut
+//! into parts), `survey` and `two_pass` (a server file uploaded in two
+//! passes, hashed only in the first), `quirks` (what servers were seen to
+//! lack) and `answers` (what an error answer means); this module implements
+//! [`ObjectStore`] with them.
 
-use super::{check_source, hash_all, now_secs, Listed, ObjectStore, Source};
+use super::{check_source, now_secs, Listed, ObjectStore, Source};
 use crate::config::{S3Config, StoreConfig};
 use crate::datajoint::hash::{Hash, Hasher};
 use crate::error::{Error, Result, S3Problem};
@@ -29,14 +36,21 @@ mod answers;
 mod client;
 mod keys;
 mod leftovers;
+mod pool;
+mod quirks;
 mod requests;
+mod survey;
+mod two_pass;
 mod upload;
 
 pub use answers::{classify, error_fields};
-use client::Client;
+use client::{Client, Payload};
 pub use keys::{location_prefix, object_keys, parse_time};
+pub use pool::{IDLE_FOR, IDLE_PER_ENDPOINT};
+use quirks::Quirk;
+use requests::{Written, DELETE_BATCH};
 use rusty_s3::{Bucket, Credentials, UrlStyle};
-use std::io::{Read, SeekFrom};
+use std::io::Read;
 use upload::PartBuffer;
 pub use upload::{content_md5, parts_for, plan, Upload, MAX_OBJECT, MAX_PARTS, PART_SIZE, SINGLE_PUT_MAX};
 use url::Url;
@@ -49,6 +63,8 @@ pub struct S3Store {
     creds: Credentials,
     location: String,
     client: Client,
+    /// Transfers one call runs at once (the store's `max_parallel`).
+    max_parallel: usize,
 }
 
 impl S3Store {
@@ -63,6 +79,7 @@ impl S3Store {
             creds: Credentials::new(s3.access_key.clone(), s3.secret_key.clone()),
             location: store.location.clone(),
             client: Client::new(store, s3)?,
+            max_parallel: store.max_parallel(),
         })
     }
 
@@ -102,7 +119,8 @@ impl S3Store {
             }
             hasher.update(buf.filled());
             total += buf.len as u64;
-            etags.push(self.upload_part(key, upload_id, etags.len() + 1, buf.filled())?);
+            let md5 = content_md5(buf.filled());
+            etags.push(self.upload_part(key, upload_id, etags.len() + 1, Payload::Bytes(buf.filled()), &md5)?);
             if ended {
                 break;
             }
@@ -157,6 +175,18 @@ impl ObjectStore for S3Store {
     }
 
     fn open(&self, relative: &str) -> Result<Box<dyn Read>> {
+        Ok(self.open_sized(relative)?.0)
+    }
+
+    /// One `GET` (two for a key with a second form that is not under the
+    /// first), whose answer also tells the size. While the bucket has not
+    /// been seen within a minute, a `HEAD` goes first (checking the bucket
+    /// after a miss, as [`ObjectStore::size`] does): some servers (s3s-fs)
+    /// answer a `GET` in a missing bucket as a missing key.
+    fn open_sized(&self, relative: &str) -> Result<super::Reading> {
+        if !self.bucket_seen() && self.size(relative)?.is_none() {
+            return Err(self.missing(relative));
+        }
         let (key, other) = self.keys(relative);
         if let Some(r) = self.get(&key, false)? {
             return Ok(r);
@@ -169,6 +199,31 @@ impl ObjectStore for S3Store {
         Err(self.missing(relative))
     }
 
+    /// One conditional `PUT` for an object that fits one; only when the key
+    /// is taken, a `HEAD` to see that what is there has the size (keys
+    /// embed the hash), and a plain `PUT` over an object of another size.
+    /// Servers without conditional writes get the lookup first, and so does
+    /// a bucket not seen within a minute (a lookup that misses checks it;
+    /// one that finds an object shows it): some servers (s3s-fs) create a
+    /// missing bucket on a `PUT` instead of refusing it.
+    fn put_once(&self, relative: &str, data: &[u8], hasher: Hasher, hash: Hash) -> Result<()> {
+        let conditional = !quirks::has(&self.client.endpoint, Quirk::NoConditionalWrites) && self.bucket_seen();
+        if data.len() <= SINGLE_PUT_MAX && conditional {
+            let (key, _) = self.keys(relative);
+            match self.put_single(&key, Payload::Bytes(data), &content_md5(data), &[], true)? {
+                Written::Yes => return Ok(()),
+                Written::Exists if self.size(relative)? == Some(data.len() as u64) => return Ok(()),
+                Written::Exists => return self.put_single(&key, Payload::Bytes(data), &content_md5(data), &[], false).map(|_| ()),
+                Written::Unconditional => quirks::learn(&self.client.endpoint, Quirk::NoConditionalWrites),
+            }
+        }
+        if self.size(relative)? == Some(data.len() as u64) {
+            return Ok(());
+        }
+        let mut src = data;
+        self.put(relative, &mut src, hasher, Some(hash), &[]).map(|_| ())
+    }
+
     fn put(&self, relative: &str, src: &mut dyn Read, mut hasher: Hasher, expect: Option<Hash>, meta: &[(&str, &str)]) -> Result<(Hash, u64)> {
         let (key, _) = self.keys(relative);
         let meta: Vec<(String, String)> = meta.iter().map(|(k, v)| (format!("x-amz-meta-{}", k.to_ascii_lowercase()), v.to_string())).collect();
@@ -179,7 +234,7 @@ impl ObjectStore for S3Store {
                 hasher.update(buf.filled());
                 let got = hasher.finish();
                 check_source(expect, &got, &self.describe(relative))?;
-                self.put_single(&key, buf.filled(), &meta)?;
+                self.put_single(&key, Payload::Bytes(buf.filled()), &content_md5(buf.filled()), &meta, false)?;
                 Ok((got, buf.len as u64))
             }
             Upload::Multipart => {
@@ -205,23 +260,12 @@ impl ObjectStore for S3Store {
         }
     }
 
-    /// Two passes over a seekable source: hash it to learn the key, skip the
-    /// upload when an object of that size is already there, else rewind and
-    /// upload it with the hash as the expected one. An S3 object cannot be
-    /// renamed once written (a server-side copy would cost a second write and
-    /// leave a temporary object behind after a crash); reading a server file
-    /// twice is cheaper, and a file that changes between the passes fails the
-    /// check of the second pass, which leaves nothing stored.
+    /// Two passes over a seekable source (see `two_pass`): an S3 object
+    /// cannot be renamed once written (a server-side copy would cost a
+    /// second write and leave a temporary object behind after a crash), and
+    /// reading a server file twice is cheaper; only the first pass hashes.
     fn put_by_hash(&self, scope: &str, src: &mut dyn Source, hasher: Hasher, key_of: &dyn Fn(&Hash) -> String) -> Result<(Hash, u64, bool)> {
-        let start = src.stream_position().map_err(|e| Error::io("read source for", self.describe(scope), e))?;
-        let (hash, n) = hash_all(src, hasher.clone()).map_err(|e| Error::io("read source for", self.describe(scope), e))?;
-        let relative = key_of(&hash);
-        if self.size(&relative)? == Some(n) {
-            return Ok((hash, n, false));
-        }
-        src.seek(SeekFrom::Start(start)).map_err(|e| Error::io("rewind source for", self.describe(&relative), e))?;
-        let (_, written) = self.put(&relative, src, hasher, Some(hash), &[])?;
-        Ok((hash, written, true))
+        self.put_two_pass(scope, src, hasher, key_of)
     }
 
     fn delete(&self, relative: &str) -> Result<bool> {
@@ -242,6 +286,34 @@ impl ObjectStore for S3Store {
 
     fn remove_leftovers(&self, min_age: u64) -> Result<u64> {
         self.abort_stale_uploads(min_age)
+    }
+
+    /// `DeleteObjects`, up to 1000 keys a request (and the Python >= 3.12
+    /// forms in requests of their own, where a location gives them): each
+    /// object reads as deleted once it is gone, whether or not it was there.
+    fn delete_many(&self, relatives: &[String], _workers: usize) -> Vec<Result<bool>> {
+        let keys: Vec<(String, Option<String>)> = relatives.iter().map(|r| self.keys(r)).collect();
+        let written: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
+        let others: Vec<(usize, String)> = keys.iter().enumerate().filter_map(|(i, (_, o))| o.clone().map(|o| (i, o))).collect();
+        let mut out: Vec<Result<bool>> = Vec::with_capacity(relatives.len());
+        for batch in written.chunks(DELETE_BATCH) {
+            match self.delete_keys(batch, false) {
+                Ok(each) => out.extend(batch.iter().zip(each).map(|(k, r)| {
+                    r.map(|()| true)
+                        .map_err(|m| self.client.err(k, S3Problem::Failed { op: "DeleteObjects", status: 200, code: String::new(), message: m }))
+                })),
+                Err(e) => out.extend(batch.iter().map(|_| Err(Error::Shared { msg: e.to_string() }))),
+            }
+        }
+        for batch in others.chunks(DELETE_BATCH) {
+            let keys: Vec<String> = batch.iter().map(|(_, k)| k.clone()).collect();
+            if let Err(e) = self.delete_keys(&keys, true) {
+                for (i, _) in batch {
+                    out[*i] = Err(Error::Shared { msg: e.to_string() });
+                }
+            }
+        }
+        out
     }
 
     fn describe(&self, relative: &str) -> String {

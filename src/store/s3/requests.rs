@@ -1,14 +1,12 @@
 //! The requests an S3 store makes, one function each: presigned (SigV4, a
-//! fresh signature per attempt) `HEAD`, `GET`, single `PUT`, the multipart
-//! upload steps, `ListObjectsV2` and `DELETE`, each answer read into what
-//! the store needs.
+//! fresh signature per attempt) `HEAD`, `GET`, single `PUT` (conditional
+//! or not), the multipart upload steps, `ListObjectsV2`, `DELETE` and
+//! `DeleteObjects`, each answer read into what the store needs.
 
-use super::client::{answer_text, Request, Verb};
-use super::upload::content_md5;
+use super::client::{answer_text, Payload, Request, Verb};
 use super::S3Store;
 use crate::error::{Result, S3Problem};
-use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2, ListObjectsV2Response, S3Action};
-use std::io::Read;
+use rusty_s3::actions::{CreateMultipartUpload, DeleteObjectsResponse, ListObjectsV2, ListObjectsV2Response, ObjectIdentifier, S3Action};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,6 +15,21 @@ const SIGNATURE_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
 /// How long a bucket that answered `HEAD bucket` is taken to exist.
 const BUCKET_SEEN_FOR: Duration = Duration::from_secs(60);
+
+/// How many keys one `DeleteObjects` request may name (S3's limit).
+pub const DELETE_BATCH: usize = 1000;
+
+/// What a `PUT` did.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Written {
+    /// The object is stored.
+    Yes,
+    /// A conditional `PUT` found an object under the key and wrote nothing
+    /// (412, or 409 while another conditional write of it is under way).
+    Exists,
+    /// The server does not implement conditional writes (501): nothing written.
+    Unconditional,
+}
 
 /// Buckets recently seen to exist, by `endpoint/bucket` (a handful at most:
 /// one per configured S3 store).
@@ -46,6 +59,7 @@ impl S3Store {
         let status = answer.status().as_u16();
         if answer.status().is_success() {
             let len = answer.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+            self.bucket_exists();
             return len.map(Some).ok_or_else(|| self.client.err(key, S3Problem::Protocol { op: "HEAD", detail: "no Content-Length".into() }));
         }
         if status == 404 || second_chance {
@@ -65,6 +79,18 @@ impl S3Store {
             return Err(self.client.status_error("HEAD", key, status));
         }
         Err(self.client.answer_error(&g, answer))
+    }
+
+    /// Whether the bucket was seen to exist within [`BUCKET_SEEN_FOR`].
+    pub(super) fn bucket_seen(&self) -> bool {
+        bucket_seen(&format!("{}/{}", self.client.endpoint, self.bucket.name()))
+    }
+
+    /// Remembers that the bucket exists: an object in it was just found.
+    fn bucket_exists(&self) {
+        if !self.bucket_seen() {
+            remember_bucket(format!("{}/{}", self.client.endpoint, self.bucket.name()));
+        }
     }
 
     /// After a 404 for an object: an error if the bucket itself is missing.
@@ -89,14 +115,18 @@ impl S3Store {
         Ok(())
     }
 
-    /// `GET` of one key as a stream, `None` on 404 `NoSuchKey` (or on any
-    /// failure answer for a `second_chance` lookup, as for [`Self::head`]).
-    pub(super) fn get(&self, key: &str, second_chance: bool) -> Result<Option<Box<dyn Read>>> {
+    /// `GET` of one key as a stream, with its length when the answer says
+    /// it; `None` on 404 `NoSuchKey` (or on any failure answer for a
+    /// `second_chance` lookup, as for [`Self::head`]). A missing bucket is
+    /// an error: the answer's body tells it from a missing key.
+    pub(super) fn get(&self, key: &str, second_chance: bool) -> Result<Option<crate::store::Reading>> {
         let url = || self.bucket.get_object(Some(&self.creds), key).sign(SIGNATURE_LIFETIME);
         let r = Request { stream: true, retry_5xx: !second_chance, ..Request::new("GET", Verb::Get, key, &url) };
         let answer = self.client.send(&r)?;
         if answer.status().is_success() {
-            return Ok(Some(Box::new(self.client.download(answer))));
+            let len = answer.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+            self.bucket_exists();
+            return Ok(Some((Box::new(self.client.download(answer)), len)));
         }
         if second_chance {
             return Ok(None);
@@ -143,10 +173,16 @@ impl S3Store {
         Err(self.client.answer_error(&r, answer))
     }
 
-    /// One `PUT` of a whole object, with its `Content-MD5` and user metadata.
-    pub(super) fn put_single(&self, key: &str, data: &[u8], meta: &[(String, String)]) -> Result<()> {
+    /// One `PUT` of a whole object with its `Content-MD5` (base64, of the
+    /// body) and user metadata. With `if_absent` it carries
+    /// `If-None-Match: *`: the server writes only when no object has the key,
+    /// in the same request, where a lookup first would cost a round trip.
+    pub(super) fn put_single(&self, key: &str, body: Payload, md5: &str, meta: &[(String, String)], if_absent: bool) -> Result<Written> {
         let mut headers = meta.to_vec();
-        headers.push(("content-md5".into(), content_md5(data)));
+        headers.push(("content-md5".into(), md5.to_string()));
+        if if_absent {
+            headers.push(("if-none-match".into(), "*".into()));
+        }
         let url = || {
             let mut a = self.bucket.put_object(Some(&self.creds), key);
             for (k, v) in &headers {
@@ -154,12 +190,14 @@ impl S3Store {
             }
             a.sign(SIGNATURE_LIFETIME)
         };
-        let r = Request { headers: &headers, body: data, ..Request::new("PUT", Verb::Put, key, &url) };
+        let r = Request { headers: &headers, body, ..Request::new("PUT", Verb::Put, key, &url) };
         let answer = self.client.send(&r)?;
-        if answer.status().is_success() {
-            return Ok(());
+        match answer.status().as_u16() {
+            200..=299 => Ok(Written::Yes),
+            412 | 409 if if_absent => Ok(Written::Exists),
+            501 if if_absent => Ok(Written::Unconditional),
+            _ => Err(self.client.answer_error(&r, answer)),
         }
-        Err(self.client.answer_error(&r, answer))
     }
 
     /// `CreateMultipartUpload` with the object's user metadata: the upload id.
@@ -184,23 +222,23 @@ impl S3Store {
         }
     }
 
-    /// `UploadPart` with its `Content-MD5`: the part's ETag.
-    pub(super) fn upload_part(&self, key: &str, upload_id: &str, number: usize, data: &[u8]) -> Result<String> {
+    /// `UploadPart` with its `Content-MD5` (base64, of the body): the part's ETag.
+    pub(super) fn upload_part(&self, key: &str, upload_id: &str, number: usize, body: Payload, md5: &str) -> Result<String> {
         let part =
             u16::try_from(number).map_err(|_| self.client.err(key, S3Problem::Protocol { op: "UploadPart", detail: "too many parts".into() }))?;
-        let headers = [("content-md5".to_string(), content_md5(data))];
+        let headers = [("content-md5".to_string(), md5.to_string())];
         let url = || {
             let mut a = self.bucket.upload_part(Some(&self.creds), key, part, upload_id);
             a.headers_mut().insert("content-md5", headers[0].1.as_str());
             a.sign(SIGNATURE_LIFETIME)
         };
-        let r = Request { headers: &headers, body: data, ..Request::new("UploadPart", Verb::Put, key, &url) };
+        let r = Request { headers: &headers, body, ..Request::new("UploadPart", Verb::Put, key, &url) };
         let answer = self.client.send(&r)?;
         if !answer.status().is_success() {
             return Err(self.client.answer_error(&r, answer));
         }
-        // The ETag only names the part for CompleteMultipartUpload; integrity
-        // comes from Content-MD5 and the whole-object hash.
+        // The ETag names the part for CompleteMultipartUpload; where it is
+        // the part's MD5 (most servers) it also confirms what arrived.
         answer
             .headers()
             .get("etag")
@@ -215,7 +253,7 @@ impl S3Store {
         let body = self.bucket.complete_multipart_upload(Some(&self.creds), key, upload_id, etags.iter().map(String::as_str)).body();
         let url = || self.bucket.complete_multipart_upload(Some(&self.creds), key, upload_id, std::iter::empty()).sign(SIGNATURE_LIFETIME);
         let op = "CompleteMultipartUpload";
-        let r = Request { body: body.as_bytes(), ..Request::new(op, Verb::Post, key, &url) };
+        let r = Request { body: Payload::Bytes(body.as_bytes()), ..Request::new(op, Verb::Post, key, &url) };
         let answer = self.client.send(&r)?;
         let status = answer.status().as_u16();
         let ok = answer.status().is_success();
@@ -241,5 +279,50 @@ impl S3Store {
             return Ok(());
         }
         Err(self.client.answer_error(&r, answer))
+    }
+
+    /// `DeleteObjects` of up to [`DELETE_BATCH`] keys in one request: for
+    /// each key, `Ok` once it is gone (S3 does not tell whether it was
+    /// there) or the server's error for it. A `second_chance` batch (keys
+    /// of the Python >= 3.12 form, which some servers cannot hold) takes a
+    /// failure of the whole request as "none there", as for [`Self::head`].
+    pub(super) fn delete_keys(&self, keys: &[String], second_chance: bool) -> Result<Vec<std::result::Result<(), String>>> {
+        let objects: Vec<ObjectIdentifier> = keys.iter().map(|k| ObjectIdentifier::new(k.clone())).collect();
+        let ids = || objects.iter();
+        let (body, md5) = self.bucket.delete_objects(Some(&self.creds), ids()).body_with_md5();
+        let headers = [("content-md5".to_string(), md5)];
+        let url = || {
+            let mut a = self.bucket.delete_objects(Some(&self.creds), ids());
+            a.headers_mut().insert("content-md5", headers[0].1.as_str());
+            a.sign(SIGNATURE_LIFETIME)
+        };
+        let first = keys.first().map(String::as_str).unwrap_or("");
+        let op = "DeleteObjects";
+        let r = Request {
+            headers: &headers,
+            body: Payload::Bytes(body.as_bytes()),
+            retry_5xx: !second_chance,
+            ..Request::new(op, Verb::Post, first, &url)
+        };
+        let answer = self.client.send(&r)?;
+        if !answer.status().is_success() {
+            if second_chance {
+                return Ok(keys.iter().map(|_| Ok(())).collect());
+            }
+            return Err(self.client.answer_error(&r, answer));
+        }
+        let text = answer_text(answer.into_body());
+        let parsed = DeleteObjectsResponse::parse(&text).map_err(|e| self.client.err(first, S3Problem::Protocol { op, detail: e.to_string() }))?;
+        let failed = |k: &str| parsed.errors.iter().find(|e| e.key == k);
+        Ok(keys
+            .iter()
+            .map(|k| match failed(k) {
+                Some(_) if second_chance => Ok(()),
+                Some(e) => Err(self.client.scrub(&format!("{} {}", e.code, super::answers::shorten(&e.message)))),
+                None if parsed.deleted.iter().any(|d| d.key == *k) => Ok(()),
+                None if second_chance => Ok(()),
+                None => Err("the server's answer does not name this key".into()),
+            })
+            .collect())
     }
 }

@@ -2,6 +2,7 @@
 
 use super::upload::{base64, FIRST_BUFFER};
 use super::*;
+use std::io::SeekFrom;
 use std::time::Duration;
 
 #[test]
@@ -364,6 +365,8 @@ impl Read for ChangesWhenRewound {
         Ok(n)
     }
 }
+
+impl crate::store::Source for ChangesWhenRewound {}
 
 impl std::io::Seek for ChangesWhenRewound {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
