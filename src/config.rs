@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod uploads;
+pub use uploads::Uploads;
+
 /// Where the server looks when `DJ_UDF_CONFIG` is not set in its environment.
 pub const DEFAULT_PATH: &str = "/etc/mysql/dj_udf.json";
 
@@ -93,6 +96,8 @@ pub struct Config {
     /// The secret that authorizes object deletion; deletion is off without it.
     pub purge_key: Option<String>,
     pub max_get_bytes: u64,
+    /// Chunked uploads: folder, limits and expiry (`upload_*` keys).
+    pub uploads: Uploads,
 }
 
 impl Config {
@@ -152,6 +157,7 @@ impl Config {
             export_dirs: dirs("export_dirs")?,
             purge_key,
             max_get_bytes: limit("max_get_bytes")?.unwrap_or(DEFAULT_MAX_GET),
+            uploads: uploads::parse(top).map_err(|(key, msg)| err(None, Some(key), msg))?,
         })
     }
 
@@ -195,6 +201,7 @@ impl Config {
         top.insert("export_dirs".into(), dirs(&self.export_dirs));
         top.insert("purge_enabled".into(), self.purge_key.is_some().into());
         top.insert("max_get_bytes".into(), self.max_get_bytes.into());
+        self.uploads.json(&mut top);
         Value::Object(top).to_string()
     }
 }

@@ -4,8 +4,10 @@
 pub mod attach;
 pub mod blob;
 pub mod checksum;
+pub mod chunked;
 pub mod filepath;
 pub mod objects;
+pub mod ranged;
 pub mod verify;
 
 use crate::config::{Config, StoreConfig};

@@ -18,7 +18,8 @@
 //! into errors), `requests` (one presigned request per S3 operation), `keys`
 //! (where DataJoint puts an object in the bucket), `upload` (how an upload
 //! is cut into parts) and `answers` (what an error answer means); this
-//! module implements [`ObjectStore`] with them.
+//! module implements [`ObjectStore`] with them. `parts` offers chunked
+//! uploads and ranged reads the multipart, copy and ranged-`GET` steps.
 
 use super::{check_source, hash_all, now_secs, Listed, ObjectStore, Source};
 use crate::config::{S3Config, StoreConfig};
@@ -28,12 +29,14 @@ use crate::error::{Error, Result, S3Problem};
 mod answers;
 mod client;
 mod keys;
+mod parts;
 mod requests;
 mod upload;
 
 pub use answers::{classify, error_fields};
 use client::Client;
 pub use keys::{location_prefix, object_keys, parse_time};
+pub use parts::COPY_PART;
 use rusty_s3::{Bucket, Credentials, UrlStyle};
 use std::io::{Read, SeekFrom};
 use upload::PartBuffer;
