@@ -1,0 +1,302 @@
+"""Objects of any size from any SQL client: chunked uploads (parts in any
+order, resent, missing, mismatching; the account an upload belongs to;
+expiry; a restart in the middle; the configured limits), ranged verified
+reads, the example clients, DataJoint 0.14.9 reading what came in chunks,
+and the acceptance run: DJ_UDF_CHUNKED_BYTES (3 GiB unless set) in and out
+in 64 MiB parts through max_allowed_packet=64M on a file and an S3 store,
+with the server's peak memory growing by at most two parts."""
+
+import hashlib
+import json
+import os
+import pathlib
+import random
+import shutil
+import subprocess
+import sys
+import time
+
+import pymysql
+import pytest
+
+from conftest import (MiB, ROOT, attach_hash, attach_path, blob_path, import_needed, md5, need, reset_peak,
+                      unfinished_uploads, vm)
+
+CLIENT = ROOT / "examples" / "dj_chunked.py"
+SHELL_CLIENT = ROOT / "examples" / "dj_chunked.sh"
+# S3 stores take parts of at least 5 MiB (S3's rule), file stores any size.
+S3_PART = 5 * MiB
+BIG = int(os.environ.get("DJ_UDF_CHUNKED_BYTES", str(3 << 30)))
+BIG_PART = 64 * MiB
+FILE_S3 = pytest.mark.parametrize("kind", ["file", "s3"], indirect=True)
+
+
+def part_size(kind):
+    return S3_PART if kind.s3 else 1000
+
+
+def sample(n, seed=0):
+    return random.Random(seed).randbytes(n)
+
+
+def cut(data, size):
+    return [data[i:i + size] for i in range(0, max(len(data), 1), size)]
+
+
+def upload(db, store, name, data, size, order=None, resend=(), md5s=True, expected="auto", schema=None):
+    """Opens an upload through the routines, sends the parts in `order`
+    (1-based; all by default), sends the parts in `resend` again, finishes
+    it and returns the hash; the finish's error propagates."""
+    schema = schema or db.schema
+    db.sql("CALL dj_udf.upload_open(%s, %s, %s, %s, @u)", (store, schema, name, size))
+    uid = db.one("SELECT @u")
+    parts = cut(data, size)
+    for n in list(order or range(1, len(parts) + 1)) + list(resend):
+        db.sql("CALL dj_udf.upload_part(%s, %s, %s, @m)", (uid, n, parts[n - 1]))
+        assert db.one("SELECT @m") == hashlib.md5(parts[n - 1]).hexdigest()
+    if expected == "auto":
+        expected = attach_hash(name, data) if name is not None else md5(data)
+    listed = ",".join(hashlib.md5(p).hexdigest() for p in parts) if md5s else None
+    db.sql("CALL dj_udf.upload_finish(%s, %s, %s, %s, @h)", (uid, len(parts), listed, expected))
+    return db.one("SELECT @h")
+
+
+def tracking_row(db, store, h, schema=None):
+    return db.one(f"SELECT hash, size, attachment_name, filepath, contents_hash FROM `{schema or db.schema}`.`~external_{store}` "
+                  "WHERE hash = %s", (h,))
+
+
+def other_account(world):
+    """A connection of another account ('dj'@'%', over TCP)."""
+    return pymysql.connect(host="127.0.0.1", port=world.port, user="dj", password="dj", autocommit=True, charset="utf8mb4")
+
+
+def sql(conn, q, args=None):
+    with conn.cursor() as cur:
+        cur.execute(q, args)
+        return cur.fetchall()
+
+
+def blob_bytes(n, seed=0):
+    """n bytes that DataJoint's blob header opens (the rest need not unpack for these tests)."""
+    return b"dj0\0" + sample(n - 4, seed)
+
+
+# ---------------------------------------------------------------------------
+# Chunked uploads: the same object as a whole put, whatever the order
+# ---------------------------------------------------------------------------
+
+@FILE_S3
+def test_parts_in_any_order_and_resent_make_the_object_a_whole_put_makes(kind, db, world):
+    size = part_size(kind)
+    att = sample(2 * size + 123, 1)
+    h = upload(db, kind.attach, "scan data.bin", att, size, order=[3, 1, 2], resend=[1, 3])
+    assert h == attach_hash("scan data.bin", att)
+    blob = blob_bytes(3 * size, 2)
+    hb = upload(db, kind.blob, None, blob, size, order=[2, 3, 1])
+    assert hb == md5(blob)
+    # the same objects put whole, in a second schema
+    whole = f"{db.schema}_whole"
+    db.sql(f"CREATE DATABASE `{whole}`")
+    try:
+        for store in (kind.attach, kind.blob):
+            db.sql("CALL dj_udf.create_tracking_table(%s, %s)", (whole, store))
+        db.sql("CALL dj_udf.attach_put(%s, %s, 'scan data.bin', %s, @a)", (kind.attach, whole, att))
+        db.sql("CALL dj_udf.blob_put(%s, %s, %s, @b)", (kind.blob, whole, blob))
+        assert db.one("SELECT @a, @b") == (h, hb)
+        for store, key in ((kind.attach, h), (kind.blob, hb)):
+            assert tracking_row(db, store, key) == tracking_row(db, store, key, whole)
+        chunked = attach_path(world, kind.attach, db.schema, h, "scan data.bin")
+        assert chunked.read_bytes() == att == attach_path(world, kind.attach, whole, h, "scan data.bin").read_bytes()
+        assert blob_path(world, kind.blob, db.schema, hb).read_bytes() == blob == blob_path(world, kind.blob, whole, hb).read_bytes()
+        # nothing is left behind: no upload folder, no unfinished S3 upload, no temporary object
+        assert list(world.dirs["uploads"].iterdir()) == [] or all(
+            json.loads((d / "upload.json").read_text())["phase"] == "finished" for d in world.dirs["uploads"].iterdir())
+        assert not list(world.dirs["uploads"].glob("*/data"))
+        if kind.s3:
+            assert unfinished_uploads(world) == []
+            assert not (world.location(kind.attach) / ".dj-uploads").exists() or not any((world.location(kind.attach) / ".dj-uploads").iterdir())
+    finally:
+        db.sql(f"DROP DATABASE `{whole}`")
+
+
+@FILE_S3
+def test_a_finish_names_the_missing_and_the_mismatching_parts_and_a_wrong_hash(kind, db, world):
+    size = part_size(kind)
+    data = sample(3 * size, 3)
+    db.sql("CALL dj_udf.upload_open(%s, %s, 'x.bin', %s, @u)", (kind.attach, db.schema, size))
+    uid = db.one("SELECT @u")
+    parts = cut(data, size)
+    for n in (1, 3):
+        db.sql("CALL dj_udf.upload_part(%s, %s, %s, @m)", (uid, n, parts[n - 1]))
+    finish = "CALL dj_udf.upload_finish(%s, %s, %s, %s, @h)"
+    e = db.error(finish, (uid, 3, None, None))
+    assert e.startswith("dj_udf.upload_finish: ") and "part 2 of 3 was never received" in e, e
+    db.sql("CALL dj_udf.upload_part(%s, 2, %s, @m)", (uid, sample(size, 99)))  # other bytes than the client means
+    listed = ",".join(hashlib.md5(p).hexdigest() for p in parts)
+    e = db.error(finish, (uid, 3, listed, None))
+    assert "part 2 differs from your list" in e and hashlib.md5(parts[1]).hexdigest() in e, e
+    e = db.error(finish, (uid, 3, None, attach_hash("x.bin", data)))
+    assert "checksum mismatch" in e and attach_hash("x.bin", data).hex() in e, e
+    if kind.s3:
+        # the S3 upload was sealed to hash it: it is gone, and says so
+        assert "upload the object again" in e, e
+        assert unfinished_uploads(world) == []
+        return
+    # a file-store upload stays open: the right part, then the finish works
+    db.sql("CALL dj_udf.upload_part(%s, 2, %s, @m)", (uid, parts[1]))
+    db.sql(finish, (uid, 3, listed, attach_hash("x.bin", data)))
+    assert db.one("SELECT @h") == attach_hash("x.bin", data)
+    assert not attach_path(world, kind.attach, db.schema, attach_hash("x.bin", sample(size, 99)), "x.bin").exists()
+
+
+def test_a_wrong_expected_hash_with_parts_in_order_leaves_an_s3_upload_open(db, world, s3):
+    data = sample(2 * S3_PART, 4)
+    db.sql("CALL dj_udf.upload_open('s3attach', %s, 'y.bin', %s, @u)", (db.schema, S3_PART))
+    uid = db.one("SELECT @u")
+    for n, p in enumerate(cut(data, S3_PART), 1):
+        db.sql("CALL dj_udf.upload_part(%s, %s, %s, @m)", (uid, n, p))
+    e = db.error("CALL dj_udf.upload_finish(%s, 2, NULL, %s, @h)", (uid, md5(data)))  # the content MD5, not the attachment hash
+    assert "checksum mismatch" in e and "upload the object again" not in e, e
+    db.sql("CALL dj_udf.upload_finish(%s, 2, NULL, %s, @h)", (uid, attach_hash("y.bin", data)))
+    assert db.one("SELECT @h") == attach_hash("y.bin", data)
+
+
+def test_parts_are_checked_as_they_arrive(db, world):
+    db.sql("CALL dj_udf.upload_open('main', %s, NULL, 100, @u)", (db.schema,))
+    uid = db.one("SELECT @u")
+    part = "CALL dj_udf.upload_part(%s, %s, %s, @m)"
+    assert "not a serialized DataJoint blob" in db.error(part, (uid, 1, b"plain bytes"))
+    assert "more than the upload's part size of 100 bytes" in db.error(part, (uid, 2, bytes(101)))
+    assert "parts are numbered from 1 to 10000" in db.error(part, (uid, 0, b"x"))
+    assert "part size" in db.error("CALL dj_udf.upload_open('s3attach', %s, 'a', %s, @u)", (db.schema, S3_PART - 1))
+    assert "doesn't exist" in db.error("CALL dj_udf.upload_open('main', 'no_such_schema', NULL, 100, @u)")
+    # a short part that is not the last
+    db.sql(part, (uid, 1, blob_bytes(100)))
+    db.sql(part, (uid, 2, bytes(50)))
+    db.sql(part, (uid, 3, bytes(10)))
+    e = db.error("CALL dj_udf.upload_finish(%s, 3, NULL, NULL, @h)", (uid,))
+    assert "part 2 is not 100 bytes long" in e, e
+    e = db.error("CALL dj_udf.upload_finish(%s, 2, NULL, NULL, @h)", (uid,))
+    assert "part 3 was received, but the finish says the upload has 2 parts" in e, e
+    status = json.loads(db.one("SELECT dj_udf.upload_status(%s)", (uid,)))
+    assert [(p["part"], p["size"]) for p in status["parts"]] == [(1, 100), (2, 50), (3, 10)]
+    assert status["received_bytes"] == 160 and status["attachment_name"] is None and 0 < status["expires_in"] <= 86400
+    db.sql("CALL dj_udf.upload_abort(%s)", (uid,))
+    assert "does not exist" in db.error(part, (uid, 1, blob_bytes(100)))
+    assert not (world.dirs["uploads"] / uid).exists()
+
+
+# ---------------------------------------------------------------------------
+# The account an upload belongs to
+# ---------------------------------------------------------------------------
+
+@FILE_S3
+def test_another_account_cannot_use_an_upload_id(kind, db, world):
+    size = part_size(kind)
+    data = sample(size + 10, 5)
+    db.sql("CALL dj_udf.upload_open(%s, %s, 'mine.bin', %s, @u)", (kind.attach, db.schema, size))
+    uid = db.one("SELECT @u")
+    db.sql("CALL dj_udf.upload_part(%s, 1, %s, @m)", (uid, data[:size]))
+    other = other_account(world)
+    try:
+        assert sql(other, "SELECT CURRENT_USER()")[0][0] == "dj@%"
+        unknown = f"upload '{uid}' of account 'dj@%' does not exist"
+        for q, args in [("CALL dj_udf.upload_part(%s, 2, %s, @m)", (uid, data[size:])),
+                        ("CALL dj_udf.upload_finish(%s, 2, NULL, NULL, @h)", (uid,)),
+                        ("SELECT dj_udf.upload_status(%s)", (uid,)),
+                        ("CALL dj_udf.upload_abort(%s)", (uid,))]:
+            with pytest.raises(pymysql.err.MySQLError) as e:
+                sql(other, q, args)
+            assert unknown in e.value.args[1], e.value.args[1]
+        # calling the function directly and claiming the owner's account does not help:
+        # the library asks the server which account the connection has
+        got = sql(other, "SELECT dj_upload_part(%s, 'root@localhost', 2, %s), CONVERT(dj_last_error() USING utf8mb4)",
+                  (uid, data[size:]))[0]
+        assert got[0] is None and "is not this connection's account 'dj@%'" in got[1], got
+    finally:
+        other.close()
+    # untouched: the owner finishes it
+    db.sql("CALL dj_udf.upload_part(%s, 2, %s, @m)", (uid, data[size:]))
+    db.sql("CALL dj_udf.upload_finish(%s, 2, NULL, NULL, @h)", (uid,))
+    assert db.one("SELECT @h") == attach_hash("mine.bin", data)
+
+
+# ---------------------------------------------------------------------------
+# Limits, expiry, restart
+# ---------------------------------------------------------------------------
+
+def with_config(world, **keys):
+    world.write_config(dict(world.base_config, **keys))
+
+
+def test_configured_limits_hold(db, world):
+    with_config(world, max_upload_bytes=2500, max_open_uploads=2)
+    db.sql("CALL dj_udf.upload_open('localattach', %s, 'a.bin', 1000, @u)", (db.schema,))
+    uid = db.one("SELECT @u")
+    e = db.error("CALL dj_udf.upload_part(%s, 3, %s, @m)", (uid, bytes(1000)))
+    assert "beyond the largest object allowed, 2500 bytes (config key max_upload_bytes)" in e, e
+    db.sql("CALL dj_udf.upload_part(%s, 3, %s, @m)", (uid, bytes(500)))
+    db.sql("CALL dj_udf.upload_open('localattach', %s, 'b.bin', 1000, @u2)", (db.schema,))
+    e = db.error("CALL dj_udf.upload_open('localattach', %s, 'c.bin', 1000, @u3)", (db.schema,))
+    assert "has 2 unfinished uploads, the most allowed (config key max_open_uploads)" in e, e
+    other = other_account(world)
+    try:
+        sql(other, "CALL dj_udf.upload_open('localattach', %s, 'c.bin', 1000, @u)", (db.schema,))  # a limit per account
+    finally:
+        other.close()
+    db.sql("CALL dj_udf.upload_abort(@u2)")
+    db.sql("CALL dj_udf.upload_open('localattach', %s, 'c.bin', 1000, @u3)", (db.schema,))
+    world.write_config({k: v for k, v in world.base_config.items() if k != "upload_dir"})
+    e = db.error("CALL dj_udf.upload_open('localattach', %s, 'd.bin', 1000, @u4)", (db.schema,))
+    assert "chunked uploads are off" in e and "has no upload_dir" in e, e
+
+
+@FILE_S3
+def test_abandoned_uploads_expire_and_are_removed(kind, db, world):
+    size = part_size(kind)
+    with_config(world, upload_expiry=1)
+    time.sleep(1.1)
+    db.sql("CALL dj_udf.expire_uploads(@n)")  # what other tests left
+    db.sql("CALL dj_udf.upload_open(%s, %s, 'old.bin', %s, @u)", (kind.attach, db.schema, size))
+    uid = db.one("SELECT @u")
+    db.sql("CALL dj_udf.upload_part(%s, 1, %s, @m)", (uid, sample(size)))
+    if kind.s3:
+        assert len(unfinished_uploads(world)) == 1
+    db.sql("CALL dj_udf.expire_uploads(@n)")
+    assert db.one("SELECT @n") == 0, "not yet expired"
+    time.sleep(2.2)
+    e = db.error("CALL dj_udf.upload_part(%s, 2, %s, @m)", (uid, b"x"))
+    assert "expired" in e and "upload_expiry" in e, e
+    db.sql("CALL dj_udf.expire_uploads(@n)")
+    assert db.one("SELECT @n") == 1
+    assert not (world.dirs["uploads"] / uid).exists()
+    if kind.s3:
+        assert unfinished_uploads(world) == [], "the S3 multipart upload is aborted"
+    assert "does not exist" in db.error("SELECT dj_udf.upload_status(%s)", (uid,))
+
+
+def restart(world):
+    subprocess.run([str(ROOT / "scripts" / "server.sh"), "stop", str(world.srv)], check=True)
+    world.start()
+
+
+@FILE_S3
+def test_an_upload_survives_a_server_restart(kind, world, db):
+    size = part_size(kind)
+    data = sample(3 * size - 7, 6)
+    db.sql("CALL dj_udf.upload_open(%s, %s, 'long.bin', %s, @u)", (kind.attach, db.schema, size))
+    uid = db.one("SELECT @u")
+    parts = cut(data, size)
+    db.sql("CALL dj_udf.upload_part(%s, 1, %s, @m)", (uid, parts[0]))
+    db.sql("CALL dj_udf.upload_part(%s, 3, %s, @m)", (uid, parts[2]))
+    db.conn.close()
+    restart(world)
+    db.conn = world.connect()
+    status = json.loads(db.one("SELECT dj_udf.upload_status(%s)", (uid,)))
+    assert [p["part"] for p in status["parts"]] == [1, 3]
+    db.sql("CALL dj_udf.upload_part(%s, 2, %s, @m)", (uid, parts[1]))
+    db.sql("CALL dj_udf.upload_finish(%s, 3, NULL, %s, @h)", (uid, attach_hash("long.bin", data)))
+    h = db.one("SELECT @h")
+    assert attach_path(world, kind.attach, db.schema, h, "long.bin").read_bytes() == data
+    assert tracking_row(db, kind.attach, h)[1:3] == (len(data), "long.bin")
