@@ -300,3 +300,154 @@ def test_an_upload_survives_a_server_restart(kind, world, db):
     h = db.one("SELECT @h")
     assert attach_path(world, kind.attach, db.schema, h, "long.bin").read_bytes() == data
     assert tracking_row(db, kind.attach, h)[1:3] == (len(data), "long.bin")
+
+
+# ---------------------------------------------------------------------------
+# Ranged reads
+# ---------------------------------------------------------------------------
+
+def read_range(db, store, h, offset, length, schema=None):
+    """dj_udf.read_range's one row: (size, data)."""
+    with db.conn.cursor() as cur:
+        cur.execute("CALL dj_udf.read_range(%s, %s, %s, %s, %s)", (store, schema or db.schema, h, offset, length))
+        row = cur.fetchone()
+        while cur.nextset():
+            pass
+    return row
+
+
+def read_all(db, store, h, chunk):
+    size, data = read_range(db, store, h, 0, chunk)
+    got = [data]
+    while sum(map(len, got)) < size:
+        got.append(read_range(db, store, h, sum(map(len, got)), chunk)[1])
+    return b"".join(got)
+
+
+@FILE_S3
+def test_ranged_reads_return_any_range_of_blobs_attachments_and_files(kind, db, world):
+    att = sample(10_000, 7)
+    db.sql("CALL dj_udf.attach_put(%s, %s, 'r.bin', %s, @a)", (kind.attach, db.schema, att))
+    blob = blob_bytes(7_000, 8)
+    db.sql("CALL dj_udf.blob_put(%s, %s, %s, @b)", (kind.blob, db.schema, blob))
+    staged = world.stage(kind.data) / db.schema / "f.dat"
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_bytes(att[:5000])
+    db.sql("CALL dj_udf.filepath_put(%s, %s, %s, @f)", (kind.data, db.schema, str(staged)))
+    a, b, f = db.one("SELECT @a, @b, @f")
+    assert read_range(db, kind.attach, a, 0, 100) == (10_000, att[:100])
+    assert read_range(db, kind.attach, a, 9_990, 100) == (10_000, att[9_990:])
+    assert read_range(db, kind.attach, a, 10_000, 100) == (10_000, b"")
+    assert read_range(db, kind.attach, a.hex(), 5, 5) == (10_000, att[5:10]), "the hash as hex"
+    assert read_all(db, kind.attach, a, 3_000) == att
+    assert read_all(db, kind.blob, b, 4_096) == blob
+    assert read_all(db, kind.data, f, 999) == att[:5000]
+    e = db.error("CALL dj_udf.read_range(%s, %s, %s, 10001, 5)", (kind.attach, db.schema, a))
+    assert "past the end of the object" in e, e
+    e = db.error("CALL dj_udf.read_range(%s, %s, %s, 0, 5)", (kind.attach, db.schema, md5(b"none")))
+    assert "has no row for hash" in e, e
+
+
+@FILE_S3
+def test_the_read_of_the_last_bytes_fails_when_the_object_is_not_what_its_row_says(kind, db, world):
+    att = sample(10_000, 9)
+    db.sql("CALL dj_udf.attach_put(%s, %s, 'c.bin', %s, @a)", (kind.attach, db.schema, att))
+    a = db.one("SELECT @a")
+    path = attach_path(world, kind.attach, db.schema, a, "c.bin")
+    path.write_bytes(att[:6000] + bytes([att[6000] ^ 1]) + att[6001:])  # one bit, same size
+    # read in order: every range before the last is served, the last one fails
+    assert read_range(db, kind.attach, a, 0, 4000)[1] == att[:4000]
+    assert read_range(db, kind.attach, a, 4000, 4000)[1][:2000] == att[4000:6000]
+    e = db.error("CALL dj_udf.read_range(%s, %s, %s, 8000, 4000)", (kind.attach, db.schema, a))
+    assert "checksum mismatch" in e and a.hex() in e, e
+    # out of order (no hash carried over): the last range fails as well
+    e = db.error("CALL dj_udf.read_range(%s, %s, %s, 9000, 4000)", (kind.attach, db.schema, a))
+    assert "checksum mismatch" in e, e
+    path.write_bytes(att[:-1])
+    e = db.error("CALL dj_udf.read_range(%s, %s, %s, 0, 4000)", (kind.attach, db.schema, a))
+    assert "size mismatch" in e, e
+
+
+# ---------------------------------------------------------------------------
+# The example clients
+# ---------------------------------------------------------------------------
+
+def client(world, *args, stdin=None, user="dj"):
+    """Runs examples/dj_chunked.py over TCP as a client machine would."""
+    cmd = [sys.executable, str(CLIENT), "--host", "127.0.0.1", "--port", str(world.port), "--user", user, "--password", "dj", *args]
+    return subprocess.run(cmd, input=stdin, capture_output=True, timeout=600)
+
+
+@FILE_S3
+@pytest.mark.parametrize("protocol", ["long-data", "text"])
+def test_the_python_client_puts_and_gets_a_file(kind, protocol, db, world, tmp_path):
+    size = part_size(kind)
+    data = sample(3 * size + 5, 10)
+    src = tmp_path / "in put.bin"
+    src.write_bytes(data)
+    extra = ["--text-protocol"] if protocol == "text" else []
+    got = client(world, "--progress", "put", kind.attach, db.schema, str(src), "--part-size", str(size), *extra)
+    assert got.returncode == 0, got.stderr.decode()
+    h = got.stdout.decode().strip()
+    assert h == attach_hash("in put.bin", data).hex()
+    assert b"100.0%" in got.stderr, "the progress bar"
+    assert attach_path(world, kind.attach, db.schema, bytes.fromhex(h), "in put.bin").read_bytes() == data
+    out = tmp_path / "out.bin"
+    got = client(world, "get", kind.attach, db.schema, h, str(out), "--chunk", str(size // 3 + 1))
+    assert got.returncode == 0, got.stderr.decode()
+    assert out.read_bytes() == data
+    # a blob from standard input, and back to standard output
+    blob = blob_bytes(2 * size, 11)
+    got = client(world, "put", kind.blob, db.schema, "-", "--blob", "--part-size", str(size), *extra, stdin=blob)
+    assert got.returncode == 0, got.stderr.decode()
+    hb = got.stdout.decode().strip()
+    assert hb == md5(blob).hex()
+    got = client(world, "get", kind.blob, db.schema, hb, "-")
+    assert got.returncode == 0 and got.stdout == blob
+
+
+def test_the_python_client_refuses_what_does_not_hash_right_and_resumes(db, world, tmp_path):
+    data = sample(5000, 12)
+    src = tmp_path / "r.bin"
+    src.write_bytes(data)
+    h = attach_hash("r.bin", data)
+    db.sql("CALL dj_udf.attach_put('localattach', %s, 'r.bin', %s, @a)", (db.schema, data))
+    attach_path(world, "localattach", db.schema, h, "r.bin").write_bytes(bytes(5000))
+    out = tmp_path / "out.bin"
+    got = client(world, "get", "localattach", db.schema, h.hex(), str(out), "--chunk", "1000")
+    assert got.returncode != 0 and b"checksum mismatch" in got.stderr, got.stderr
+    assert not out.exists() and not list(tmp_path.glob("out.bin.part*")), "nothing is left under any name"
+    attach_path(world, "localattach", db.schema, h, "r.bin").unlink()
+    # resume: the server has parts 1 and 3; the client sends what is missing
+    other = other_account(world)
+    try:
+        sql(other, "CALL dj_udf.upload_open('localattach', %s, 'r.bin', 2000, @u)", (db.schema,))
+        uid = sql(other, "SELECT @u")[0][0]
+        for n in (1, 3):
+            sql(other, "CALL dj_udf.upload_part(%s, %s, %s, @m)", (uid, n, data[(n - 1) * 2000:n * 2000]))
+    finally:
+        other.close()
+    got = client(world, "put", "localattach", db.schema, str(src), "--resume", uid)
+    assert got.returncode == 0, got.stderr.decode()
+    assert got.stdout.decode().strip() == h.hex()
+    assert attach_path(world, "localattach", db.schema, h, "r.bin").read_bytes() == data
+
+
+@FILE_S3
+def test_the_shell_client_puts_and_gets_a_file(kind, db, world, tmp_path):
+    if not shutil.which("mariadb"):
+        need("mariadb-client", strict=True)
+    size = part_size(kind)
+    data = sample(2 * size + 77, 13)
+    src = tmp_path / "it's shell.bin"
+    src.write_bytes(data)
+    env = dict(os.environ, MARIADB_OPTS=f"--socket={world.socket} --user=root", PART_SIZE=str(size), CHUNK=str(size // 2 + 3))
+    got = subprocess.run([str(SHELL_CLIENT), "put", kind.attach, db.schema, str(src)], env=env, capture_output=True, timeout=300)
+    assert got.returncode == 0, got.stderr.decode()
+    h = got.stdout.decode().strip()
+    assert h == attach_hash("it's shell.bin", data).hex()
+    out = tmp_path / "back.bin"
+    got = subprocess.run([str(SHELL_CLIENT), "get", kind.attach, db.schema, h, str(out)], env=env, capture_output=True, timeout=300)
+    assert got.returncode == 0, got.stderr.decode()
+    assert out.read_bytes() == data
+    assert list(tmp_path.iterdir()) == sorted([src, out]) or set(tmp_path.iterdir()) == {src, out}
