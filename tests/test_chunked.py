@@ -451,3 +451,154 @@ def test_the_shell_client_puts_and_gets_a_file(kind, db, world, tmp_path):
     assert got.returncode == 0, got.stderr.decode()
     assert out.read_bytes() == data
     assert list(tmp_path.iterdir()) == sorted([src, out]) or set(tmp_path.iterdir()) == {src, out}
+
+
+# ---------------------------------------------------------------------------
+# DataJoint 0.14.9 reads what came in chunks; the acceptance run
+# ---------------------------------------------------------------------------
+
+# The store keys DataJoint itself knows.
+DJ_KEYS = ["protocol", "location", "subfolding", "stage", "endpoint", "bucket", "access_key", "secret_key", "secure"]
+
+
+@pytest.fixture
+def datajoint(world, db):
+    """DataJoint 0.14.9 connected as 'dj' with the server's stores; a
+    function that declares (in SQL, as DataJoint would) a table with one
+    attachment and one blob column and returns DataJoint's view of it."""
+    dj = import_needed("datajoint")
+    from datajoint import settings
+    conf = dj.config.instance._conf
+    saved = dict(conf)
+    conf.clear()
+    conf.update(settings.default)
+    conf.update({"database.host": "127.0.0.1", "database.port": world.port, "database.user": "dj", "database.password": "dj",
+                 "database.use_tls": False, "safemode": False, "display.progress": False,
+                 "stores": {n: {k: v for k, v in spec.items() if k in DJ_KEYS} for n, spec in world.base_config["stores"].items()
+                            if n in ("localattach", "main", "s3attach", "s3blobs")}})
+    conn = dj.Connection(f"127.0.0.1:{world.port}", "dj", "dj", use_tls=False)
+
+    def table(attach_store, blob_store):
+        s = db.schema
+        db.sql(f"""CREATE TABLE `{s}`.`rec` (
+            `rec_id` int NOT NULL COMMENT "",
+            `data` binary(16) DEFAULT NULL COMMENT ":attach@{attach_store}:",
+            `val` binary(16) DEFAULT NULL COMMENT ":blob@{blob_store}:",
+            PRIMARY KEY (`rec_id`),
+            FOREIGN KEY (`data`) REFERENCES `{s}`.`~external_{attach_store}` (`hash`) ON UPDATE RESTRICT ON DELETE RESTRICT,
+            FOREIGN KEY (`val`) REFERENCES `{s}`.`~external_{blob_store}` (`hash`) ON UPDATE RESTRICT ON DELETE RESTRICT
+            ) ENGINE=InnoDB, COMMENT "chunked" """)
+        return dj.VirtualModule("vm", s, connection=conn).Rec
+
+    yield dj, table
+    conn.close()
+    conf.clear()
+    conf.update(saved)
+
+
+@FILE_S3
+def test_datajoint_fetches_objects_put_in_chunks(kind, db, world, datajoint, tmp_path):
+    dj, table = datajoint
+    size = part_size(kind)
+    data = sample(2 * size + 3, 14)
+    packed = dj.blob.pack({"samples": list(range(1000)), "name": "x" * (2 * size)})
+    h = upload(db, kind.attach, "from sql.bin", data, size, order=[2, 3, 1])
+    hb = upload(db, kind.blob, None, packed, size)
+    Rec = table(kind.attach, kind.blob)
+    db.sql(f"INSERT INTO `{db.schema}`.rec VALUES (1, %s, %s)", (h, hb))
+    path, val = (Rec & "rec_id = 1").fetch1("data", "val", download_path=str(tmp_path))
+    assert pathlib.Path(path).name == "from sql.bin" and pathlib.Path(path).read_bytes() == data
+    assert val == {"samples": list(range(1000)), "name": "x" * (2 * size)}
+
+
+@pytest.fixture
+def packet_64m(world):
+    """max_allowed_packet = 64M for the connections made meanwhile."""
+    with world.connect() as c, c.cursor() as cur:
+        cur.execute("SELECT @@global.max_allowed_packet")
+        before = cur.fetchone()[0]
+        cur.execute("SET GLOBAL max_allowed_packet = %s", (64 * MiB,))
+    yield
+    with world.connect() as c, c.cursor() as cur:
+        cur.execute("SET GLOBAL max_allowed_packet = %s", (before,))
+
+
+def generated(total, seed):
+    """`total` reproducible bytes, 8 MiB at a time, made on the fly (a
+    multiplicative hash of each 8-byte word's position): never on disk."""
+    import numpy as np  # DataJoint's own dependency
+
+    step = 8 * MiB
+    for at in range(0, total, step):
+        n = min(step, total - at)
+        words = np.arange(at // 8, (at + n + 7) // 8, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(seed)
+        yield words.tobytes()[:n]
+
+
+def hash_stream(read, seed_name):
+    h, n = hashlib.md5(seed_name.encode() + b"\0"), 0
+    while chunk := read(8 * MiB):
+        h.update(chunk)
+        n += len(chunk)
+    return h.digest(), n
+
+
+@FILE_S3
+def test_acceptance_a_large_object_in_and_out_in_64_mib_parts_through_a_64m_packet(kind, db, world, datajoint, packet_64m, tmp_path):
+    """DJ_UDF_CHUNKED_BYTES (3 GiB by default) generated on the fly, put by
+    the Python client over TCP in 64 MiB parts, read back in 64 MiB ranges,
+    with the server's peak memory growing by at most two parts; then
+    DataJoint 0.14.9 fetches it and gets the same bytes."""
+    dj, table = datajoint
+    name = "recording.bin"
+    pid = world.server_pid()
+    # one full part in and out first: what the server allocates once, on its
+    # first transfer of this size, is not what grows with the object's size
+    warm = sample(BIG_PART + 1000, 15)
+    got = client(world, "put", kind.attach, db.schema, "-", "--name", "warm.bin", stdin=warm)
+    assert got.returncode == 0, got.stderr.decode()
+    assert client(world, "get", kind.attach, db.schema, got.stdout.decode().strip(), "-").stdout == warm
+    base = reset_peak(pid)["VmRSS"]
+    started = time.monotonic()
+
+    cmd = [sys.executable, str(CLIENT), "--host", "127.0.0.1", "--port", str(world.port), "--user", "dj", "--password", "dj"]
+    put = subprocess.Popen(cmd + ["put", kind.attach, db.schema, "-", "--name", name], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    want = hashlib.md5(name.encode() + b"\0")
+    for chunk in generated(BIG, seed=16):
+        want.update(chunk)
+        put.stdin.write(chunk)
+    put.stdin.close()
+    out, err = put.stdout.read(), put.stderr.read()
+    assert put.wait() == 0, err.decode()
+    want = want.digest()
+    assert out.decode().strip() == want.hex()
+    put_s = time.monotonic() - started
+    # every part was a full 64 MiB one: the packet limit, not less
+    assert db.one(f"SELECT size FROM `{db.schema}`.`~external_{kind.attach}` WHERE hash = %s", (want,)) == BIG
+
+    started = time.monotonic()
+    get = subprocess.Popen(cmd + ["get", kind.attach, db.schema, want.hex(), "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    got_hash, n = hash_stream(get.stdout.read, name)
+    err = get.stderr.read()
+    assert get.wait() == 0, err.decode()
+    assert (got_hash, n) == (want, BIG)
+    get_s = time.monotonic() - started
+    peak = vm(pid)["VmHWM"] - base
+    print(f"\n{kind.name}: {BIG / MiB:.0f} MiB put in {put_s:.1f} s, got in {get_s:.1f} s; server peak +{peak / MiB:.1f} MiB")
+    # Two parts: the prepared statement's parameter and the copy MariaDB makes
+    # of every string argument of a loadable function (c_ptr_safe); the
+    # library adds buffers of its own under 1 MiB.
+    assert peak <= 2 * BIG_PART + MiB, f"the server's peak memory grew by {peak / MiB:.1f} MiB"
+
+    Rec = table(kind.attach, "main")
+    db.sql(f"INSERT INTO `{db.schema}`.rec VALUES (1, %s, NULL)", (want,))
+    started = time.monotonic()
+    path = pathlib.Path((Rec & "rec_id = 1").fetch1("data", download_path=str(tmp_path)))
+    try:
+        with open(path, "rb") as f:
+            assert hash_stream(f.read, name) == (want, BIG)
+    finally:
+        path.unlink()
+        attach_path(world, kind.attach, db.schema, want, name).unlink()
+    print(f"{kind.name}: DataJoint fetched it in {time.monotonic() - started:.1f} s")
