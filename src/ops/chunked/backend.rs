@@ -130,6 +130,10 @@ impl Backend {
                     return Ok(());
                 }
                 let data_path = folder.path(&rec.id).join(DATA);
+                // A last part sent again shorter left bytes of the longer one behind it.
+                let shown = || data_path.display().to_string();
+                let f = folder.data_for_write(&rec.id)?;
+                f.set_len(size).and_then(|_| f.sync_all()).map_err(|e| Error::io("truncate", shown(), e))?;
                 // A fresh time stamp: sweep must not take the new object for
                 // an old orphan before its tracking row is written.
                 touch(&data_path).map_err(|e| Error::io("set the time of", data_path.display().to_string(), e))?;

@@ -430,7 +430,7 @@ pub fn abort(cfg: &Config, id: &str, claimed: &str) -> Result<()> {
         return Err(not_found(id, &account));
     }
     let rec = folder.load(id)?.filter(|r| r.account == account).ok_or_else(|| not_found(id, &account))?;
-    if rec.phase == Phase::Open {
+    if !matches!(rec.phase, Phase::Finished { .. }) {
         Backend::for_store(cfg.store(&rec.store)?)?.discard(&rec)?;
     }
     folder.remove(id)

@@ -57,6 +57,20 @@ fn parts_in_any_order_and_resent_make_the_object_and_move_it_into_place() {
 }
 
 #[test]
+fn a_last_part_sent_again_shorter_leaves_nothing_of_the_longer_one() {
+    let s = setup("");
+    let bytes = data(1800);
+    let id = open(&s.cfg, "f", "lab", Some("t.bin"), 1000, ME).unwrap();
+    part(&s.cfg, &id, ME, 1, &bytes[..1000]).unwrap();
+    part(&s.cfg, &id, ME, 2, &data(1000)).unwrap();
+    part(&s.cfg, &id, ME, 2, &bytes[1000..]).unwrap();
+    let want = attachment("t.bin", &bytes);
+    finish(&s.cfg, &id, ME, 2, None, Some(want)).unwrap();
+    let key = Object::Attach { schema: "lab".into(), hash: want, name: "t.bin".into() }.key(&[2, 2]);
+    assert_eq!(std::fs::read(s.store.join(key)).unwrap(), bytes);
+}
+
+#[test]
 fn finish_names_missing_short_extra_and_mismatching_parts() {
     let s = setup("");
     let bytes = data(3000);
