@@ -148,16 +148,32 @@ impl Config {
             Some(Value::String(k)) if k.len() >= 16 => Some(k.clone()),
             Some(_) => return Err(err(None, Some("purge_key"), "must be a string of at least 16 characters".into())),
         };
+        let uploads = uploads::parse(top).map_err(|(key, msg)| err(None, Some(key), msg))?;
+        let (import_dirs, export_dirs) = (dirs("import_dirs")?, dirs("export_dirs")?);
+        if let Some(dir) = &uploads.dir {
+            let mut roots: Vec<(String, &Path)> = Vec::new();
+            for st in &stores {
+                if st.protocol == Protocol::File {
+                    roots.push((format!("store '{}' location", st.name), Path::new(&st.location)));
+                }
+                if let Some(stage) = &st.stage {
+                    roots.push((format!("store '{}' stage", st.name), stage));
+                }
+            }
+            roots.extend(import_dirs.iter().map(|d| ("import_dirs".to_string(), d.as_path())));
+            roots.extend(export_dirs.iter().map(|d| ("export_dirs".to_string(), d.as_path())));
+            uploads::check_apart(dir, &roots).map_err(|msg| err(None, Some("upload_dir"), msg))?;
+        }
         Ok(Config {
             file: file.to_path_buf(),
             stores,
             checksum_size_limit: limit("filepath_checksum_size_limit")?,
             checksum_size_limit_insert: limit("filepath_checksum_size_limit_insert")?,
-            import_dirs: dirs("import_dirs")?,
-            export_dirs: dirs("export_dirs")?,
+            import_dirs,
+            export_dirs,
             purge_key,
             max_get_bytes: limit("max_get_bytes")?.unwrap_or(DEFAULT_MAX_GET),
-            uploads: uploads::parse(top).map_err(|(key, msg)| err(None, Some(key), msg))?,
+            uploads,
         })
     }
 

@@ -4,7 +4,7 @@
 
 use super::existing_dir;
 use serde_json::{Map, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The largest object a chunked upload may build unless `max_upload_bytes` says otherwise.
 pub const DEFAULT_MAX_UPLOAD: u64 = 64 << 30;
@@ -42,6 +42,23 @@ pub fn parse(top: &Map<String, Value>) -> Result<Uploads, (&'static str, String)
     })
 }
 
+/// An upload folder must not overlap a folder that SQL may read or write
+/// through other functions (a store's location or stage, `import_dirs`,
+/// `export_dirs`): through it any account could read unfinished uploads of
+/// every account, or plant files in them. `roots` are (what, folder).
+pub fn check_apart(dir: &Path, roots: &[(String, &Path)]) -> Result<(), String> {
+    for (what, root) in roots {
+        if dir.starts_with(root) || root.starts_with(dir) {
+            return Err(format!(
+                "'{}' overlaps {what} ({}): SQL could reach unfinished uploads through it; give the uploads a folder of their own",
+                dir.display(),
+                root.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Uploads {
     /// The keys for `dj_stores()`.
     pub fn json(&self, top: &mut Map<String, Value>) {
@@ -71,5 +88,9 @@ mod tests {
         assert_eq!(parse_text(r#"{"upload_expiry": "1h"}"#).unwrap_err().0, "upload_expiry");
         assert_eq!(parse_text(r#"{"upload_dir": "relative"}"#).unwrap_err().0, "upload_dir");
         assert_eq!(parse_text(r#"{"upload_dir": "/nonexistent/x"}"#).unwrap_err().0, "upload_dir");
+        let (a, b) = (Path::new("/srv/store"), Path::new("/srv/uploads"));
+        assert!(check_apart(b, &[("store 'f' location".into(), a)]).is_ok());
+        assert!(check_apart(&a.join("up"), &[("store 'f' location".into(), a)]).unwrap_err().contains("overlaps store 'f' location"));
+        assert!(check_apart(Path::new("/srv"), &[("export_dirs".into(), a)]).is_err());
     }
 }
