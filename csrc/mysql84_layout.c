@@ -41,23 +41,7 @@ struct mysql84_udf_init {
   void *extension;
 };
 
-CHECK(sizeof(struct mysql84_udf_args) == DJ_UDF_ARGS_SIZE);
-CHECK(offsetof(struct mysql84_udf_args, arg_count) == DJ_UDF_ARGS_ARG_COUNT);
-CHECK(offsetof(struct mysql84_udf_args, arg_type) == DJ_UDF_ARGS_ARG_TYPE);
-CHECK(offsetof(struct mysql84_udf_args, args) == DJ_UDF_ARGS_ARGS);
-CHECK(offsetof(struct mysql84_udf_args, lengths) == DJ_UDF_ARGS_LENGTHS);
-CHECK(offsetof(struct mysql84_udf_args, maybe_null) == DJ_UDF_ARGS_MAYBE_NULL);
-CHECK(offsetof(struct mysql84_udf_args, attributes) == DJ_UDF_ARGS_ATTRIBUTES);
-CHECK(offsetof(struct mysql84_udf_args, attribute_lengths) == DJ_UDF_ARGS_ATTRIBUTE_LENGTHS);
-CHECK(offsetof(struct mysql84_udf_args, extension) == DJ_UDF_ARGS_EXTENSION);
-
-CHECK(sizeof(struct mysql84_udf_init) == DJ_UDF_INIT_SIZE);
-CHECK(offsetof(struct mysql84_udf_init, maybe_null) == DJ_UDF_INIT_MAYBE_NULL);
-CHECK(offsetof(struct mysql84_udf_init, decimals) == DJ_UDF_INIT_DECIMALS);
-CHECK(offsetof(struct mysql84_udf_init, max_length) == DJ_UDF_INIT_MAX_LENGTH);
-CHECK(offsetof(struct mysql84_udf_init, ptr) == DJ_UDF_INIT_PTR);
-CHECK(offsetof(struct mysql84_udf_init, const_item) == DJ_UDF_INIT_CONST_ITEM);
-CHECK(offsetof(struct mysql84_udf_init, extension) == DJ_UDF_INIT_EXTENSION);
+DJ_CHECK_UDF_LAYOUT(struct mysql84_udf_args, struct mysql84_udf_init);
 
 CHECK(sizeof(enum mysql84_item_result) == sizeof(int));
 CHECK(M84_STRING == 0 && M84_REAL == 1 && M84_INT == 2 && M84_DECIMAL == 4);

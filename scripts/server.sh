@@ -2,8 +2,11 @@
 # Starts or stops a throwaway MariaDB server with its own datadir, socket and
 # port, loading dj_udf.so from its own plugin_dir. Used by the demo and tests.
 #
-#   scripts/server.sh start DIR PORT LIBRARY CONFIG   # prints the socket path
+#   scripts/server.sh start DIR PORT LIBRARY CONFIG [MARIADBD-OPTION...]   # prints the socket path
 #   scripts/server.sh stop DIR
+#
+# Options after CONFIG go to mariadbd after the defaults here, so they can
+# override them (--character-set-server=latin1, --log-bin, --server-id=2 …).
 set -euo pipefail
 
 cmd=${1:?usage: server.sh start DIR PORT LIBRARY CONFIG | stop DIR}
@@ -25,6 +28,7 @@ start)
   port=${3:?PORT missing}
   lib=${4:?LIBRARY missing}
   config=${5:?CONFIG missing}
+  shift 5
   mariadbd=$(find_bin mariadbd mysqld)
   installdb=$(find_bin mariadb-install-db mysql_install_db)
   admin=$(find_bin mariadb-admin mysqladmin)
@@ -45,7 +49,7 @@ start)
     --pid-file="$dir/mariadbd.pid" --log-error="$dir/error.log" --tmpdir="$dir/tmp" \
     --plugin-dir="$dir/plugin" --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
     --innodb-buffer-pool-size=64M --innodb-log-file-size=48M --max-allowed-packet=1G \
-    --skip-name-resolve --lower-case-table-names=0 >/dev/null 2>&1 &
+    --skip-name-resolve --lower-case-table-names=0 "$@" >/dev/null 2>&1 &
   for _ in $(seq 1 120); do
     if "$admin" --no-defaults --socket="$dir/mysql.sock" -uroot ping >/dev/null 2>&1; then
       "$client" --no-defaults --socket="$dir/mysql.sock" -uroot < "$(dirname "$0")/../sql/install.sql"

@@ -1,10 +1,32 @@
 -- Installs the DataJoint storage functions and the dj_udf routines.
--- Run as an account with INSERT on mysql.func and CREATE ROUTINE, e.g.
+--
 --   mariadb -u root < sql/install.sql
--- Safe to run again: it replaces what it created, and keeps the purge queue.
--- The library file dj_udf.so must already be in the server's plugin_dir.
+--
+-- Safe to run again: it replaces what it created, and keeps the purge queue,
+-- the purge key and the settings. The library file named below (dj_udf.so)
+-- must already be in the server's plugin_dir; to upgrade a running server,
+-- see "Upgrade" in README.md (never copy over a loaded library).
+--
+-- An administrator other than root needs exactly these privileges (checked
+-- by tests/test_install_and_upgrade.py):
+--   GRANT INSERT, DELETE ON mysql.* TO admin;  -- CREATE / DROP FUNCTION ... SONAME
+--   GRANT SELECT ON *.* TO admin;              -- the queue routines (below) read
+--                                              -- every schema's tracking tables
+--   GRANT CREATE, CREATE ROUTINE, ALTER ROUTINE, SELECT, INSERT, UPDATE, DELETE
+--     ON dj_udf.* TO admin;
+-- INSERT on the mysql database lets an account rewrite the grant tables, so
+-- whoever may install loadable functions is in effect as powerful as root.
+-- With binary logging on (MySQL 8's default), creating the stored functions
+-- below also needs SUPER, or log_bin_trust_function_creators=1 on the
+-- server (MariaDB: ERROR 1419 otherwise). The account that runs this script
+-- becomes the DEFINER of the queue routines: keep it, with the privileges
+-- above, for as long as the routines are installed.
 
--- Routines keep the client character set they were created with.
+-- The routines keep the sql_mode and client character set they were created
+-- with, whatever the server's or the caller's: these, and no ANSI_QUOTES,
+-- ORACLE or NO_BACKSLASH_ESCAPES, so that every statement below means the
+-- same on every server.
+SET SESSION sql_mode = 'STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION';
 SET NAMES utf8mb4;
 
 -- ---------------------------------------------------------------------------
@@ -30,6 +52,14 @@ DROP FUNCTION IF EXISTS dj_tracking_table;
 DROP FUNCTION IF EXISTS dj_last_error;
 DROP FUNCTION IF EXISTS dj_stores;
 DROP FUNCTION IF EXISTS dj_version;
+-- chunked uploads and ranged reads
+DROP FUNCTION IF EXISTS dj_upload_open;
+DROP FUNCTION IF EXISTS dj_upload_part;
+DROP FUNCTION IF EXISTS dj_upload_finish;
+DROP FUNCTION IF EXISTS dj_upload_status;
+DROP FUNCTION IF EXISTS dj_upload_abort;
+DROP FUNCTION IF EXISTS dj_expire_uploads;
+DROP FUNCTION IF EXISTS dj_read_range;
 
 CREATE FUNCTION dj_checksum RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_file_checksum RETURNS STRING SONAME 'dj_udf.so';
@@ -51,6 +81,14 @@ CREATE FUNCTION dj_tracking_table RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_last_error RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_stores RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_version RETURNS STRING SONAME 'dj_udf.so';
+-- chunked uploads and ranged reads
+CREATE FUNCTION dj_upload_open RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_upload_part RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_upload_finish RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_upload_status RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_upload_abort RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_expire_uploads RETURNS INTEGER SONAME 'dj_udf.so';
+CREATE FUNCTION dj_read_range RETURNS STRING SONAME 'dj_udf.so';
 
 -- ---------------------------------------------------------------------------
 -- The dj_udf database: routines that turn UDF results into tracking rows and
@@ -58,10 +96,11 @@ CREATE FUNCTION dj_version RETURNS STRING SONAME 'dj_udf.so';
 -- ---------------------------------------------------------------------------
 CREATE DATABASE IF NOT EXISTS dj_udf CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
 
--- Objects whose tracking rows were deleted by dj_udf.delete_unused, in the
+-- Objects whose tracking rows dj_udf.delete_unused deleted, queued in the
 -- same transaction as the deletion: an object is only ever removed from its
 -- store after its row's deletion committed, and never while a row for it
--- exists again.
+-- exists again. Written only through the queue routines below (no account
+-- needs a privilege on this table).
 CREATE TABLE IF NOT EXISTS dj_udf.purge_queue (
   id bigint unsigned NOT NULL AUTO_INCREMENT,
   schema_name varchar(64) NOT NULL,
@@ -75,14 +114,37 @@ CREATE TABLE IF NOT EXISTS dj_udf.purge_queue (
   last_error varchar(1000) DEFAULT NULL,
   PRIMARY KEY (id),
   KEY by_target (schema_name, store, id)
-) ENGINE=InnoDB COMMENT "objects whose tracking rows are deleted and await removal";
+) ENGINE=InnoDB COMMENT 'objects whose tracking rows are deleted and await removal';
 
 -- The purge key (the config file's purge_key). Granting SELECT on this table
 -- is what allows an account to delete objects.
 CREATE TABLE IF NOT EXISTS dj_udf.purge_key (
   purge_key varchar(255) NOT NULL,
   PRIMARY KEY (purge_key)
-) ENGINE=InnoDB COMMENT "secret that authorizes dj_delete_object";
+) ENGINE=InnoDB COMMENT 'secret that authorizes dj_delete_object';
+
+-- Settings an administrator may change with UPDATE:
+--   cleanup_grace_seconds: dj_udf.delete_unused leaves tracking rows put
+--   (or put again) less than this many seconds ago, so that a client has
+--   that long between CALL dj_udf.attach_put (or any put) and the INSERT
+--   that references the object.
+CREATE TABLE IF NOT EXISTS dj_udf.settings (
+  name varchar(64) NOT NULL,
+  value varchar(255) NOT NULL,
+  PRIMARY KEY (name)
+) ENGINE=InnoDB COMMENT 'settings of the dj_udf routines';
+INSERT IGNORE INTO dj_udf.settings VALUES ('cleanup_grace_seconds', '3600');
+
+-- One row per filepath object (store, MD5 of its relative path) that a put
+-- routine or a purge has written. Filepath objects are shared by every
+-- schema of a store, so a purge cannot lock them through one schema's
+-- tracking table: both sides write this row instead, and the database
+-- orders them at every isolation level.
+CREATE TABLE IF NOT EXISTS dj_udf.filepath_slots (
+  store varchar(64) NOT NULL,
+  hash binary(16) NOT NULL,
+  PRIMARY KEY (store, hash)
+) ENGINE=InnoDB COMMENT 'rows that filepath puts and purges both write';
 
 DELIMITER $$
 
@@ -98,9 +160,7 @@ END $$
 
 -- `<schema>`.`~external_<store>`, quoted for dynamic SQL. The library checks
 -- both names (the checks every dj_* function applies), so no name that could
--- leave the identifier ever reaches a statement. Every routine that takes a
--- schema and a store declares it first, so both names are checked before
--- anything is written.
+-- leave the identifier ever reaches a statement.
 DROP FUNCTION IF EXISTS dj_udf.tracking_table $$
 CREATE FUNCTION dj_udf.tracking_table(schema_name varchar(64), store varchar(64)) RETURNS varchar(200) CHARACTER SET utf8mb4
   NOT DETERMINISTIC NO SQL SQL SECURITY INVOKER
@@ -108,6 +168,50 @@ BEGIN
   DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT CONVERT(dj_tracking_table(store, schema_name) USING utf8mb4);
   IF t IS NULL THEN CALL dj_udf.fail('dj_udf.tracking_table'); END IF;
   RETURN t;
+END $$
+
+-- Sets t to the tracking table's quoted name once it is known to be a plain
+-- table. A view runs code of its own, with the caller's rights if it is SQL
+-- SECURITY INVOKER: the routines never read or write one, so an account's
+-- view can never run as the administrator who audits or cleans its schema.
+-- With strict (the routines administrators run on other accounts' schemas:
+-- verify, cleanup, purge, sweep), a table with triggers or generated
+-- columns is refused too: a trigger runs with its definer's rights but
+-- inside the caller's session. A missing table passes: the statement that
+-- uses it then says so. Every routine that takes a schema and a store calls
+-- this before it writes anything. (A procedure, not a function: a function
+-- has every table it names opened before it runs, and the two strict
+-- queries are costly even where they are not run.)
+DROP PROCEDURE IF EXISTS dj_udf.usable_table $$
+CREATE PROCEDURE dj_udf.usable_table(IN schema_name varchar(64), IN store varchar(64), IN strict boolean,
+                                     OUT t varchar(200) CHARACTER SET utf8mb4)
+  READS SQL DATA SQL SECURITY INVOKER
+BEGIN
+  DECLARE n varchar(64) CHARACTER SET utf8mb4 DEFAULT CONCAT('~external_', store);
+  DECLARE kind, found longblob;
+  DECLARE msg varchar(512) CHARACTER SET utf8mb4;
+  SET t = CONVERT(dj_tracking_table(store, schema_name) USING utf8mb4);
+  IF t IS NULL THEN CALL dj_udf.fail('dj_udf.usable_table'); END IF;
+  -- Names bound as parameters, which the server looks up directly; compared
+  -- with a routine's variables it would open every table of every schema.
+  EXECUTE IMMEDIATE 'CALL dj_udf.pass((SELECT MAX(TABLE_TYPE) FROM information_schema.TABLES
+                      WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?), ?)' USING schema_name, n, kind;
+  IF kind IS NOT NULL AND kind <> 'BASE TABLE' THEN
+    SET msg = CONCAT(t, ' is a ', CONVERT(kind USING utf8mb4), ', not a table: the dj_udf routines use only plain tracking tables');
+  ELSEIF strict THEN
+    EXECUTE IMMEDIATE 'CALL dj_udf.pass((SELECT COUNT(*) FROM information_schema.TRIGGERS
+                        WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ?), ?)' USING schema_name, n, found;
+    IF found > 0 THEN
+      SET msg = CONCAT(t, ' has triggers: the dj_udf routines that administrators run do not use such a tracking table; drop them');
+    ELSE
+      EXECUTE IMMEDIATE 'CALL dj_udf.pass((SELECT COUNT(*) FROM information_schema.COLUMNS
+                          WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND IS_GENERATED <> ''NEVER''), ?)' USING schema_name, n, found;
+      IF found > 0 THEN
+        SET msg = CONCAT(t, ' has generated columns: the dj_udf routines that administrators run do not use such a tracking table');
+      END IF;
+    END IF;
+  END IF;
+  IF msg IS NOT NULL THEN SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg; END IF;
 END $$
 
 -- SQL literals for values spliced into dynamic SQL: hexadecimal, so that no
@@ -122,30 +226,49 @@ CREATE FUNCTION dj_udf.text_literal(v longtext CHARACTER SET utf8mb4) RETURNS lo
   DETERMINISTIC NO SQL SQL SECURITY INVOKER
   RETURN IF(v IS NULL, 'NULL', CONCAT('_utf8mb4 X''', HEX(v), '''')) $$
 
--- The one place dynamic SQL runs: prepare, execute, deallocate.
+-- Runs a statement built from checked names and literals. Dynamic SQL runs
+-- only here, in dj_udf.query_value and in dj_udf.usable_table, always
+-- through EXECUTE IMMEDIATE: it needs no statement name and no user
+-- variable, so the caller's own prepared statements and variables stay as
+-- they are. (MySQL has no EXECUTE IMMEDIATE: there this would PREPARE from
+-- a user variable saved and restored around it, under a statement name no
+-- client uses.)
 DROP PROCEDURE IF EXISTS dj_udf.run_sql $$
 CREATE PROCEDURE dj_udf.run_sql(IN stmt longtext CHARACTER SET utf8mb4)
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  SET @dj_udf_sql = stmt;
-  PREPARE dj_udf_stmt FROM @dj_udf_sql;
-  EXECUTE dj_udf_stmt;
-  DEALLOCATE PREPARE dj_udf_stmt;
-  SET @dj_udf_sql = NULL;
+  EXECUTE IMMEDIATE stmt;
 END $$
 
--- Whether a tracking row names hash h, and its contents_hash. With
--- for_update, the row (or the gap where it would be) stays locked until
--- the caller's transaction ends, which holds off an insert of it.
-DROP PROCEDURE IF EXISTS dj_udf.lookup $$
-CREATE PROCEDURE dj_udf.lookup(IN schema_name varchar(64), IN store varchar(64), IN h binary(16), IN for_update boolean,
-                               OUT tracked boolean, OUT contents_hash binary(16))
+-- Passes its argument through: dj_udf.query_value calls it from dynamic
+-- SQL to hand a value back into a routine's variable.
+DROP PROCEDURE IF EXISTS dj_udf.pass $$
+CREATE PROCEDURE dj_udf.pass(IN v longblob, OUT out_v longblob)
+  SQL SECURITY INVOKER NO SQL
+BEGIN
+  SET out_v = v;
+END $$
+
+-- The value of a query that returns at most one row of one column (NULL
+-- when it returns none). Dynamic SQL cannot assign a routine's variables
+-- and SELECT ... INTO would need a user variable of the caller's session;
+-- a CALL whose OUT argument is bound with USING needs neither. A locking
+-- read (FOR UPDATE) in the query locks as usual.
+DROP PROCEDURE IF EXISTS dj_udf.query_value $$
+CREATE PROCEDURE dj_udf.query_value(IN query longtext CHARACTER SET utf8mb4, OUT v longblob)
   SQL SECURITY INVOKER READS SQL DATA
 BEGIN
-  CALL dj_udf.run_sql(CONCAT('SELECT COUNT(*) > 0, MAX(contents_hash) INTO @dj_udf_n, @dj_udf_ch FROM ',
-                             dj_udf.tracking_table(schema_name, store), ' WHERE hash = ', dj_udf.bytes_literal(h),
-                             IF(for_update, ' FOR UPDATE', '')));
-  SET tracked = @dj_udf_n, contents_hash = @dj_udf_ch, @dj_udf_n = NULL, @dj_udf_ch = NULL;
+  EXECUTE IMMEDIATE CONCAT('CALL dj_udf.pass((', query, '), ?)') USING v;
+END $$
+
+-- Whether table t (a quoted name from dj_udf.usable_table) has a row for
+-- hash h, and its contents_hash: '' for a row without one, NULL for no row.
+DROP PROCEDURE IF EXISTS dj_udf.lookup $$
+CREATE PROCEDURE dj_udf.lookup(IN t varchar(200) CHARACTER SET utf8mb4, IN h binary(16), OUT tracked_contents_hash varbinary(16))
+  SQL SECURITY INVOKER READS SQL DATA
+BEGIN
+  CALL dj_udf.query_value(CONCAT('SELECT IF(COUNT(*) = 0, NULL, COALESCE(MAX(contents_hash), '''')) FROM ', t,
+                                 ' WHERE hash = ', dj_udf.bytes_literal(h)), tracked_contents_hash);
 END $$
 
 -- Creates `<schema>`.`~external_<store>` exactly as DataJoint 0.14 does.
@@ -153,8 +276,9 @@ DROP PROCEDURE IF EXISTS dj_udf.create_tracking_table $$
 CREATE PROCEDURE dj_udf.create_tracking_table(IN schema_name varchar(64), IN store varchar(64))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE msg varchar(512);
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
   IF NOT JSON_CONTAINS_PATH(dj_stores(), 'one', CONCAT('$.stores."', store, '"')) THEN
     SET msg = LEFT(CONCAT('store ''', store, ''' is not configured: ', COALESCE(dj_last_error(), JSON_EXTRACT(dj_stores(), '$.config_file'))), 512);
     SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
@@ -170,22 +294,36 @@ BEGIN
     ') ENGINE=InnoDB, COMMENT "external storage tracking"'));
 END $$
 
--- Inserts or refreshes a tracking row the way DataJoint does, then tells
--- whether the object is missing. Objects are written before their row, so a
--- purge that ran between the write and this insert may have removed the
--- object; with the row in place no later purge can, so a caller told
--- object_gone writes the object again.
+-- Inserts or refreshes a tracking row of table t (a quoted name from
+-- dj_udf.usable_table) the way DataJoint does, then tells whether the
+-- object is missing. Objects are written before their row, so a purge that
+-- ran between the write and this insert may have removed the object; a purge
+-- running now holds this row's slot (dj_udf.hold_slot), so the insert waits
+-- for it to commit, at every isolation level. With the row in place no later
+-- purge removes the object, so a caller told object_gone writes it again.
+-- The refreshed timestamp starts the grace period of dj_udf.delete_unused.
 DROP PROCEDURE IF EXISTS dj_udf.track $$
-CREATE PROCEDURE dj_udf.track(IN schema_name varchar(64), IN store varchar(64), IN h binary(16), IN sz bigint unsigned,
+CREATE PROCEDURE dj_udf.track(IN t varchar(200) CHARACTER SET utf8mb4, IN schema_name varchar(64), IN store varchar(64),
+                              IN h binary(16), IN sz bigint unsigned,
                               IN attachment_name varchar(255), IN filepath varchar(1000), IN contents_hash binary(16),
                               OUT object_gone boolean)
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  CALL dj_udf.run_sql(CONCAT('INSERT INTO ', dj_udf.tracking_table(schema_name, store),
+  CALL dj_udf.run_sql(CONCAT('INSERT INTO ', t,
     ' (hash, size, attachment_name, filepath, contents_hash) VALUES (', dj_udf.bytes_literal(h), ', ', sz, ', ',
     dj_udf.text_literal(attachment_name), ', ', dj_udf.text_literal(filepath), ', ', dj_udf.bytes_literal(contents_hash),
     ') ON DUPLICATE KEY UPDATE timestamp = CURRENT_TIMESTAMP'));
   SET object_gone = dj_object_size(store, schema_name, h, attachment_name, filepath) IS NULL;
+END $$
+
+-- Writes the slot row of filepath object h of a store (dj_udf.filepath_slots).
+-- Runs with its definer's rights so that no account needs a privilege on
+-- that table; it writes nothing else.
+DROP PROCEDURE IF EXISTS dj_udf.lock_filepath $$
+CREATE PROCEDURE dj_udf.lock_filepath(IN store varchar(64), IN h binary(16))
+  SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+  INSERT INTO dj_udf.filepath_slots (store, hash) VALUES (store, h) ON DUPLICATE KEY UPDATE hash = VALUES(hash);
 END $$
 
 -- blob@store: stores serialized blob bytes, tracks them, returns the hash.
@@ -193,15 +331,16 @@ DROP PROCEDURE IF EXISTS dj_udf.blob_put $$
 CREATE PROCEDURE dj_udf.blob_put(IN store varchar(64), IN schema_name varchar(64), IN data longblob, OUT hash binary(16))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE h binary(16);
   DECLARE gone boolean;
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
   IF data IS NULL THEN
     SET hash = NULL;
   ELSE
     SET h = dj_blob_put(store, schema_name, data);
     IF h IS NULL THEN CALL dj_udf.fail('dj_udf.blob_put'); END IF;
-    CALL dj_udf.track(schema_name, store, h, LENGTH(data), NULL, NULL, NULL, gone);
+    CALL dj_udf.track(t, schema_name, store, h, LENGTH(data), NULL, NULL, NULL, gone);
     IF gone AND dj_blob_put(store, schema_name, data) IS NULL THEN CALL dj_udf.fail('dj_udf.blob_put'); END IF;
     SET hash = h;
   END IF;
@@ -213,15 +352,16 @@ CREATE PROCEDURE dj_udf.attach_put(IN store varchar(64), IN schema_name varchar(
                                    IN data longblob, OUT hash binary(16))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE h binary(16);
   DECLARE gone boolean;
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
   IF data IS NULL THEN
     SET hash = NULL;
   ELSE
     SET h = dj_attach_put(store, schema_name, attachment_name, data);
     IF h IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put'); END IF;
-    CALL dj_udf.track(schema_name, store, h, LENGTH(data), attachment_name, NULL, NULL, gone);
+    CALL dj_udf.track(t, schema_name, store, h, LENGTH(data), attachment_name, NULL, NULL, gone);
     IF gone AND dj_attach_put(store, schema_name, attachment_name, data) IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put'); END IF;
     SET hash = h;
   END IF;
@@ -234,36 +374,42 @@ CREATE PROCEDURE dj_udf.attach_put_file(IN store varchar(64), IN schema_name var
                                         OUT hash binary(16))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE h binary(16);
   DECLARE name varchar(255) CHARACTER SET utf8mb4;
   DECLARE sz bigint;
   DECLARE gone boolean;
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
   SET name = CONVERT(dj_attachment_name(server_path) USING utf8mb4);
   IF name IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_file'); END IF;
   SET h = dj_attach_put_file(store, schema_name, server_path);
   IF h IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_file'); END IF;
   SET sz = dj_object_size(store, schema_name, h, name, NULL);
   IF sz IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_file'); END IF;
-  CALL dj_udf.track(schema_name, store, h, sz, name, NULL, NULL, gone);
+  CALL dj_udf.track(t, schema_name, store, h, sz, name, NULL, NULL, gone);
   IF gone AND dj_attach_put_file(store, schema_name, server_path) IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_file'); END IF;
   SET hash = h;
 END $$
 
 -- filepath@store: a file below the store's stage, uploaded once; a different
 -- version under the same relative path is refused, as DataJoint refuses it.
+-- Filepath objects are shared by all schemas of a store: the slot row
+-- (dj_udf.lock_filepath) is written before the upload, so a purge of the
+-- object from any schema either finishes before it or sees this row.
 DROP PROCEDURE IF EXISTS dj_udf.filepath_put $$
 CREATE PROCEDURE dj_udf.filepath_put(IN store varchar(64), IN schema_name varchar(64), IN server_path varchar(4096),
                                      OUT hash binary(16))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE info text CHARACTER SET utf8mb4;
-  DECLARE h, ch, tracked_ch binary(16);
+  DECLARE h, ch binary(16);
+  DECLARE tracked_ch varbinary(16);
   DECLARE rel varchar(1000) CHARACTER SET utf8mb4;
   DECLARE sz bigint unsigned;
-  DECLARE tracked, gone boolean;
+  DECLARE gone boolean;
   DECLARE msg varchar(512);
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
   SET info = CONVERT(dj_filepath_info(store, server_path) USING utf8mb4);
   IF info IS NULL THEN CALL dj_udf.fail('dj_udf.filepath_put'); END IF;
   SET h = UNHEX(JSON_UNQUOTE(JSON_EXTRACT(info, '$.hash')));
@@ -271,19 +417,17 @@ BEGIN
   SET sz = JSON_EXTRACT(info, '$.size');
   SET ch = IF(JSON_TYPE(JSON_EXTRACT(info, '$.contents_hash')) = 'NULL', NULL,
               UNHEX(JSON_UNQUOTE(JSON_EXTRACT(info, '$.contents_hash'))));
-  CALL dj_udf.lookup(schema_name, store, h, FALSE, tracked, tracked_ch);
-  IF tracked THEN
-    -- Like DataJoint, a file above filepath_checksum_size_limit_insert (no
-    -- contents_hash) is not compared with the row already there.
-    IF ch IS NOT NULL AND NOT (tracked_ch <=> ch) THEN
-      SET msg = LEFT(CONCAT('A different version of ''', rel, ''' has already been placed.'), 512);
-      SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
-    END IF;
-  ELSE
-    IF dj_filepath_put(store, server_path, ch) IS NULL THEN CALL dj_udf.fail('dj_udf.filepath_put'); END IF;
-    CALL dj_udf.track(schema_name, store, h, sz, NULL, rel, ch, gone);
-    IF gone AND dj_filepath_put(store, server_path, ch) IS NULL THEN CALL dj_udf.fail('dj_udf.filepath_put'); END IF;
+  CALL dj_udf.lookup(t, h, tracked_ch);
+  -- Like DataJoint, a file above filepath_checksum_size_limit_insert (no
+  -- contents_hash) is not compared with the row already there.
+  IF tracked_ch IS NOT NULL AND ch IS NOT NULL AND NOT (NULLIF(tracked_ch, '') <=> ch) THEN
+    SET msg = LEFT(CONCAT('A different version of ''', rel, ''' has already been placed.'), 512);
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
   END IF;
+  CALL dj_udf.lock_filepath(store, h);
+  IF tracked_ch IS NULL AND dj_filepath_put(store, server_path, ch) IS NULL THEN CALL dj_udf.fail('dj_udf.filepath_put'); END IF;
+  CALL dj_udf.track(t, schema_name, store, h, sz, NULL, rel, ch, gone);
+  IF gone AND dj_filepath_put(store, server_path, ch) IS NULL THEN CALL dj_udf.fail('dj_udf.filepath_put'); END IF;
   SET hash = h;
 END $$
 
@@ -336,53 +480,208 @@ BEGIN
   RETURN r;
 END $$
 
--- One result row per tracking row, with dj_verify's status.
+-- One result row per tracking row, with dj_verify's status. Names reach the
+-- library as UTF-8 whatever the table's character set (a latin1 schema's
+-- tracking table holds them as latin1).
 DROP PROCEDURE IF EXISTS dj_udf.verify $$
 CREATE PROCEDURE dj_udf.verify(IN schema_name varchar(64), IN store varchar(64))
   SQL SECURITY INVOKER READS SQL DATA
 BEGIN
-  CALL dj_udf.run_sql(CONCAT('SELECT HEX(hash) AS hash, size, attachment_name, filepath, ',
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
+  CALL dj_udf.usable_table(schema_name, store, TRUE, t);
+  CALL dj_udf.run_sql(CONCAT('SELECT HEX(hash) AS hash, size, ',
+    'CONVERT(attachment_name USING utf8mb4) AS attachment_name, CONVERT(filepath USING utf8mb4) AS filepath, ',
     'CONVERT(dj_verify(', dj_udf.text_literal(store), ', ', dj_udf.text_literal(schema_name),
-    ', hash, size, attachment_name, filepath, contents_hash) USING utf8mb4) AS status ',
-    'FROM ', dj_udf.tracking_table(schema_name, store), ' ORDER BY hash'));
+    ', hash, size, CONVERT(attachment_name USING utf8mb4), CONVERT(filepath USING utf8mb4), contents_hash) USING utf8mb4) AS status ',
+    'FROM ', t, ' ORDER BY hash'));
 END $$
 
--- Deletes the tracking rows that no column references, queueing their
--- objects for dj_udf.purge in the same transaction. NULL-safe: NOT EXISTS
+-- ---------------------------------------------------------------------------
+-- The purge queue's routines. They run with their definer's rights (the
+-- account that ran this script), so that the queue is written only here:
+-- entries are copied from real tracking rows (dj_udf.enqueue), and taken
+-- or marked failed only with the purge key (dj_udf.claim_next,
+-- dj_udf.record_failure). No account needs any privilege on the queue.
+-- ---------------------------------------------------------------------------
+
+-- Whether k is the purge key, compared through SHA-256 so that the time
+-- taken says nothing about how much of it matched.
+DROP FUNCTION IF EXISTS dj_udf.is_purge_key $$
+CREATE FUNCTION dj_udf.is_purge_key(k varchar(255)) RETURNS boolean
+  NOT DETERMINISTIC READS SQL DATA SQL SECURITY DEFINER
+  RETURN k IS NOT NULL AND EXISTS (SELECT 1 FROM dj_udf.purge_key WHERE SHA2(purge_key, 256) = SHA2(k, 256)) $$
+
+-- The grace period of dj_udf.delete_unused, in seconds (dj_udf.settings).
+DROP FUNCTION IF EXISTS dj_udf.cleanup_grace $$
+CREATE FUNCTION dj_udf.cleanup_grace() RETURNS bigint unsigned
+  NOT DETERMINISTIC READS SQL DATA SQL SECURITY DEFINER
+  RETURN COALESCE((SELECT CAST(value AS UNSIGNED) FROM dj_udf.settings WHERE name = 'cleanup_grace_seconds'), 3600) $$
+
+-- Queues the object of the tracking row for hash h, copied from that row
+-- (so an entry always names an object some row named, by that row's own
+-- hash, name and filepath). dj_udf.delete_unused calls it just before it
+-- deletes the row, in the same transaction, holding the row's lock: the
+-- row is read as it now is (a locking read), not as an older snapshot.
+DROP PROCEDURE IF EXISTS dj_udf.enqueue $$
+CREATE PROCEDURE dj_udf.enqueue(IN schema_name varchar(64), IN store varchar(64), IN h binary(16))
+  SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
+  DECLARE r longblob;
+  DECLARE j longtext CHARACTER SET utf8mb4;
+  DECLARE msg varchar(512);
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
+  CALL dj_udf.query_value(CONCAT('SELECT CONVERT(JSON_OBJECT(''size'', size, ',
+    '''attachment_name'', CONVERT(attachment_name USING utf8mb4), ''filepath'', CONVERT(filepath USING utf8mb4), ',
+    '''contents_hash'', HEX(contents_hash)) USING utf8mb4) FROM ', t,
+    ' WHERE hash = ', dj_udf.bytes_literal(h), ' FOR UPDATE'), r);
+  IF r IS NULL THEN
+    SET msg = CONCAT('dj_udf.enqueue: ', t, ' has no row for ', HEX(h), ' to queue');
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
+  END IF;
+  SET j = CONVERT(r USING utf8mb4);
+  INSERT INTO dj_udf.purge_queue (schema_name, store, hash, size, attachment_name, filepath, contents_hash)
+    VALUES (schema_name, store, h, JSON_VALUE(j, '$.size'), JSON_VALUE(j, '$.attachment_name'),
+            JSON_VALUE(j, '$.filepath'), UNHEX(JSON_VALUE(j, '$.contents_hash')));
+END $$
+
+-- Takes the first entry of (schema, store) after id after_id out of the
+-- queue, inside the caller's transaction: qid is NULL when there is none.
+-- Two purges never take one entry: the second waits for the first to end,
+-- and then finds it gone (or back, if the first rolled back).
+DROP PROCEDURE IF EXISTS dj_udf.claim_next $$
+CREATE PROCEDURE dj_udf.claim_next(IN k varchar(255), IN schema_name varchar(64), IN store varchar(64),
+                                   IN after_id bigint unsigned, OUT qid bigint unsigned, OUT h binary(16),
+                                   OUT attachment_name varchar(255), OUT filepath varchar(1000))
+  SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+  DECLARE taken boolean DEFAULT FALSE;
+  DECLARE CONTINUE HANDLER FOR NOT FOUND SET qid = NULL;
+  IF NOT dj_udf.is_purge_key(k) THEN
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = 'dj_udf.claim_next: wrong purge key';
+  END IF;
+  REPEAT
+    SET qid = NULL;
+    SELECT q.id, q.hash, q.attachment_name, q.filepath INTO qid, h, attachment_name, filepath
+      FROM dj_udf.purge_queue q
+     WHERE q.schema_name = schema_name AND q.store = store AND q.id > after_id ORDER BY q.id LIMIT 1;
+    IF qid IS NOT NULL THEN
+      DELETE FROM dj_udf.purge_queue WHERE id = qid;
+      SET taken = ROW_COUNT() = 1, after_id = qid;
+    END IF;
+  UNTIL qid IS NULL OR taken END REPEAT;
+END $$
+
+-- Keeps a failed entry in the queue with its error, for the next run.
+DROP PROCEDURE IF EXISTS dj_udf.record_failure $$
+CREATE PROCEDURE dj_udf.record_failure(IN k varchar(255), IN qid bigint unsigned, IN err varchar(1000))
+  SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+  IF NOT dj_udf.is_purge_key(k) THEN
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = 'dj_udf.record_failure: wrong purge key';
+  END IF;
+  UPDATE dj_udf.purge_queue SET last_error = err WHERE id = qid;
+END $$
+
+-- Removes the slot row of a filepath object that a purge removed.
+DROP PROCEDURE IF EXISTS dj_udf.release_filepath $$
+CREATE PROCEDURE dj_udf.release_filepath(IN store varchar(64), IN h binary(16))
+  SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+  DELETE FROM dj_udf.filepath_slots WHERE filepath_slots.store = store AND hash = h;
+END $$
+
+-- ---------------------------------------------------------------------------
+-- Cleanup: delete_unused, then purge.
+-- ---------------------------------------------------------------------------
+
+-- Deletes the tracking rows that no column references and that no put has
+-- written for cleanup_grace_seconds (dj_udf.settings), queueing their
+-- objects for dj_udf.purge, one row per transaction. NULL-safe: NOT EXISTS
 -- ignores NULLs in referencing columns (DataJoint issue #1000 used NOT IN).
--- Commits: it must not run inside a caller's transaction.
+-- A row referenced meanwhile (the foreign key refuses its deletion) is
+-- skipped, a deadlock is retried. Commits: it must not run inside a
+-- caller's transaction.
 DROP PROCEDURE IF EXISTS dj_udf.delete_unused $$
 CREATE PROCEDURE dj_udf.delete_unused(IN schema_name varchar(64), IN store varchar(64), OUT rows_deleted bigint)
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
-  DECLARE pred text;
-  DECLARE before_id bigint unsigned;
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
+  DECLARE grace bigint unsigned DEFAULT dj_udf.cleanup_grace();
+  DECLARE pred longtext CHARACTER SET utf8mb4 DEFAULT '';
+  DECLARE rs, rt, rc varchar(64) CHARACTER SET utf8mb4;
+  DECLARE kind varchar(64) CHARACTER SET utf8mb4;
+  DECLARE msg varchar(512) CHARACTER SET utf8mb4;
+  DECLARE done, in_use, deadlock boolean DEFAULT FALSE;
+  DECLARE deadlocks int DEFAULT 0;
+  DECLARE after_hash varbinary(16) DEFAULT '';
+  DECLARE h varbinary(16);
+  DECLARE still bigint;
+  DECLARE refs CURSOR FOR
+    SELECT k.TABLE_SCHEMA, k.TABLE_NAME, k.COLUMN_NAME, MAX(x.TABLE_TYPE)
+      FROM information_schema.KEY_COLUMN_USAGE k
+      LEFT JOIN information_schema.TABLES x ON x.TABLE_SCHEMA = k.TABLE_SCHEMA AND x.TABLE_NAME = k.TABLE_NAME
+     WHERE k.REFERENCED_TABLE_SCHEMA = schema_name
+       AND k.REFERENCED_TABLE_NAME = CONCAT('~external_', store)
+       AND k.REFERENCED_COLUMN_NAME = 'hash'
+     GROUP BY k.TABLE_SCHEMA, k.TABLE_NAME, k.COLUMN_NAME;
+  DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = TRUE;
   DECLARE EXIT HANDLER FOR SQLEXCEPTION
   BEGIN
     ROLLBACK;
     RESIGNAL;
   END;
-  SET SESSION group_concat_max_len = 1048576;
-  SELECT GROUP_CONCAT(CONCAT('NOT EXISTS (SELECT 1 FROM `', REPLACE(TABLE_SCHEMA, '`', '``'), '`.`',
-                             REPLACE(TABLE_NAME, '`', '``'), '` r WHERE r.`', REPLACE(COLUMN_NAME, '`', '``'),
-                             '` = e.hash)') SEPARATOR ' AND ')
-    INTO pred
-    FROM information_schema.KEY_COLUMN_USAGE
-   WHERE REFERENCED_TABLE_SCHEMA = schema_name
-     AND REFERENCED_TABLE_NAME = CONCAT('~external_', store)
-     AND REFERENCED_COLUMN_NAME = 'hash';
-  SET pred = COALESCE(pred, 'TRUE');
-  START TRANSACTION;
-  SELECT COALESCE(MAX(id), 0) INTO before_id FROM dj_udf.purge_queue;
-  CALL dj_udf.run_sql(CONCAT(
-    'INSERT INTO dj_udf.purge_queue (schema_name, store, hash, size, attachment_name, filepath, contents_hash) ',
-    'SELECT ', dj_udf.text_literal(schema_name), ', ', dj_udf.text_literal(store),
-    ', e.hash, e.size, e.attachment_name, e.filepath, e.contents_hash FROM ', t, ' e WHERE ', pred, ' FOR UPDATE'));
-  CALL dj_udf.run_sql(CONCAT('DELETE e FROM ', t, ' e JOIN dj_udf.purge_queue q ON q.hash = e.hash AND q.id > ', before_id,
-    ' AND q.schema_name = ', dj_udf.text_literal(schema_name), ' AND q.store = ', dj_udf.text_literal(store)));
-  SET rows_deleted = ROW_COUNT();
-  COMMIT;
+  CALL dj_udf.usable_table(schema_name, store, TRUE, t);
+  -- Referencing tables are read, never written; only plain tables are read.
+  OPEN refs;
+  ref_loop: LOOP
+    FETCH refs INTO rs, rt, rc, kind;
+    IF done THEN LEAVE ref_loop; END IF;
+    IF kind IS NULL OR kind <> 'BASE TABLE' THEN
+      SET msg = CONCAT('dj_udf.delete_unused: `', rs, '`.`', rt, '` references ', t, ' but is not a plain table');
+      SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
+    END IF;
+    SET pred = CONCAT(pred, ' AND NOT EXISTS (SELECT 1 FROM `', REPLACE(rs, '`', '``'), '`.`', REPLACE(rt, '`', '``'),
+                      '` r WHERE r.`', REPLACE(rc, '`', '``'), '` = e.hash)');
+  END LOOP;
+  CLOSE refs;
+  SET rows_deleted = 0;
+  row_loop: LOOP
+    SET h = NULL, in_use = FALSE, deadlock = FALSE;
+    BEGIN
+      DECLARE EXIT HANDLER FOR 1451 SET in_use = TRUE;
+      DECLARE EXIT HANDLER FOR 1213 SET deadlock = TRUE;
+      START TRANSACTION;
+      -- The next candidate, then the same test on its row alone, locked: a
+      -- locking read with LIMIT would be an unsafe statement for STATEMENT
+      -- binary logging.
+      CALL dj_udf.query_value(CONCAT('SELECT e.hash FROM ', t, ' e WHERE e.hash > ', dj_udf.bytes_literal(after_hash),
+        ' AND e.timestamp <= NOW() - INTERVAL ', grace, ' SECOND', pred, ' ORDER BY e.hash LIMIT 1'), h);
+      IF h IS NOT NULL THEN
+        CALL dj_udf.query_value(CONCAT('SELECT COUNT(*) FROM ', t, ' e WHERE e.hash = ', dj_udf.bytes_literal(h),
+          ' AND e.timestamp <= NOW() - INTERVAL ', grace, ' SECOND', pred, ' FOR UPDATE'), still);
+        IF still THEN
+          CALL dj_udf.enqueue(schema_name, store, h);
+          CALL dj_udf.run_sql(CONCAT('DELETE FROM ', t, ' WHERE hash = ', dj_udf.bytes_literal(h)));
+        END IF;
+      END IF;
+    END;
+    IF deadlock THEN
+      ROLLBACK;
+      SET deadlocks = deadlocks + 1;
+      IF deadlocks > 20 THEN
+        SIGNAL SQLSTATE '40001' SET MESSAGE_TEXT = 'dj_udf.delete_unused: deadlocked 20 times in a row; run it again', MYSQL_ERRNO = 1213;
+      END IF;
+    ELSEIF in_use THEN
+      -- referenced since it was found: it stays, with its object
+      ROLLBACK;
+      SET after_hash = h;
+    ELSE
+      COMMIT;
+      IF h IS NULL THEN LEAVE row_loop; END IF;
+      SET after_hash = h, rows_deleted = rows_deleted + IF(still, 1, 0), deadlocks = 0;
+    END IF;
+  END LOOP;
 END $$
 
 -- The purge key, for the routines that delete objects; reading it needs
@@ -399,64 +698,150 @@ BEGIN
   END IF;
 END $$
 
+-- Writes a placeholder row for hash h into tracking table t (a quoted name
+-- from dj_udf.usable_table), unless a row for h is there: tracked tells
+-- which. Until the caller's transaction ends, the placeholder holds off any
+-- put of h into t (its INSERT waits for this one), at every isolation level
+-- and also where row locks do not reach other servers (a Galera cluster
+-- certifies the two writes against each other). The caller removes the
+-- placeholder before it commits (dj_udf.delete_if_untracked).
+DROP PROCEDURE IF EXISTS dj_udf.hold_slot $$
+CREATE PROCEDURE dj_udf.hold_slot(IN t varchar(200) CHARACTER SET utf8mb4, IN h binary(16), OUT tracked boolean)
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  DECLARE CONTINUE HANDLER FOR 1062 SET tracked = TRUE;
+  SET tracked = FALSE;
+  CALL dj_udf.run_sql(CONCAT('INSERT INTO ', t, ' (hash, size) VALUES (', dj_udf.bytes_literal(h), ', 0)'));
+END $$
+
 -- The one place objects are deleted: inside the caller's transaction, it
--- locks the object's tracking-row slot (dj_udf.lookup FOR UPDATE) and
--- deletes the object only if no row names it. status: 'tracked',
--- 'deleted', 'missing', or NULL with dj_last_error() on failure.
+-- holds the object's tracking-row slot (dj_udf.hold_slot) and deletes the
+-- object only if no row names it. A filepath object is shared by every
+-- schema of its store: its slot row (dj_udf.lock_filepath) is written
+-- first, then the slot in every schema's tracking table of the store, and
+-- its hash must be the MD5 of its path. status: 'tracked', 'deleted',
+-- 'missing', or NULL with dj_last_error() when the library failed; a
+-- refusal is a SQL error.
 DROP PROCEDURE IF EXISTS dj_udf.delete_if_untracked $$
 CREATE PROCEDURE dj_udf.delete_if_untracked(IN schema_name varchar(64), IN store varchar(64), IN h binary(16),
                                             IN attachment_name varchar(255), IN filepath varchar(1000),
                                             IN k varchar(255), OUT status varchar(100))
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE tracked boolean;
-  DECLARE ch binary(16);
-  CALL dj_udf.lookup(schema_name, store, h, TRUE, tracked, ch);
+  DECLARE tracked boolean DEFAULT FALSE;
+  DECLARE held longtext CHARACTER SET utf8mb4 DEFAULT '';
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
+  DECLARE s varchar(64) CHARACTER SET utf8mb4;
+  DECLARE done boolean DEFAULT FALSE;
+  DECLARE msg varchar(512) CHARACTER SET utf8mb4;
+  DECLARE store_tables CURSOR FOR
+    SELECT TABLE_SCHEMA FROM information_schema.TABLES WHERE TABLE_NAME = CONCAT('~external_', store) ORDER BY TABLE_SCHEMA;
+  DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = TRUE;
+  IF filepath IS NULL THEN
+    CALL dj_udf.usable_table(schema_name, store, TRUE, t);
+    CALL dj_udf.hold_slot(t, h, tracked);
+    IF NOT tracked THEN SET held = t; END IF;
+  ELSE
+    IF NOT (h <=> UNHEX(MD5(filepath))) THEN
+      SET msg = LEFT(CONCAT('refused: hash ', HEX(h), ' is not the MD5 of filepath ''', filepath, ''''), 512);
+      SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM information_schema.USER_PRIVILEGES
+                    WHERE GRANTEE = CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''',
+                                           SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')
+                      AND PRIVILEGE_TYPE = 'SELECT') THEN
+      SET msg = CONCAT('refused: a filepath object is shared by every schema of store ''', store,
+                       '''; removing one needs an account that sees them all (SELECT on *.*)');
+      SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
+    END IF;
+    CALL dj_udf.lock_filepath(store, h);
+    OPEN store_tables;
+    schema_loop: LOOP
+      FETCH store_tables INTO s;
+      IF done THEN LEAVE schema_loop; END IF;
+      CALL dj_udf.usable_table(s, store, TRUE, t);
+      CALL dj_udf.hold_slot(t, h, tracked);
+      IF tracked THEN LEAVE schema_loop; END IF;
+      SET held = CONCAT(held, IF(held = '', '', '\n'), t);
+    END LOOP;
+    CLOSE store_tables;
+  END IF;
   IF tracked THEN
     SET status = 'tracked';
   ELSE
     SET status = dj_delete_object(store, schema_name, h, attachment_name, filepath, k);
+    IF status IS NOT NULL AND filepath IS NOT NULL THEN CALL dj_udf.release_filepath(store, h); END IF;
   END IF;
+  -- The placeholders go before the caller commits (a failure rolls back).
+  WHILE held <> '' DO
+    CALL dj_udf.run_sql(CONCAT('DELETE FROM ', SUBSTRING_INDEX(held, '\n', 1), ' WHERE hash = ', dj_udf.bytes_literal(h)));
+    SET held = IF(LOCATE('\n', held) = 0, '', SUBSTRING(held, LOCATE('\n', held) + 1));
+  END WHILE;
 END $$
 
--- Removes the queued objects of one schema and store. Each object is removed
--- while its tracking-row slot is locked, and only if no row for it exists
--- again; a failure leaves the entry queued with its error for a later run.
+-- Removes the queued objects of one schema and store, one entry per
+-- transaction: the entry is taken out of the queue (dj_udf.claim_next) and
+-- the object removed only if no tracking row names it
+-- (dj_udf.delete_if_untracked); both commit together. A failure puts the
+-- entry back with its error for a later run and counts in failures; an
+-- entry another purge is handling or has handled is skipped, not counted;
+-- a deadlock is retried.
 DROP PROCEDURE IF EXISTS dj_udf.purge $$
 CREATE PROCEDURE dj_udf.purge(IN schema_name varchar(64), IN store varchar(64), OUT objects_deleted bigint, OUT failures bigint)
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE k varchar(255);
   DECLARE last_id, qid bigint unsigned DEFAULT 0;
   DECLARE h binary(16);
-  DECLARE nm varchar(255);
-  DECLARE fp varchar(1000);
+  DECLARE nm varchar(255) CHARACTER SET utf8mb4;
+  DECLARE fp varchar(1000) CHARACTER SET utf8mb4;
   DECLARE status varchar(100);
+  DECLARE err varchar(1000) CHARACTER SET utf8mb4;
+  DECLARE errno int;
+  DECLARE deadlocks int DEFAULT 0;
   DECLARE EXIT HANDLER FOR SQLEXCEPTION
   BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
     ROLLBACK;
     RESIGNAL;
   END;
+  CALL dj_udf.usable_table(schema_name, store, TRUE, t);
   CALL dj_udf.purge_key_for('dj_udf.purge', k);
   SET objects_deleted = 0, failures = 0;
   purge_loop: LOOP
-    SELECT MIN(id) INTO qid FROM dj_udf.purge_queue q
-     WHERE q.schema_name = schema_name AND q.store = store AND q.id > last_id;
-    IF qid IS NULL THEN LEAVE purge_loop; END IF;
-    SELECT hash, attachment_name, filepath INTO h, nm, fp FROM dj_udf.purge_queue WHERE id = qid;
-    SET last_id = qid;
+    SET qid = NULL, status = NULL, err = NULL, errno = 0;
     START TRANSACTION;
-    CALL dj_udf.delete_if_untracked(schema_name, store, h, nm, fp, k, status);
-    IF status IS NULL THEN
-      UPDATE dj_udf.purge_queue SET last_error = LEFT(CONVERT(dj_last_error() USING utf8mb4), 1000) WHERE id = qid;
-      SET failures = failures + 1;
-    ELSE
-      -- deleted, already gone, or tracked again since it was queued (in use)
-      DELETE FROM dj_udf.purge_queue WHERE id = qid;
-      IF status = 'deleted' THEN SET objects_deleted = objects_deleted + 1; END IF;
+    BEGIN
+      DECLARE EXIT HANDLER FOR 1213 SET errno = 1213;
+      CALL dj_udf.claim_next(k, schema_name, store, last_id, qid, h, nm, fp);
+    END;
+    IF qid IS NOT NULL AND errno = 0 THEN
+      BEGIN
+        DECLARE EXIT HANDLER FOR SQLEXCEPTION
+          GET DIAGNOSTICS CONDITION 1 errno = MYSQL_ERRNO, err = MESSAGE_TEXT;
+        CALL dj_udf.delete_if_untracked(schema_name, store, h, nm, fp, k, status);
+        IF status IS NULL THEN
+          SET err = LEFT(COALESCE(CONVERT(dj_last_error() USING utf8mb4), 'failed without a message'), 1000), errno = -1;
+        END IF;
+      END;
     END IF;
-    COMMIT;
+    IF errno = 0 THEN
+      COMMIT;
+      IF qid IS NULL THEN LEAVE purge_loop; END IF;
+      SET last_id = qid, deadlocks = 0;
+      IF status = 'deleted' THEN SET objects_deleted = objects_deleted + 1; END IF;
+    ELSE
+      -- the entry goes back into the queue, and so does any placeholder
+      ROLLBACK;
+      IF errno = 1213 AND deadlocks < 20 THEN
+        SET deadlocks = deadlocks + 1;
+      ELSEIF errno = 1213 THEN
+        SIGNAL SQLSTATE '40001' SET MESSAGE_TEXT = 'dj_udf.purge: deadlocked 20 times in a row; run it again', MYSQL_ERRNO = 1213;
+      ELSE
+        CALL dj_udf.record_failure(k, qid, err);
+        SET failures = failures + 1, last_id = qid, deadlocks = 0;
+      END IF;
+    END IF;
   END LOOP;
 END $$
 
@@ -471,6 +856,7 @@ CREATE PROCEDURE dj_udf.sweep(IN schema_name varchar(64), IN store varchar(64), 
                               OUT orphans_deleted bigint)
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE k varchar(255);
   DECLARE after_key varchar(4096) CHARACTER SET utf8mb4 DEFAULT '';
   DECLARE page longtext CHARACTER SET utf8mb4;
@@ -489,10 +875,10 @@ BEGIN
   DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
   DECLARE EXIT HANDLER FOR SQLEXCEPTION
   BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
     ROLLBACK;
     RESIGNAL;
   END;
+  CALL dj_udf.usable_table(schema_name, store, TRUE, t);
   CALL dj_udf.purge_key_for('dj_udf.sweep', k);
   SET orphans_deleted = 0;
   sweep_loop: LOOP
@@ -531,24 +917,10 @@ DELIMITER ;
 
 -- ---------------------------------------------------------------------------
 -- Objects of any size from any client: chunked uploads and ranged reads
--- (README, "Objects of any size"). Routines of their own, after the rest.
+-- (README, "Objects of any size"). Their loadable functions are dropped
+-- and created with all the others above: a new library file is loaded only
+-- once no function of the old one is left.
 -- ---------------------------------------------------------------------------
-DROP FUNCTION IF EXISTS dj_upload_open;
-DROP FUNCTION IF EXISTS dj_upload_part;
-DROP FUNCTION IF EXISTS dj_upload_finish;
-DROP FUNCTION IF EXISTS dj_upload_status;
-DROP FUNCTION IF EXISTS dj_upload_abort;
-DROP FUNCTION IF EXISTS dj_expire_uploads;
-DROP FUNCTION IF EXISTS dj_read_range;
-
-CREATE FUNCTION dj_upload_open RETURNS STRING SONAME 'dj_udf.so';
-CREATE FUNCTION dj_upload_part RETURNS STRING SONAME 'dj_udf.so';
-CREATE FUNCTION dj_upload_finish RETURNS STRING SONAME 'dj_udf.so';
-CREATE FUNCTION dj_upload_status RETURNS STRING SONAME 'dj_udf.so';
-CREATE FUNCTION dj_upload_abort RETURNS STRING SONAME 'dj_udf.so';
-CREATE FUNCTION dj_expire_uploads RETURNS INTEGER SONAME 'dj_udf.so';
-CREATE FUNCTION dj_read_range RETURNS STRING SONAME 'dj_udf.so';
-
 DELIMITER $$
 
 -- Opens a chunked upload of an attachment (attachment_name NULL: a blob)
@@ -559,8 +931,9 @@ CREATE PROCEDURE dj_udf.upload_open(IN store varchar(64), IN schema_name varchar
                                     IN part_size bigint unsigned, OUT upload_id varchar(64))
   SQL SECURITY INVOKER READS SQL DATA
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE id varchar(64);
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
   -- The finish writes a tracking row: a missing table fails now, not then.
   CALL dj_udf.run_sql(CONCAT('DO (SELECT COUNT(*) FROM ', t, ' WHERE FALSE)'));
   SET id = CONVERT(dj_upload_open(store, schema_name, attachment_name, part_size, CURRENT_USER()) USING ascii);
@@ -593,6 +966,8 @@ CREATE PROCEDURE dj_udf.upload_finish(IN upload_id varchar(64), IN parts bigint 
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
   DECLARE r text CHARACTER SET utf8mb4;
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
+  DECLARE sc, st varchar(64) CHARACTER SET utf8mb4;
   DECLARE h binary(16);
   DECLARE nm varchar(255) CHARACTER SET utf8mb4;
   DECLARE gone boolean;
@@ -600,9 +975,10 @@ BEGIN
   SET r = CONVERT(dj_upload_finish(upload_id, CURRENT_USER(), parts, part_md5s, expected_hash) USING utf8mb4);
   IF r IS NULL THEN CALL dj_udf.fail('dj_udf.upload_finish'); END IF;
   SET h = UNHEX(JSON_UNQUOTE(JSON_EXTRACT(r, '$.hash')));
+  SET sc = JSON_UNQUOTE(JSON_EXTRACT(r, '$.schema')), st = JSON_UNQUOTE(JSON_EXTRACT(r, '$.store'));
   SET nm = IF(JSON_TYPE(JSON_EXTRACT(r, '$.attachment_name')) = 'NULL', NULL, JSON_UNQUOTE(JSON_EXTRACT(r, '$.attachment_name')));
-  CALL dj_udf.track(JSON_UNQUOTE(JSON_EXTRACT(r, '$.schema')), JSON_UNQUOTE(JSON_EXTRACT(r, '$.store')), h,
-                    JSON_EXTRACT(r, '$.size'), nm, NULL, NULL, gone);
+  CALL dj_udf.usable_table(sc, st, FALSE, t);
+  CALL dj_udf.track(t, sc, st, h, JSON_EXTRACT(r, '$.size'), nm, NULL, NULL, gone);
   IF gone THEN
     SET msg = 'dj_udf.upload_finish: the object was removed (purge or sweep) before its tracking row was written; upload it again';
     SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
@@ -650,21 +1026,27 @@ CREATE PROCEDURE dj_udf.read_range(IN store varchar(64), IN schema_name varchar(
                                    IN start_at bigint unsigned, IN byte_count bigint unsigned)
   SQL SECURITY INVOKER READS SQL DATA
 BEGIN
-  DECLARE t varchar(200) CHARACTER SET utf8mb4 DEFAULT dj_udf.tracking_table(schema_name, store);
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE h binary(16) DEFAULT IF(LENGTH(hash) = 16, hash, UNHEX(REPLACE(hash, '-', '')));
-  DECLARE n, sz bigint unsigned;
+  DECLARE r longblob;
+  DECLARE row_json longtext CHARACTER SET utf8mb4;
+  DECLARE sz bigint unsigned;
   DECLARE nm varchar(255) CHARACTER SET utf8mb4;
   DECLARE fp varchar(1000) CHARACTER SET utf8mb4;
   DECLARE ch binary(16);
   DECLARE msg varchar(512);
-  CALL dj_udf.run_sql(CONCAT('SELECT COUNT(*), MAX(size), MAX(attachment_name), MAX(filepath), MAX(contents_hash) ',
-    'INTO @dj_udf_n, @dj_udf_sz, @dj_udf_nm, @dj_udf_fp, @dj_udf_ch FROM ', t, ' WHERE hash = ', dj_udf.bytes_literal(h)));
-  SET n = @dj_udf_n, sz = @dj_udf_sz, nm = @dj_udf_nm, fp = @dj_udf_fp, ch = @dj_udf_ch;
-  SET @dj_udf_n = NULL, @dj_udf_sz = NULL, @dj_udf_nm = NULL, @dj_udf_fp = NULL, @dj_udf_ch = NULL;
-  IF n = 0 THEN
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
+  CALL dj_udf.query_value(CONCAT('SELECT JSON_OBJECT(''size'', size, ''name'', attachment_name, ''filepath'', filepath, ',
+    '''contents_hash'', HEX(contents_hash)) FROM ', t, ' WHERE hash = ', dj_udf.bytes_literal(h)), r);
+  IF r IS NULL THEN
     SET msg = LEFT(CONCAT('dj_udf.read_range: ', t, ' has no row for hash ', COALESCE(HEX(h), 'NULL')), 512);
     SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
   END IF;
+  SET row_json = CONVERT(r USING utf8mb4);
+  SET sz = JSON_EXTRACT(row_json, '$.size');
+  SET nm = IF(JSON_TYPE(JSON_EXTRACT(row_json, '$.name')) = 'NULL', NULL, JSON_UNQUOTE(JSON_EXTRACT(row_json, '$.name')));
+  SET fp = IF(JSON_TYPE(JSON_EXTRACT(row_json, '$.filepath')) = 'NULL', NULL, JSON_UNQUOTE(JSON_EXTRACT(row_json, '$.filepath')));
+  SET ch = IF(JSON_TYPE(JSON_EXTRACT(row_json, '$.contents_hash')) = 'NULL', NULL, UNHEX(JSON_UNQUOTE(JSON_EXTRACT(row_json, '$.contents_hash'))));
   SELECT sz AS size, dj_read_range(store, schema_name, h, sz, nm, fp, ch, start_at, byte_count) AS data;
   IF dj_last_error() IS NOT NULL THEN CALL dj_udf.fail('dj_udf.read_range'); END IF;
 END $$

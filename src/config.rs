@@ -54,6 +54,14 @@ pub struct S3Config {
     pub retries: u32,
 }
 
+impl S3Config {
+    /// The proxy as messages and `dj_stores()` show it: without any
+    /// `user:password@`.
+    pub fn proxy_shown(&self) -> Option<String> {
+        self.proxy_server.as_deref().map(redact_userinfo)
+    }
+}
+
 /// Never prints the credentials, so that no `{:?}` can leak them.
 impl std::fmt::Debug for S3Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -193,8 +201,8 @@ impl Config {
                     o.insert("access_key".into(), "<redacted>".into());
                     o.insert("secret_key".into(), "<redacted>".into());
                     o.insert("secure".into(), s3.secure.into());
-                    if let Some(p) = &s3.proxy_server {
-                        o.insert("proxy_server".into(), redact_userinfo(p).into());
+                    if let Some(p) = s3.proxy_shown() {
+                        o.insert("proxy_server".into(), p.into());
                     }
                     o.insert("region".into(), s3.region.clone().into());
                     o.insert("connect_timeout".into(), s3.connect_timeout.as_secs_f64().into());

@@ -85,6 +85,12 @@ pub enum S3Problem {
     /// No answer: connection refused or reset, unknown host, TLS failure,
     /// connect timeout; `attempts` counts the first try and the retries.
     Unreachable { endpoint: String, detail: String, attempts: u32 },
+    /// The store's `proxy_server` could not be reached (same details as
+    /// `Unreachable`): the S3 endpoint itself was never contacted, so the
+    /// message must not send the DBA to it.
+    ProxyUnreachable { proxy: String, endpoint: String, detail: String, attempts: u32 },
+    /// The proxy answered, but could not connect to the S3 endpoint.
+    ProxyFailed { proxy: String, endpoint: String, detail: String },
     /// The server rejected the signature or the access key.
     BadCredentials { code: String },
     /// The credentials are valid but may not do this.
@@ -182,6 +188,16 @@ impl fmt::Display for S3Problem {
                     write!(f, "; {attempts} attempts")?;
                 }
                 write!(f, ")")
+            }
+            S3Problem::ProxyUnreachable { proxy, endpoint, detail, attempts } => {
+                write!(f, "proxy_server {proxy} is unreachable ({detail}")?;
+                if *attempts > 1 {
+                    write!(f, "; {attempts} attempts")?;
+                }
+                write!(f, "); S3 endpoint {endpoint} was not contacted")
+            }
+            S3Problem::ProxyFailed { proxy, endpoint, detail } => {
+                write!(f, "proxy_server {proxy} could not connect to S3 endpoint {endpoint} ({detail})")
             }
             S3Problem::BadCredentials { code } => write!(
                 f,

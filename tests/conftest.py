@@ -176,6 +176,11 @@ class World:
         self.socket = out.stdout.strip().splitlines()[-1]
         with self.connect() as c, c.cursor() as cur:
             cur.execute("INSERT IGNORE INTO dj_udf.purge_key VALUES (%s)", (PURGE_KEY,))
+            # --- cleanup grace period ----------------------------------------
+            # Tests clean up objects they have just put: no grace period here
+            # (tests/test_isolation.py checks the default and sets its own).
+            cur.execute("UPDATE dj_udf.settings SET value = '0' WHERE name = 'cleanup_grace_seconds'")
+            # ------------------------------------------------------------------
             # DataJoint connects over TCP with a password.
             cur.execute("CREATE USER IF NOT EXISTS 'dj'@'%' IDENTIFIED BY 'dj'")
             cur.execute("GRANT ALL PRIVILEGES ON *.* TO 'dj'@'%'")

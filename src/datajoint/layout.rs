@@ -10,6 +10,24 @@ use crate::error::{Error, Result};
 /// is `<32 hex>.<name>` and Linux file names stop at 255 bytes.
 pub const MAX_FILE_STORE_NAME: usize = 255 - 33;
 
+/// An attachment name a file store can hold: [`MAX_FILE_STORE_NAME`] bytes
+/// at most, so the put fails with this message, not the file system's
+/// "File name too long" after the bytes were sent.
+pub fn check_file_store_name(name: &str) -> Result<()> {
+    check_attachment_name(name)?;
+    if name.len() > MAX_FILE_STORE_NAME {
+        return Err(Error::arg(
+            "attachment name",
+            format!(
+                "'{}' has {} bytes; a file store holds at most {MAX_FILE_STORE_NAME} (its object is named <32 hex digits>.<name>)",
+                shown(name),
+                name.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A store name as DataJoint accepts it: `[a-z][-\w]*`, at most 54 characters
 /// so that `~external_<store>` fits MySQL's 64-character identifiers.
 pub fn check_store_name(store: &str) -> Result<()> {
@@ -245,6 +263,39 @@ mod tests {
         for bad in ["", "/abs", "../x", "a/../b", "a//b", "./a", "a/", "a\0"] {
             assert!(check_relative_path(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Each limit at its boundary, and every character class the checks allow.
+    #[test]
+    fn limits_hold_exactly_at_their_boundaries() {
+        for good in ["a$b", "a-b", "A_9"] {
+            assert!(check_schema_name(good).is_ok(), "{good}");
+        }
+        assert!(check_schema_name(&"x".repeat(64)).is_ok());
+        assert_eq!(tracking_table("lab", "main").unwrap(), "`lab`.`~external_main`");
+        assert!(tracking_table("a`b", "main").is_err() && tracking_table("lab", "a`b").is_err());
+        assert!(check_attachment_name(&"é".repeat(255)).is_ok(), "255 characters, more bytes");
+        assert!(check_attachment_name(&"x".repeat(255)).is_ok());
+        assert!(check_relative_path(&"x".repeat(1000)).is_ok());
+        assert!(check_relative_path(&"x".repeat(1001)).is_err());
+        assert!(check_subfolding(&[16, 16]).is_ok());
+        assert!(check_subfolding(&[16, 17]).is_err());
+        assert_eq!(MAX_FILE_STORE_NAME, 222);
+        assert!(check_file_store_name(&"x".repeat(222)).is_ok());
+        let long = check_file_store_name(&"x".repeat(223)).unwrap_err().to_string();
+        assert!(long.contains("has 223 bytes; a file store holds at most 222"), "{long}");
+        assert!(check_file_store_name(&"é".repeat(112)).is_err(), "bytes count, not characters");
+    }
+
+    #[test]
+    fn objects_describe_themselves_for_messages() {
+        let h = blob_hash();
+        assert_eq!(Object::Blob { schema: "s".into(), hash: h }.describe("main"), "blob 676de6356c1b33e8084921c02b8cdea6 in store 'main'");
+        assert_eq!(
+            Object::Attach { schema: "s".into(), hash: h, name: "a.txt".into() }.describe("att"),
+            "attachment 'a.txt' (676de6356c1b33e8084921c02b8cdea6) in store 'att'"
+        );
+        assert_eq!(Object::Filepath { relative: "d/f.dat".into() }.describe("data"), "file 'd/f.dat' in store 'data'");
     }
 
     #[test]

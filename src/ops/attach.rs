@@ -13,8 +13,8 @@ const MAX_ALIASES: u32 = 0x1_0000;
 
 pub fn put(cfg: &Config, store: &str, schema: &str, name: &str, data: &[u8]) -> Result<Hash> {
     layout::check_schema_name(schema)?;
-    layout::check_attachment_name(name)?;
     let st = open(cfg, store)?;
+    st.check_attachment_name(name)?;
     let h = hash::attachment(name, data);
     let key = st.key(&Object::Attach { schema: schema.into(), hash: h, name: name.into() });
     put_known(&st, &key, data, Hasher::for_attachment(name), h)?;
@@ -27,6 +27,7 @@ pub fn put_file(cfg: &Config, store: &str, schema: &str, path: &str) -> Result<(
     let c = confine::resolve(path, &super::readable_roots(cfg))?;
     let name = file_name(path)?;
     let st = open(cfg, store)?;
+    st.check_attachment_name(&name)?;
     let mut src = c.open_read()?;
     let folds = st.spec.subfolding.clone();
     let key_of = |h: &Hash| Object::Attach { schema: schema.into(), hash: *h, name: name.clone() }.key(&folds);

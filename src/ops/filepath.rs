@@ -87,6 +87,7 @@ pub fn put(cfg: &Config, store: &str, path: &str, expect: Option<Hash>) -> Resul
     let st = open(cfg, store)?;
     let c = staged(st.spec, path)?;
     let rel = c.relative();
+    super::objects::refuse_object_key(&st, &rel)?;
     let h = hash::filepath(&rel);
     let same_file = st.objects.local_path(&rel).is_some_and(|p| p == c.root.join(&rel));
     let mut src = c.open_read()?;

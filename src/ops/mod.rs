@@ -27,6 +27,14 @@ pub struct Opened<'c> {
 }
 
 impl Opened<'_> {
+    /// An attachment name this store can hold (a file store's names are shorter).
+    pub fn check_attachment_name(&self, name: &str) -> Result<()> {
+        match self.spec.protocol {
+            crate::config::Protocol::File => crate::datajoint::layout::check_file_store_name(name),
+            crate::config::Protocol::S3(_) => crate::datajoint::layout::check_attachment_name(name),
+        }
+    }
+
     pub fn key(&self, obj: &Object) -> String {
         obj.key(&self.spec.subfolding)
     }

@@ -2,10 +2,10 @@
 //! `dj_object_size`, `dj_delete_object` (gated by the config's purge key) and
 //! `dj_list_objects`.
 
-use super::open;
+use super::{open, Opened};
 use crate::config::{Config, StoreConfig};
 use crate::datajoint::hash::{self, Hash};
-use crate::datajoint::layout::Object;
+use crate::datajoint::layout::{self, Object};
 use crate::error::{Error, Result};
 
 /// The stored size of an object, `None` when it is absent.
@@ -21,8 +21,10 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 
 /// Deletes an object. Any SQL user can call a UDF, so deleting needs the
 /// secret `purge_key` of the config file; the cleanup routine reads it from a
-/// table only trusted accounts may read.
-pub fn delete(cfg: &Config, store: &str, obj: &Object, key: &[u8]) -> Result<&'static str> {
+/// table only trusted accounts may read. `hash` is the hash of the tracking
+/// row that named the object: a filepath object is deleted only by the hash
+/// of its own path, and never where its path is also another object's key.
+pub fn delete(cfg: &Config, store: &str, obj: &Object, hash: &Hash, key: &[u8]) -> Result<&'static str> {
     let Some(secret) = &cfg.purge_key else {
         return Err(Error::Denied { msg: format!("object deletion is disabled: {} has no purge_key", cfg.file.display()) });
     };
@@ -30,7 +32,34 @@ pub fn delete(cfg: &Config, store: &str, obj: &Object, key: &[u8]) -> Result<&'s
         return Err(Error::Denied { msg: "wrong purge key: deletion refused".into() });
     }
     let st = open(cfg, store)?;
+    if let Object::Filepath { relative } = obj {
+        if hash::filepath(relative) != *hash {
+            return Err(Error::Denied {
+                msg: format!("deletion refused: hash {} is not the MD5 of filepath '{}'", hash::to_hex(hash), layout::shown(relative)),
+            });
+        }
+        refuse_object_key(&st, relative)?;
+    }
     Ok(if st.objects.delete(&st.key(obj))? { "deleted" } else { "missing" })
+}
+
+/// Refuses a filepath whose relative path has the layout of a blob or an
+/// attachment of this store (`<schema>/<subfolds>/<hex>[.<name>]`): as a
+/// filepath object it would share that object's key, so putting it could
+/// adopt another schema's object and deleting it would remove that object.
+pub fn refuse_object_key(st: &Opened, relative: &str) -> Result<()> {
+    let schema = relative.split('/').next().unwrap_or("");
+    match parse_key(relative, schema, &st.spec.subfolding) {
+        Some(_) => Err(Error::Denied {
+            msg: format!(
+                "filepath '{}' is refused: it has the layout of a blob or attachment key of schema '{}' in store '{}'",
+                layout::shown(relative),
+                layout::shown(schema),
+                st.spec.name
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Whether two stores keep their objects in the same place.
@@ -64,7 +93,7 @@ pub fn parse_key(key: &str, schema: &str, folds: &[usize]) -> Option<(Hash, Opti
         return None;
     }
     if let Some(n) = &name {
-        crate::datajoint::layout::check_attachment_name(n).ok()?;
+        layout::check_attachment_name(n).ok()?;
     }
     Some((h, name))
 }
@@ -73,7 +102,7 @@ pub fn parse_key(key: &str, schema: &str, folds: &[usize]) -> Option<(Hash, Opti
 /// routine: `[{"key", "hash", "attachment_name", "size", "age"}, …]`, with
 /// `hash` null for a file that is not a DataJoint object of this store.
 pub fn list_objects(cfg: &Config, store: &str, schema: &str, after: &str, limit: usize) -> Result<String> {
-    crate::datajoint::layout::check_schema_name(schema)?;
+    layout::check_schema_name(schema)?;
     let st = open(cfg, store)?;
     // Two stores in one place (a blob and an attach store on one folder is a
     // common DataJoint setup) hold each other's objects: seen from one, the
@@ -125,5 +154,41 @@ mod tests {
         ] {
             assert_eq!(parse_key(foreign, "s", &[2, 2]), None, "{foreign}");
         }
+    }
+}
+
+#[cfg(test)]
+mod deletion_tests {
+    use super::delete;
+    use crate::config::Config;
+    use crate::datajoint::hash;
+    use crate::datajoint::layout::Object;
+    use std::path::Path;
+
+    #[test]
+    fn a_filepath_is_deleted_only_by_its_own_hash_and_never_as_another_objects_key() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let loc = std::env::temp_dir().join(format!("dj-del-{}-{nanos}", std::process::id()));
+        let blob = hash::parse(b"676de6356c1b33e8084921c02b8cdea6").unwrap();
+        let blob_key = "alice/67/6d/676de6356c1b33e8084921c02b8cdea6";
+        std::fs::create_dir_all(loc.join("alice/67/6d")).unwrap();
+        std::fs::create_dir_all(loc.join("eve")).unwrap();
+        std::fs::write(loc.join(blob_key), b"alice's blob").unwrap();
+        std::fs::write(loc.join("eve/f.dat"), b"eve's file").unwrap();
+        let text = format!(r#"{{"stores": {{"m": {{"protocol": "file", "location": "{}"}}}}, "purge_key": "0123456789abcdef0"}}"#, loc.display());
+        let cfg = Config::parse(Path::new("/etc/t.json"), &text).unwrap();
+        let key = b"0123456789abcdef0";
+        let fp = |rel: &str| Object::Filepath { relative: rel.into() };
+
+        let e = delete(&cfg, "m", &fp("eve/f.dat"), &[7; 16], key).unwrap_err();
+        assert!(e.to_string().contains("is not the MD5 of filepath 'eve/f.dat'"), "{e}");
+        let e = delete(&cfg, "m", &fp(blob_key), &hash::filepath(blob_key), key).unwrap_err();
+        assert!(e.to_string().contains("layout of a blob or attachment key of schema 'alice'"), "{e}");
+        assert!(loc.join(blob_key).exists() && loc.join("eve/f.dat").exists());
+
+        assert_eq!(delete(&cfg, "m", &fp("eve/f.dat"), &hash::filepath("eve/f.dat"), key).unwrap(), "deleted");
+        let b = Object::Blob { schema: "alice".into(), hash: blob };
+        assert_eq!(delete(&cfg, "m", &b, &blob, key).unwrap(), "deleted");
+        std::fs::remove_dir_all(&loc).unwrap();
     }
 }

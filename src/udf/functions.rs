@@ -141,7 +141,7 @@ sql_functions! {
         -> string(16) needs_config = |c, a, out| {
         let Some(h) = a.hash.hash()? else { return Ok(false) };
         let obj = object(a.schema.text()?, h, a.attachment_name.text()?, a.filepath.text()?)?;
-        put_text(out, ops::objects::delete(c.config(), a.store.req()?, &obj, a.purge_key.bytes().unwrap_or(b""))?)
+        put_text(out, ops::objects::delete(c.config(), a.store.req()?, &obj, &h, a.purge_key.bytes().unwrap_or(b""))?)
     }
 
     /// A JSON page of a schema's objects in a store, for sweeping.

@@ -66,3 +66,33 @@ fn declarations_are_consistent() {
     names.dedup();
     assert_eq!(names.len(), REGISTRY.len());
 }
+
+/// `CREATE PROCEDURE|FUNCTION dj_udf.<name>` (or `DROP … IF EXISTS`) lines.
+fn routines(sql: &str, verb: &str) -> Vec<String> {
+    let mut out: Vec<String> = sql
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            match (verb, &words[..]) {
+                ("CREATE", ["CREATE", kind @ ("PROCEDURE" | "FUNCTION"), name, ..]) if name.starts_with("dj_udf.") => {
+                    Some(format!("{kind} {}", name.split('(').next().unwrap_or(name)))
+                }
+                ("DROP", ["DROP", kind @ ("PROCEDURE" | "FUNCTION"), "IF", "EXISTS", name, ..]) if name.starts_with("dj_udf.") => {
+                    Some(format!("{kind} {}", name.trim_end_matches([';', '$'])))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn uninstall_drops_every_routine_install_creates() {
+    let install = script("install.sql");
+    let created = routines(&install, "CREATE");
+    assert!(created.len() > 20, "{created:?}");
+    assert_eq!(routines(&install, "DROP"), created, "install.sql drops each routine before creating it");
+    assert_eq!(routines(&script("uninstall.sql"), "DROP"), created, "uninstall.sql");
+}

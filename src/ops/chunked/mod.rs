@@ -23,7 +23,7 @@ pub mod running;
 
 use crate::config::Config;
 use crate::datajoint::hash::{self, Hash};
-use crate::datajoint::layout::{self, Object, MAX_FILE_STORE_NAME};
+use crate::datajoint::layout::{self, Object};
 use crate::error::{Error, Result};
 use crate::store::now_secs;
 use backend::{damaged, Backend, S3_MAX_PART, S3_MIN_PART};
@@ -139,9 +139,9 @@ pub fn open(cfg: &Config, store: &str, schema: &str, name: Option<&str>, part_si
     let spec = cfg.store(store)?;
     let backend = Backend::for_store(spec)?;
     if let Some(n) = name {
-        layout::check_attachment_name(n)?;
-        if matches!(backend, Backend::File { .. }) && n.len() > MAX_FILE_STORE_NAME {
-            return Err(Error::arg("attachment name", format!("a file store's names have at most {MAX_FILE_STORE_NAME} bytes")));
+        match backend {
+            Backend::File { .. } => layout::check_file_store_name(n)?,
+            Backend::S3(_) => layout::check_attachment_name(n)?,
         }
     }
     let (least, most) = match backend {

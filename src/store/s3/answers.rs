@@ -66,3 +66,45 @@ fn reason(status: u16) -> &'static str {
         _ => "",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(status: u16, code: &str, message: &str) -> String {
+        match classify("GET", status, code, message, "h:9000") {
+            S3Problem::Failed { message, .. } => message,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// An answer without an error document still says what its status means.
+    #[test]
+    fn bare_statuses_are_named() {
+        for (status, says) in [
+            (301, "redirected: check endpoint and region"),
+            (307, "redirected: check endpoint and region"),
+            (400, "bad request"),
+            (403, "forbidden"),
+            (404, "not found"),
+            (500, "internal server error"),
+            (503, "service unavailable"),
+            (418, ""),
+        ] {
+            assert_eq!(failed(status, "", ""), says, "{status}");
+        }
+        // A code or a message of the server's own wins over the status word.
+        assert_eq!(failed(404, "", "gone fishing"), "gone fishing");
+        assert_eq!(failed(404, "Weird", ""), "");
+    }
+
+    #[test]
+    fn server_text_is_trimmed_and_cut() {
+        assert_eq!(shorten("  short  "), "short");
+        let long = "é".repeat(MESSAGE_LIMIT);
+        let cut = shorten(&long);
+        assert!(cut.ends_with('…') && cut.len() <= MESSAGE_LIMIT + '…'.len_utf8(), "{}", cut.len());
+        assert!(long.starts_with(cut.trim_end_matches('…')));
+        assert_eq!(shorten(&"x".repeat(MESSAGE_LIMIT)), "x".repeat(MESSAGE_LIMIT), "exactly the limit is kept whole");
+    }
+}

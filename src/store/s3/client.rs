@@ -59,6 +59,8 @@ pub(super) struct Client {
     store: String,
     bucket: String,
     pub endpoint: String,
+    /// The proxy every request goes through, as messages show it.
+    proxy: Option<String>,
     /// The secret and the access key (in that order), kept only to scrub
     /// them from foreign text.
     secrets: [String; 2],
@@ -153,6 +155,7 @@ impl Client {
             store: store.name.clone(),
             bucket: s3.bucket.clone(),
             endpoint: s3.endpoint.clone(),
+            proxy: s3.proxy_shown(),
             secrets: [s3.secret_key.clone(), s3.access_key.clone()],
             timeout: s3.timeout,
             connect_timeout: s3.connect_timeout,
@@ -170,6 +173,10 @@ impl Client {
     pub fn err(&self, key: &str, problem: S3Problem) -> Error {
         let problem = match problem {
             S3Problem::Unreachable { endpoint, detail, attempts } => S3Problem::Unreachable { endpoint, detail: self.scrub(&detail), attempts },
+            S3Problem::ProxyUnreachable { proxy, endpoint, detail, attempts } => {
+                S3Problem::ProxyUnreachable { proxy, endpoint, detail: self.scrub(&detail), attempts }
+            }
+            S3Problem::ProxyFailed { proxy, endpoint, detail } => S3Problem::ProxyFailed { proxy, endpoint, detail: self.scrub(&detail) },
             S3Problem::AccessDenied { message } => S3Problem::AccessDenied { message: self.scrub(&message) },
             S3Problem::Failed { op, status, code, message } => {
                 S3Problem::Failed { op, status, code: self.scrub(&code), message: self.scrub(&message) }
@@ -186,8 +193,16 @@ impl Client {
     }
 
     fn transport_problem(&self, op: &'static str, e: &ureq::Error, attempts: u32) -> S3Problem {
-        let unreachable = |detail: String| S3Problem::Unreachable { endpoint: self.endpoint.clone(), detail, attempts };
+        // Through a proxy, every connection is made to the proxy: a failure
+        // to connect says nothing about the endpoint behind it.
+        let unreachable = |detail: String| match &self.proxy {
+            Some(proxy) => S3Problem::ProxyUnreachable { proxy: proxy.clone(), endpoint: self.endpoint.clone(), detail, attempts },
+            None => S3Problem::Unreachable { endpoint: self.endpoint.clone(), detail, attempts },
+        };
         match e {
+            ureq::Error::ConnectProxyFailed(m) => {
+                S3Problem::ProxyFailed { proxy: self.proxy.clone().unwrap_or_default(), endpoint: self.endpoint.clone(), detail: shorten(m) }
+            }
             ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => {
                 unreachable(format!("no connection within {} s, config key 'connect_timeout'", self.connect_timeout.as_secs_f64()))
             }

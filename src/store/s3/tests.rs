@@ -402,3 +402,17 @@ fn a_source_that_changes_between_the_two_passes_stores_nothing() {
     assert!(!seen.iter().any(|r| r.line.starts_with("PUT") && !r.query.contains("uploadId")), "no single PUT");
     assert!(!seen.iter().any(|r| r.line.starts_with("POST") && r.query.contains("uploadId")), "no CompleteMultipartUpload");
 }
+
+#[test]
+fn an_unreachable_proxy_is_named_instead_of_the_endpoint() {
+    let p = S3Problem::ProxyUnreachable {
+        proxy: "http://redacted@proxy.lab:3128/".into(),
+        endpoint: "s3.lab:9000".into(),
+        detail: "connection refused".into(),
+        attempts: 2,
+    };
+    assert_eq!(
+        p.to_string(),
+        "proxy_server http://redacted@proxy.lab:3128/ is unreachable (connection refused; 2 attempts); S3 endpoint s3.lab:9000 was not contacted"
+    );
+}
