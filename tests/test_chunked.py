@@ -615,3 +615,27 @@ def test_acceptance_a_large_object_in_and_out_in_64_mib_parts_through_a_64m_pack
         path.unlink()
         attach_path(world, kind.attach, db.schema, want, name).unlink()
     print(f"{kind.name}: DataJoint fetched it in {time.monotonic() - started:.1f} s")
+
+
+def test_the_chunked_routines_leave_the_session_as_they_found_it(db, world):
+    names = ["dj_udf_n", "dj_udf_sz", "dj_udf_nm", "dj_udf_fp", "dj_udf_ch", "dj_udf_v", "u", "m", "h"]
+    for n in names:
+        db.sql(f"SET @{n} = 'caller''s'")
+    db.sql("SET SESSION group_concat_max_len = 1234")
+    snapshot = lambda: db.sql("SELECT " + ", ".join(f"@{n}" for n in names) + ", @@SESSION.group_concat_max_len")  # noqa: E731
+    before = snapshot()
+    data = sample(2500, 17)
+    uid = db.call_out("dj_udf.upload_open", "localattach", db.schema, "s.bin", 1000)
+    assert snapshot() == before
+    for n in (1, 2, 3):
+        db.call_out("dj_udf.upload_part", uid, n, data[(n - 1) * 1000:n * 1000])
+    json.loads(db.one("SELECT dj_udf.upload_status(%s)", (uid,)))
+    h = db.call_out("dj_udf.upload_finish", uid, 3, None, None)
+    assert snapshot() == before
+    assert read_range(db, "localattach", h, 0, 5000) == (2500, data)
+    with pytest.raises(pymysql.err.MySQLError):
+        read_range(db, "localattach", md5(b"nothing"), 0, 10)
+    db.sql("CALL dj_udf.expire_uploads(@removed)")
+    uid = db.call_out("dj_udf.upload_open", "localattach", db.schema, "t.bin", 1000)
+    db.sql("CALL dj_udf.upload_abort(%s)", (uid,))
+    assert snapshot() == before
