@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 export DJ_UDF_REQUIRE_ALL=1
+# tests/test_chunked.py's acceptance run moves this many bytes in and out (3 GiB).
+export DJ_UDF_CHUNKED_BYTES=${DJ_UDF_CHUNKED_BYTES:-$((3 << 30))}
 
 scripts/setup.sh --python
 cargo fmt --check

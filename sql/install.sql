@@ -59,6 +59,14 @@ DROP FUNCTION IF EXISTS dj_tracking_table;
 DROP FUNCTION IF EXISTS dj_last_error;
 DROP FUNCTION IF EXISTS dj_stores;
 DROP FUNCTION IF EXISTS dj_version;
+-- chunked uploads and ranged reads
+DROP FUNCTION IF EXISTS dj_upload_open;
+DROP FUNCTION IF EXISTS dj_upload_part;
+DROP FUNCTION IF EXISTS dj_upload_finish;
+DROP FUNCTION IF EXISTS dj_upload_status;
+DROP FUNCTION IF EXISTS dj_upload_abort;
+DROP FUNCTION IF EXISTS dj_expire_uploads;
+DROP FUNCTION IF EXISTS dj_read_range;
 
 CREATE FUNCTION dj_checksum RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_file_checksum RETURNS STRING SONAME 'dj_udf.so';
@@ -87,6 +95,14 @@ CREATE FUNCTION dj_tracking_table RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_last_error RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_stores RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_version RETURNS STRING SONAME 'dj_udf.so';
+-- chunked uploads and ranged reads
+CREATE FUNCTION dj_upload_open RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_upload_part RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_upload_finish RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_upload_status RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_upload_abort RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_expire_uploads RETURNS INTEGER SONAME 'dj_udf.so';
+CREATE FUNCTION dj_read_range RETURNS STRING SONAME 'dj_udf.so';
 
 -- ---------------------------------------------------------------------------
 -- The dj_udf database: routines that turn UDF results into tracking rows and
@@ -1094,6 +1110,144 @@ BEGIN
     'path varchar(4096) CHARACTER SET utf8mb4 PATH ''$.path'', error varchar(8192) CHARACTER SET utf8mb4 PATH ''$.error'')) v ',
     'ORDER BY p.page, v.i'));
   SET SESSION group_concat_max_len = saved;
+END $$
+
+DELIMITER ;
+
+-- ---------------------------------------------------------------------------
+-- Objects of any size from any client: chunked uploads and ranged reads
+-- (README, "Objects of any size"). Their loadable functions are dropped
+-- and created with all the others above: a new library file is loaded only
+-- once no function of the old one is left.
+-- ---------------------------------------------------------------------------
+DELIMITER $$
+
+-- Opens a chunked upload of an attachment (attachment_name NULL: a blob)
+-- into a store and schema whose tracking table exists. Every part has
+-- part_size bytes but the last. The id belongs to the calling account.
+DROP PROCEDURE IF EXISTS dj_udf.upload_open $$
+CREATE PROCEDURE dj_udf.upload_open(IN store varchar(64), IN schema_name varchar(64), IN attachment_name varchar(255),
+                                    IN part_size bigint unsigned, OUT upload_id varchar(64))
+  SQL SECURITY INVOKER READS SQL DATA
+BEGIN
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
+  DECLARE id varchar(64);
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
+  -- The finish writes a tracking row: a missing table fails now, not then.
+  CALL dj_udf.run_sql(CONCAT('DO (SELECT COUNT(*) FROM ', t, ' WHERE FALSE)'));
+  SET id = CONVERT(dj_upload_open(store, schema_name, attachment_name, part_size, CURRENT_USER()) USING ascii);
+  IF id IS NULL THEN CALL dj_udf.fail('dj_udf.upload_open'); END IF;
+  SET upload_id = id;
+END $$
+
+-- Stores part part_number (from 1) of an upload, in any order; sending a
+-- part again is harmless. part_md5 is the MD5 (hex) of the bytes received.
+DROP PROCEDURE IF EXISTS dj_udf.upload_part $$
+CREATE PROCEDURE dj_udf.upload_part(IN upload_id varchar(64), IN part_number bigint unsigned, IN data longblob,
+                                    OUT part_md5 varchar(32))
+  SQL SECURITY INVOKER NO SQL
+BEGIN
+  DECLARE m varchar(32);
+  SET m = CONVERT(dj_upload_part(upload_id, CURRENT_USER(), part_number, data) USING ascii);
+  IF m IS NULL THEN CALL dj_udf.fail('dj_udf.upload_part'); END IF;
+  SET part_md5 = m;
+END $$
+
+-- Finishes an upload of `parts` parts: the library checks that every part
+-- is there (and, when not NULL, each part's MD5 against part_md5s and the
+-- object's hash against expected_hash), puts the object under its
+-- DataJoint key, and this writes its tracking row as DataJoint does. hash
+-- is ready for the INSERT of the user row. Repeating a finish that
+-- succeeded (a lost answer) gives the same hash.
+DROP PROCEDURE IF EXISTS dj_udf.upload_finish $$
+CREATE PROCEDURE dj_udf.upload_finish(IN upload_id varchar(64), IN parts bigint unsigned, IN part_md5s longtext,
+                                      IN expected_hash varbinary(36), OUT hash binary(16))
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  DECLARE r text CHARACTER SET utf8mb4;
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
+  DECLARE sc, st varchar(64) CHARACTER SET utf8mb4;
+  DECLARE h binary(16);
+  DECLARE nm varchar(255) CHARACTER SET utf8mb4;
+  DECLARE gone boolean;
+  DECLARE msg varchar(512);
+  SET r = CONVERT(dj_upload_finish(upload_id, CURRENT_USER(), parts, part_md5s, expected_hash) USING utf8mb4);
+  IF r IS NULL THEN CALL dj_udf.fail('dj_udf.upload_finish'); END IF;
+  SET h = UNHEX(JSON_UNQUOTE(JSON_EXTRACT(r, '$.hash')));
+  SET sc = JSON_UNQUOTE(JSON_EXTRACT(r, '$.schema')), st = JSON_UNQUOTE(JSON_EXTRACT(r, '$.store'));
+  SET nm = IF(JSON_TYPE(JSON_EXTRACT(r, '$.attachment_name')) = 'NULL', NULL, JSON_UNQUOTE(JSON_EXTRACT(r, '$.attachment_name')));
+  CALL dj_udf.usable_table(sc, st, FALSE, t);
+  CALL dj_udf.track(t, sc, st, h, JSON_EXTRACT(r, '$.size'), nm, NULL, NULL, gone);
+  IF gone THEN
+    SET msg = 'dj_udf.upload_finish: the object was removed (purge or sweep) before its tracking row was written; upload it again';
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
+  END IF;
+  SET hash = h;
+END $$
+
+-- JSON: the object an upload makes, its part size, each received part's
+-- number, size and MD5, and seconds until it expires.
+DROP FUNCTION IF EXISTS dj_udf.upload_status $$
+CREATE FUNCTION dj_udf.upload_status(upload_id varchar(64)) RETURNS longtext CHARACTER SET utf8mb4
+  NOT DETERMINISTIC NO SQL SQL SECURITY INVOKER
+BEGIN
+  DECLARE r longtext CHARACTER SET utf8mb4 DEFAULT CONVERT(dj_upload_status(upload_id, CURRENT_USER()) USING utf8mb4);
+  IF r IS NULL THEN CALL dj_udf.fail('dj_udf.upload_status'); END IF;
+  RETURN r;
+END $$
+
+-- Ends an unfinished upload of the calling account and frees what it holds.
+DROP PROCEDURE IF EXISTS dj_udf.upload_abort $$
+CREATE PROCEDURE dj_udf.upload_abort(IN upload_id varchar(64))
+  SQL SECURITY INVOKER NO SQL
+BEGIN
+  IF dj_upload_abort(upload_id, CURRENT_USER()) IS NULL THEN CALL dj_udf.fail('dj_udf.upload_abort'); END IF;
+END $$
+
+-- Removes every upload, of any account, that no call touched for the
+-- config's upload_expiry seconds, with its bytes in the upload folder or
+-- its S3 multipart upload. Uploads only: objects are sweep's (see README).
+DROP PROCEDURE IF EXISTS dj_udf.expire_uploads $$
+CREATE PROCEDURE dj_udf.expire_uploads(OUT removed bigint)
+  SQL SECURITY INVOKER NO SQL
+BEGIN
+  DECLARE n bigint DEFAULT dj_expire_uploads();
+  IF n IS NULL THEN CALL dj_udf.fail('dj_udf.expire_uploads'); END IF;
+  SET removed = n;
+END $$
+
+-- One result row (size, data): the object's size and its bytes
+-- [start_at, start_at + byte_count) (fewer at its end), for the object a
+-- tracking row of `schema_name` names by `hash`. The call that returns the
+-- last byte fails instead if the whole object does not hash as the row says.
+DROP PROCEDURE IF EXISTS dj_udf.read_range $$
+CREATE PROCEDURE dj_udf.read_range(IN store varchar(64), IN schema_name varchar(64), IN hash varbinary(36),
+                                   IN start_at bigint unsigned, IN byte_count bigint unsigned)
+  SQL SECURITY INVOKER READS SQL DATA
+BEGIN
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
+  DECLARE h binary(16) DEFAULT IF(LENGTH(hash) = 16, hash, UNHEX(REPLACE(hash, '-', '')));
+  DECLARE r longblob;
+  DECLARE row_json longtext CHARACTER SET utf8mb4;
+  DECLARE sz bigint unsigned;
+  DECLARE nm varchar(255) CHARACTER SET utf8mb4;
+  DECLARE fp varchar(1000) CHARACTER SET utf8mb4;
+  DECLARE ch binary(16);
+  DECLARE msg varchar(512);
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
+  CALL dj_udf.query_value(CONCAT('SELECT JSON_OBJECT(''size'', size, ''name'', attachment_name, ''filepath'', filepath, ',
+    '''contents_hash'', HEX(contents_hash)) FROM ', t, ' WHERE hash = ', dj_udf.bytes_literal(h)), r);
+  IF r IS NULL THEN
+    SET msg = LEFT(CONCAT('dj_udf.read_range: ', t, ' has no row for hash ', COALESCE(HEX(h), 'NULL')), 512);
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
+  END IF;
+  SET row_json = CONVERT(r USING utf8mb4);
+  SET sz = JSON_EXTRACT(row_json, '$.size');
+  SET nm = IF(JSON_TYPE(JSON_EXTRACT(row_json, '$.name')) = 'NULL', NULL, JSON_UNQUOTE(JSON_EXTRACT(row_json, '$.name')));
+  SET fp = IF(JSON_TYPE(JSON_EXTRACT(row_json, '$.filepath')) = 'NULL', NULL, JSON_UNQUOTE(JSON_EXTRACT(row_json, '$.filepath')));
+  SET ch = IF(JSON_TYPE(JSON_EXTRACT(row_json, '$.contents_hash')) = 'NULL', NULL, UNHEX(JSON_UNQUOTE(JSON_EXTRACT(row_json, '$.contents_hash'))));
+  SELECT sz AS size, dj_read_range(store, schema_name, h, sz, nm, fp, ch, start_at, byte_count) AS data;
+  IF dj_last_error() IS NOT NULL THEN CALL dj_udf.fail('dj_udf.read_range'); END IF;
 END $$
 
 DELIMITER ;

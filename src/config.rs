@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod uploads;
+pub use uploads::Uploads;
+
 /// Where the server looks when `DJ_UDF_CONFIG` is not set in its environment.
 pub const DEFAULT_PATH: &str = "/etc/mysql/dj_udf.json";
 
@@ -134,6 +137,8 @@ pub struct Config {
     pub max_get_bytes: u64,
     /// The most result bytes all call sites of the server hold at once.
     pub max_held_bytes: u64,
+    /// Chunked uploads: folder, limits and expiry (`upload_*` keys).
+    pub uploads: Uploads,
 }
 
 impl Config {
@@ -184,13 +189,29 @@ impl Config {
             Some(Value::String(k)) if k.len() >= 16 => Some(k.clone()),
             Some(_) => return Err(err(None, Some("purge_key"), "must be a string of at least 16 characters".into())),
         };
+        let uploads = uploads::parse(top).map_err(|(key, msg)| err(None, Some(key), msg))?;
+        let (import_dirs, export_dirs) = (dirs("import_dirs")?, dirs("export_dirs")?);
+        if let Some(dir) = &uploads.dir {
+            let mut roots: Vec<(String, &Path)> = Vec::new();
+            for st in &stores {
+                if st.protocol == Protocol::File {
+                    roots.push((format!("store '{}' location", st.name), Path::new(&st.location)));
+                }
+                if let Some(stage) = &st.stage {
+                    roots.push((format!("store '{}' stage", st.name), stage));
+                }
+            }
+            roots.extend(import_dirs.iter().map(|d| ("import_dirs".to_string(), d.as_path())));
+            roots.extend(export_dirs.iter().map(|d| ("export_dirs".to_string(), d.as_path())));
+            uploads::check_apart(dir, &roots).map_err(|msg| err(None, Some("upload_dir"), msg))?;
+        }
         Ok(Config {
             file: file.to_path_buf(),
             stores,
             checksum_size_limit: limit("filepath_checksum_size_limit")?,
             checksum_size_limit_insert: limit("filepath_checksum_size_limit_insert")?,
-            import_dirs: dirs("import_dirs")?,
-            export_dirs: dirs("export_dirs")?,
+            import_dirs,
+            export_dirs,
             export_quota_bytes: match top.get("export_quota_bytes") {
                 None => Some(DEFAULT_EXPORT_QUOTA),
                 Some(_) => limit("export_quota_bytes")?,
@@ -198,6 +219,7 @@ impl Config {
             purge_key,
             max_get_bytes: limit("max_get_bytes")?.unwrap_or(DEFAULT_MAX_GET),
             max_held_bytes: limit("max_held_bytes")?.unwrap_or(DEFAULT_MAX_HELD),
+            uploads,
         })
     }
 
@@ -248,6 +270,7 @@ impl Config {
         top.insert("purge_enabled".into(), self.purge_key.is_some().into());
         top.insert("max_get_bytes".into(), self.max_get_bytes.into());
         top.insert("max_held_bytes".into(), self.max_held_bytes.into());
+        self.uploads.json(&mut top);
         Value::Object(top).to_string()
     }
 }

@@ -246,6 +246,19 @@ impl Dir {
     }
 }
 
+/// Moving a file in from outside the root: a chunked upload's finished
+/// bytes, from the configured upload folder into a store folder.
+impl Dir {
+    /// Renames `from` (an absolute path the config vouches for) to `name`
+    /// here, replacing any file of that name, and makes the entry durable.
+    /// Fails with `EXDEV` when `from` is on another file system.
+    pub fn adopt(&self, from: &Path, name: &str) -> io::Result<()> {
+        let (a, b) = (cstr(&from.to_string_lossy())?, cstr(name)?);
+        rustix::fs::renameat(rustix::fs::CWD, a.as_c_str(), &self.fd, b.as_c_str())?;
+        self.sync()
+    }
+}
+
 /// A temporary file being written in a folder ([`Dir::create_temp`]). It is
 /// removed when dropped unless it got its final name first, so no error path
 /// leaves it behind.

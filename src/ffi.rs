@@ -377,17 +377,21 @@ macro_rules! export_udf {
 /// (another server, or the library loaded by a test program) the answers
 /// are `None` and `false`, and callers fall back to what needs none.
 pub mod server {
-    use std::ffi::{c_int, c_ulong, c_void, CStr};
+    use std::ffi::{c_char, c_int, c_ulong, c_void, CStr};
     use std::sync::OnceLock;
 
     type CurrentThd = unsafe extern "C" fn() -> *mut c_void;
     type KillLevel = unsafe extern "C" fn(*const c_void) -> c_int;
     type ThreadId = unsafe extern "C" fn(*const c_void) -> c_ulong;
+    /// `thd_priv_user` / `thd_priv_host`: a pointer and a length.
+    type PrivName = unsafe extern "C" fn(*const c_void, *mut usize) -> *const c_char;
 
     struct Api {
         current_thd: CurrentThd,
         kill_level: Option<KillLevel>,
         thread_id: Option<ThreadId>,
+        priv_user: Option<PrivName>,
+        priv_host: Option<PrivName>,
     }
 
     fn symbol(name: &CStr) -> *mut c_void {
@@ -404,12 +408,15 @@ pub mod server {
             }
             let kill = symbol(c"thd_kill_level");
             let id = symbol(c"thd_get_thread_id");
+            let (user, host) = (symbol(c"thd_priv_user"), symbol(c"thd_priv_host"));
             // SAFETY: the symbols are the server's functions of these C signatures.
             unsafe {
                 Some(Api {
                     current_thd: std::mem::transmute::<*mut c_void, CurrentThd>(current),
                     kill_level: (!kill.is_null()).then(|| std::mem::transmute::<*mut c_void, KillLevel>(kill)),
                     thread_id: (!id.is_null()).then(|| std::mem::transmute::<*mut c_void, ThreadId>(id)),
+                    priv_user: (!user.is_null()).then(|| std::mem::transmute::<*mut c_void, PrivName>(user)),
+                    priv_host: (!host.is_null()).then(|| std::mem::transmute::<*mut c_void, PrivName>(host)),
                 })
             }
         })
@@ -431,6 +438,27 @@ pub mod server {
         // SAFETY: a valid THD of the current thread. (c_ulong is not u64 everywhere.)
         #[allow(clippy::unnecessary_cast)]
         Some(unsafe { f(thd) } as u64)
+    }
+
+    /// The account the privileges of this call are checked against, as
+    /// `CURRENT_USER()` shows it (`user@host`; inside a `SQL SECURITY
+    /// DEFINER` routine, the definer). MariaDB exports it to plugins; where
+    /// the server does not, `None`.
+    pub fn account() -> Option<String> {
+        let api = api()?;
+        let (user, host) = (api.priv_user?, api.priv_host?);
+        let thd = thd(api)?;
+        let read = |f: PrivName| {
+            let mut len = 0usize;
+            // SAFETY: a valid THD of the current thread; the server returns a
+            // pointer to `len` bytes of its security context (or null), valid
+            // while this call runs, and they are copied at once.
+            unsafe {
+                let p = f(thd, &mut len);
+                (!p.is_null()).then(|| String::from_utf8_lossy(std::slice::from_raw_parts(p as *const u8, len)).into_owned())
+            }
+        };
+        Some(format!("{}@{}", read(user)?, read(host)?))
     }
 
     /// Whether the statement this call runs for was killed (`KILL QUERY` or

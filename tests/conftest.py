@@ -154,6 +154,11 @@ class World:
             "export_dirs": [str(self.dirs["export"])],
             "purge_key": PURGE_KEY,
         }
+        # --- chunked uploads (tests/test_chunked.py) -------------------------
+        self.dirs["uploads"] = base / "uploads"
+        self.dirs["uploads"].mkdir()
+        self.base_config["upload_dir"] = str(self.dirs["uploads"])
+        # ----------------------------------------------------------------------
         self.write_config(self.base_config)
         self.srv = base / "server"
         self.port = free_port()

@@ -5,9 +5,11 @@ pub mod attach;
 pub mod batch;
 pub mod blob;
 pub mod checksum;
+pub mod chunked;
 pub mod filepath;
 pub mod leftovers;
 pub mod objects;
+pub mod ranged;
 pub mod verify;
 
 use crate::config::{Config, StoreConfig};

@@ -229,4 +229,62 @@ sql_functions! {
     dj_version() -> string(64) = |_, _a, out| {
         put_text(out, env!("CARGO_PKG_VERSION"))
     }
+
+    /// Opens a chunked upload of an attachment (or, with a NULL name, a
+    /// blob); returns its id, a capability of the account that opened it.
+    dj_upload_open(store: Store, schema: Schema, attachment_name: Name, part_size: Size, account: Text) -> string(64) needs_config = |c, a, out| {
+        let name = a.attachment_name.text()?;
+        let id = ops::chunked::open(c.config(), a.store.req()?, a.schema.req()?, name, a.part_size.req_size()?, a.account.req()?)?;
+        put_text(out, &id)
+    }
+
+    /// Stores one numbered part of an upload; returns the MD5 (hex) of the
+    /// bytes received, the client's receipt.
+    dj_upload_part(upload_id: Text, account: Text, part: Size, data: Bytes) -> string(32) needs_config = |c, a, out| {
+        let Some(data) = a.data.bytes() else { return Err(Error::arg("data", "must not be NULL")) };
+        let md5 = ops::chunked::part(c.config(), a.upload_id.req()?, a.account.req()?, a.part.req_size()?, data)?;
+        put_text(out, &md5)
+    }
+
+    /// Checks and places an upload of `parts` parts; returns JSON with its
+    /// hash and size for the tracking row.
+    dj_upload_finish(upload_id: Text, account: Text, parts: Size, [part_md5s: Text, expected_hash: Hash]) -> string(TEXT) needs_config = |c, a, out| {
+        let json = ops::chunked::finish(
+            c.config(), a.upload_id.req()?, a.account.req()?, a.parts.req_size()?, a.part_md5s.text()?, a.expected_hash.hash()?,
+        )?;
+        put_text(out, &json)
+    }
+
+    /// An upload's parts as the server holds them, as JSON.
+    dj_upload_status(upload_id: Text, account: Text) -> string(1 << 20) needs_config = |c, a, out| {
+        put_text(out, &ops::chunked::status(c.config(), a.upload_id.req()?, a.account.req()?)?)
+    }
+
+    /// Ends an unfinished upload and frees what it holds.
+    dj_upload_abort(upload_id: Text, account: Text) -> string(16) needs_config = |c, a, out| {
+        ops::chunked::abort(c.config(), a.upload_id.req()?, a.account.req()?)?;
+        put_text(out, "aborted")
+    }
+
+    /// Removes every expired upload; returns how many.
+    dj_expire_uploads() -> int needs_config = |c, _a| {
+        Ok(Some(ops::chunked::expire(c.config())? as i64))
+    }
+
+    /// Bytes [offset, offset + length) of a tracking row's object; the call
+    /// that returns its last byte also checks the whole object's hash.
+    dj_read_range(store: Store, schema: Schema, hash: Hash, size: Size, attachment_name: Text, filepath: Text, contents_hash: Hash, offset: Size, length: Size)
+        -> string(LONG) needs_config = |c, a, out| {
+        let Some(h) = a.hash.hash()? else { return Ok(false) };
+        let row = TrackingRow {
+            schema: a.schema.text()?.unwrap_or(""),
+            hash: h,
+            size: a.size.req_size()?,
+            attachment_name: a.attachment_name.text()?,
+            filepath: a.filepath.text()?,
+            contents_hash: a.contents_hash.hash()?,
+        };
+        ops::ranged::read(c.config(), a.store.req()?, &row, a.offset.req_size()?, a.length.req_size()?, out)?;
+        Ok(true)
+    }
 }

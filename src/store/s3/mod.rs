@@ -26,6 +26,12 @@
 //! passes, hashed only in the first), `quirks` (what servers were seen to
 //! lack) and `answers` (what an error answer means); this module implements
 //! [`ObjectStore`] with them.
+//! Its parts: `client` (the HTTP agent, timeouts, retries, failures turned
+//! into errors), `requests` (one presigned request per S3 operation), `keys`
+//! (where DataJoint puts an object in the bucket), `upload` (how an upload
+//! is cut into parts) and `answers` (what an error answer means); this
+//! module implements [`ObjectStore`] with them. `parts` offers chunked
+//! uploads and ranged reads the multipart, copy and ranged-`GET` steps.
 
 use super::{check_source, now_secs, Listed, ObjectStore, Source};
 use crate::config::{S3Config, StoreConfig};
@@ -36,6 +42,7 @@ mod answers;
 mod client;
 mod keys;
 mod leftovers;
+mod parts;
 mod pool;
 mod quirks;
 mod requests;
@@ -46,6 +53,7 @@ mod upload;
 pub use answers::{classify, error_fields};
 use client::{Client, Payload};
 pub use keys::{location_prefix, object_keys, parse_time};
+pub use parts::COPY_PART;
 pub use pool::{IDLE_FOR, IDLE_PER_ENDPOINT};
 use quirks::Quirk;
 use requests::{Written, DELETE_BATCH};

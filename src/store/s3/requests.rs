@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a presigned URL stays valid; each attempt signs anew.
-const SIGNATURE_LIFETIME: Duration = Duration::from_secs(15 * 60);
+pub(super) const SIGNATURE_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
 /// How long a bucket that answered `HEAD bucket` is taken to exist.
 const BUCKET_SEEN_FOR: Duration = Duration::from_secs(60);
