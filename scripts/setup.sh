@@ -3,7 +3,9 @@
 # MariaDB server and client, the server headers (for the build's layout
 # check) and, with --python (what the tests need), a virtual environment
 # with pytest (in random order: pytest-randomly), PyMySQL and DataJoint 0.14.9,
-# strace and openssl (the no-thread and TLS tests) plus the S3-compatible test
+# strace and openssl (the no-thread and TLS tests), podman, runc, debootstrap
+# and binutils (the container test: tests/test_container.py), galera-4 and
+# rsync (the cluster test: tests/test_galera.py) plus the S3-compatible test
 # server s3s-fs (built from crates.io, about 5 minutes the first time). Does
 # nothing that is already done.
 set -euo pipefail
@@ -20,6 +22,13 @@ if [ "${1:-}" = --python ]; then
   have openssl || pkgs+=(openssl)
   have python3 || pkgs+=(python3)
   python3 -c "import venv, ensurepip" >/dev/null 2>&1 || pkgs+=(python3-venv)
+  have podman || pkgs+=(podman)
+  have runc || pkgs+=(runc)
+  have debootstrap || pkgs+=(debootstrap)
+  have objdump || pkgs+=(binutils)
+  [ -f /usr/lib/galera/libgalera_smm.so ] || pkgs+=(galera-4)
+  have rsync || pkgs+=(rsync)
+  have ss || pkgs+=(iproute2)
 fi
 if [ ${#pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
