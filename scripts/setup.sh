@@ -3,8 +3,8 @@
 # MariaDB server and client, the server headers (for the build's layout
 # check) and, with --python (what the tests need), a virtual environment
 # with pytest (in random order: pytest-randomly), PyMySQL and DataJoint 0.14.9,
-# strace and openssl (the no-thread and TLS tests), podman, runc, debootstrap
-# and binutils (the container test: tests/test_container.py), galera-4 and
+# strace and openssl (the no-thread and TLS tests), podman, podman-compose,
+# runc, debootstrap and binutils (the container tests: tests/test_container.py), galera-4 and
 # rsync (the cluster test: tests/test_galera.py) plus the S3-compatible test
 # server s3s-fs (built from crates.io, about 5 minutes the first time). Does
 # nothing that is already done.
@@ -23,6 +23,9 @@ if [ "${1:-}" = --python ]; then
   have python3 || pkgs+=(python3)
   python3 -c "import venv, ensurepip" >/dev/null 2>&1 || pkgs+=(python3-venv)
   have podman || pkgs+=(podman)
+  have podman-compose || pkgs+=(podman-compose)
+  # name resolution between the compose file's containers (CNI networks)
+  [ -x /usr/lib/cni/dnsname ] || pkgs+=(golang-github-containernetworking-plugin-dnsname)
   have runc || pkgs+=(runc)
   have debootstrap || pkgs+=(debootstrap)
   have objdump || pkgs+=(binutils)

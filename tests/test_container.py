@@ -3,7 +3,8 @@ built library installed in the image's MariaDB, sql/install.sql applied at
 the first start, the config file and the store folder mounted from the host,
 examples/seed.sql run through the container, and DataJoint 0.14.9 on the
 host reading (and writing) the same schema and store over a port published
-on 127.0.0.1.
+on 127.0.0.1; and docker/compose.yaml run by podman-compose, with its S3
+server, DataJoint on the host reading a file store and the S3 store.
 
 No registry is needed: the base image is Debian bookworm made here with
 `debootstrap --variant=minbase` and `podman import` (cached as a tarball
@@ -12,8 +13,8 @@ takes it as its BASE build argument. Podman runs with runc and a
 containers.conf without default rlimits (written under .tmp/container/ and
 named by CONTAINERS_CONF), which sandboxes that refuse rlimits need.
 
-Where podman, runc, debootstrap or objdump is missing, or containers cannot
-run, the tests are skipped with the reason; with DJ_UDF_REQUIRE_ALL=1 or CI
+Where podman, podman-compose, runc, debootstrap, objdump or s3s-fs is
+missing, or containers cannot run, the tests are skipped with the reason; with DJ_UDF_REQUIRE_ALL=1 or CI
 set they fail instead, naming what is missing."""
 
 import hashlib
@@ -31,7 +32,7 @@ import uuid
 import pymysql
 import pytest
 
-from conftest import LIBRARY, REQUIRE_ALL, ROOT, attach_hash, free_port, need
+from conftest import LIBRARY, REQUIRE_ALL, ROOT, S3S_FS, attach_hash, free_port, need
 
 CACHE = ROOT / ".tmp" / "container"
 BASE_TAR = CACHE / "bookworm-minbase.tar"
@@ -337,3 +338,116 @@ def test_restart_keeps_the_data_and_does_not_initialize_again(container):
         cur.execute("SELECT dj_checksum('abc')")
         assert cur.fetchone()[0] == hashlib.md5(b"abc").digest()
     assert container.logs().count("dj_udf entrypoint: initializing") == 1
+
+
+S3_IMAGE = "localhost/dj_udf-s3s-fs:test"
+
+
+@pytest.fixture(scope="module")
+def s3_image(image):
+    """The s3s-fs image of docker/s3s-fs.Dockerfile, its build stage given the
+    s3s-fs built on the host (no registry, no Rust toolchain image)."""
+    if not os.access(S3S_FS, os.X_OK):
+        unavailable(f"s3s-fs not found at {S3S_FS}: run scripts/setup.sh --python")
+    ctx = CACHE / "s3s-fs-build"
+    shutil.rmtree(ctx, ignore_errors=True)
+    (ctx / "out" / "bin").mkdir(parents=True)
+    shutil.copy2(S3S_FS, ctx / "out" / "bin" / "s3s-fs")
+    (ctx / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nCOPY out /out\n")
+    podman("build", "-t", "localhost/dj_udf-test-s3s-fs-build", str(ctx))
+    podman("build", "-f", "docker/s3s-fs.Dockerfile", "--build-arg", "RUST=localhost/dj_udf-test-s3s-fs-build",
+           "--build-arg", f"BASE={BASE_IMAGE}", "-t", S3_IMAGE, "docker", cwd=ROOT)
+    return S3_IMAGE
+
+
+def test_compose_stack_serves_datajoint_on_the_host(image, s3_image, tmp_path):
+    """docker/compose.yaml as shipped (its config, its S3 server and bucket),
+    run by podman-compose: SQL through the database puts attachments into a
+    file store and the S3 store; DataJoint on the host reads both."""
+    compose = shutil.which("podman-compose")
+    if compose is None:
+        unavailable("podman-compose not found: run scripts/setup.sh --python (apt-get install podman-compose)")
+    store = tmp_path / "store"
+    store.mkdir()
+    os.chown(store, MYSQL_UID, MYSQL_UID)
+    project = f"dj_udf_test_{uuid.uuid4().hex[:8]}"
+    port, s3_port = free_port(), free_port()
+    env = dict(podman_env(), DJ_UDF_IMAGE=image, DJ_UDF_S3_IMAGE=s3_image, DJ_UDF_PORT=str(port),
+               DJ_UDF_S3_PORT=str(s3_port), DJ_UDF_STORE=str(store), MARIADB_ROOT_PASSWORD=ROOT_PASSWORD,
+               MARIADB_USER=USER, MARIADB_PASSWORD=PASSWORD)
+    config = json.loads((ROOT / "docker" / "dj_udf.json").read_text())
+    run = [compose, "-p", project, "-f", str(ROOT / "docker" / "compose.yaml")]
+
+    def compose_cmd(*args, check=True):
+        out = subprocess.run(run + list(args), env=env, capture_output=True, text=True, timeout=600)
+        if check and out.returncode != 0:
+            raise AssertionError(f"podman-compose {' '.join(args)}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+        return out
+
+    compose_cmd("up", "-d")
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                conn = pymysql.connect(host="127.0.0.1", port=port, user=USER, password=PASSWORD, autocommit=True,
+                                       charset="utf8mb4", connect_timeout=5)
+                break
+            except pymysql.err.OperationalError:
+                if time.monotonic() > deadline:
+                    logs = compose_cmd("logs", check=False)
+                    raise AssertionError(f"the compose stack's database did not come up:\n{logs.stdout[-5000:]}")
+                time.sleep(0.5)
+        schema = "dj_" + uuid.uuid4().hex[:8]
+        docs = {"localattach": ("local.txt", b"in the store volume\n" * 50),
+                "s3store": ("remote.txt", b"in the S3 bucket\n" * 5000)}
+        with conn, conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {schema}")
+            for st, (nm, data) in docs.items():
+                cur.execute("CALL dj_udf.create_tracking_table(%s, %s)", (schema, st))
+                cur.execute(f"""CREATE TABLE {schema}.doc_{st} (
+                    doc_id int NOT NULL, doc binary(16) NOT NULL COMMENT ':attach@{st}:a document',
+                    PRIMARY KEY (doc_id), FOREIGN KEY (doc) REFERENCES {schema}.`~external_{st}` (hash)
+                      ON UPDATE RESTRICT ON DELETE RESTRICT) ENGINE=InnoDB""")
+                cur.execute("CALL dj_udf.attach_put(%s, %s, %s, %s, @h)", (st, schema, nm, data))
+                cur.execute(f"INSERT INTO {schema}.doc_{st} VALUES (1, @h)")
+                cur.execute("CALL dj_udf.verify(%s, %s)", (schema, st))
+                assert [r[4] for r in cur.fetchall()] == ["ok"]
+        # DataJoint on the host: the file store through the shared folder,
+        # the S3 store through the S3 server's published port.
+        s3 = config["stores"]["s3store"]
+        stores = {"localattach": {"protocol": "file", "location": str(store / "attach")},
+                  "s3store": {"protocol": "s3", "endpoint": f"127.0.0.1:{s3_port}", "bucket": s3["bucket"],
+                              "location": s3["location"], "access_key": s3["access_key"],
+                              "secret_key": s3["secret_key"]}}
+        got = datajoint_fetch(port, schema, stores, [f"doc_{st}" for st in docs], tmp_path / "down")
+        for st, (nm, data) in docs.items():
+            path = pathlib.Path(got[f"doc_{st}"])
+            assert path.name == nm and path.read_bytes() == data
+        h = attach_hash(*docs["localattach"])
+        assert (store / "attach" / schema / h.hex()[:2] / h.hex()[2:4] / f"{h.hex()}.local.txt").exists()
+    finally:
+        compose_cmd("down", "-v", check=False)
+        # podman-compose 1.0.3 leaves the project's network
+        podman("network", "rm", "-f", f"{project}_default", check=False)
+
+
+DJ_FETCH = r"""
+import json, sys
+import datajoint as dj
+a = json.loads(sys.argv[1])
+dj.config.update({"database.host": "127.0.0.1", "database.port": a["port"], "database.user": a["user"],
+                  "database.password": a["password"], "database.use_tls": False, "display.progress": False,
+                  "stores": a["stores"]})
+m = dj.VirtualModule("m", a["schema"])
+print(json.dumps({t: getattr(m, dj.utils.to_camel_case(t)).fetch1("doc", download_path=a["down"]) for t in a["tables"]}))
+"""
+
+
+def datajoint_fetch(port, schema, stores, tables, down):
+    need("datajoint")
+    down.mkdir()
+    args = dict(port=port, user=USER, password=PASSWORD, schema=schema, stores=stores, tables=tables, down=str(down))
+    out = subprocess.run([sys.executable, "-c", DJ_FETCH, json.dumps(args)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, f"DataJoint failed:\n{out.stdout}\n{out.stderr}"
+    return json.loads(out.stdout.strip().splitlines()[-1])
