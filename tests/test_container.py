@@ -10,8 +10,10 @@ No registry is needed: the base image is Debian bookworm made here with
 `debootstrap --variant=minbase` and `podman import` (cached as a tarball
 under .tmp/container/ and as the podman image below), and the Dockerfile
 takes it as its BASE build argument. Podman runs with runc and a
-containers.conf without default rlimits (written under .tmp/container/ and
-named by CONTAINERS_CONF), which sandboxes that refuse rlimits need.
+containers.conf without default rlimits and with runc as the runtime
+(written under .tmp/container/ and named by CONTAINERS_CONF, so that
+podman-compose's podman uses it too), which sandboxes that refuse rlimits
+need.
 
 Where podman, podman-compose, runc, debootstrap, objdump or s3s-fs is
 missing, or containers cannot run, the tests are skipped with the reason; with DJ_UDF_REQUIRE_ALL=1 or CI
@@ -56,7 +58,8 @@ def unavailable(why):
 def podman_env():
     CACHE.mkdir(parents=True, exist_ok=True)
     conf = CACHE / "containers.conf"
-    conf.write_text("# written by tests/test_container.py\n[containers]\ndefault_ulimits = []\n")
+    conf.write_text("# written by tests/test_container.py\n[containers]\ndefault_ulimits = []\n"
+                    "[engine]\nruntime = \"runc\"\n")
     return dict(os.environ, CONTAINERS_CONF=str(conf))
 
 

@@ -214,11 +214,12 @@ def put_row(conn, w, st, k):
     """A put and the user row referencing it, in one transaction on conn (so
     that a cleanup elsewhere cannot take the tracking row in between: the
     cluster's certification aborts one of the two, and the put is tried
-    again). Returns the committed id, or None."""
+    again, for up to 30 s). Returns the committed id, or None."""
     table = STORES[st]
     i = w.new_id()
+    deadline = time.monotonic() + 30
     with conn.cursor() as cur:
-        for _ in range(10):
+        while time.monotonic() < deadline:
             try:
                 cur.execute("START TRANSACTION")
                 cur.execute("CALL dj_udf.attach_put(%s, %s, %s, %s, @h)", (st, w.schema, name(k), contents(st, k)))
@@ -228,6 +229,7 @@ def put_row(conn, w, st, k):
                 conn.rollback()
                 if e.args[0] in RETRY:
                     w.count(f"writer retry {e.args[0]}")
+                    time.sleep(0.05)
                     continue
                 raise
             with w.lock:
