@@ -4,10 +4,11 @@
 # check) and, with --python (what the tests need), a virtual environment
 # with pytest (in random order: pytest-randomly), PyMySQL and DataJoint 0.14.9,
 # strace and openssl (the no-thread and TLS tests), podman, podman-compose,
-# runc, debootstrap and binutils (the container tests: tests/test_container.py), galera-4 and
-# rsync (the cluster test: tests/test_galera.py) plus the S3-compatible test
-# server s3s-fs (built from crates.io, about 5 minutes the first time). Does
-# nothing that is already done.
+# runc, debootstrap and binutils (the container tests:
+# tests/test_container.py), galera-4, rsync and iproute2 (the cluster tests:
+# tests/test_galera.py) plus the S3-compatible test server s3s-fs (built from
+# crates.io, about 5 minutes the first time). Does nothing that is already
+# done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
