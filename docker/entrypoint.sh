@@ -27,6 +27,7 @@ config=${DJ_UDF_CONFIG:-/etc/dj_udf/dj_udf.json}
 export DJ_UDF_CONFIG=$config
 datadir=$("$@" --verbose --help 2>/dev/null | awk '$1 == "datadir" { print $2 }')
 datadir=${datadir:-/var/lib/mysql}
+datadir=${datadir%/}
 
 file_env() { # VAR: VAR, or the contents of the file VAR_FILE names
   local var=$1 file_var="${1}_FILE"
@@ -54,6 +55,9 @@ first_start() {
   log "initializing $datadir"
   mkdir -p "$datadir"
   chown mysql:mysql "$datadir"
+  # removed when the initialization has finished: a start after a failed one
+  # is refused instead of running a half-initialized server
+  touch "$datadir/$marker"
   mariadb-install-db --user=mysql --datadir="$datadir" --skip-test-db --auth-root-authentication-method=socket \
     --skip-name-resolve >/dev/null
   local sock=/run/mysqld/init.sock
@@ -61,11 +65,13 @@ first_start() {
   "$@" --user=mysql --datadir="$datadir" --skip-networking --socket="$sock" --skip-log-bin &
   local pid=$!
   local client=(mariadb --protocol=socket --socket="$sock" -uroot)
-  for _ in $(seq 1 120); do
-    if "${client[@]}" -e 'SELECT 1' >/dev/null 2>&1; then break; fi
+  local up=
+  for _ in $(seq 1 240); do
+    if "${client[@]}" -e 'SELECT 1' >/dev/null 2>&1; then up=1; break; fi
     kill -0 "$pid" 2>/dev/null || die "the server stopped during initialization"
     sleep 0.5
   done
+  [ -n "$up" ] || die "the server did not accept connections within 2 minutes of its initialization"
 
   log "applying install.sql"
   "${client[@]}" < /usr/share/dj_udf/install.sql
@@ -105,8 +111,8 @@ first_start() {
     user=$(sql_string "$MARIADB_USER")
     pw=$(sql_string "$MARIADB_PASSWORD")
     "${client[@]}" -e "CREATE USER IF NOT EXISTS $user@'%' IDENTIFIED BY $pw; GRANT EXECUTE ON dj_udf.* TO $user@'%';"
-    schemas=${DJ_USER_SCHEMAS:-${MARIADB_USER}\\_%}
-    for s in $schemas; do
+    read -r -a schemas <<< "${DJ_USER_SCHEMAS:-${MARIADB_USER}\\_%}"
+    for s in "${schemas[@]}"; do
       "${client[@]}" -e "GRANT ALL PRIVILEGES ON \`${s//\`/\`\`}\`.* TO $user@'%'"
     done
   fi
@@ -122,8 +128,13 @@ first_start() {
 
   kill "$pid"
   wait "$pid" || true
+  rm "$datadir/$marker"
   log "initialized"
 }
 
+marker=.dj_udf-initializing
+if [ -e "$datadir/$marker" ]; then
+  die "the initialization of $datadir did not finish (see the log of the first start): empty that volume to start again"
+fi
 if [ ! -d "$datadir/mysql" ]; then first_start "$@"; fi
 exec "$@" --user=mysql

@@ -343,6 +343,29 @@ def test_restart_keeps_the_data_and_does_not_initialize_again(container):
     assert container.logs().count("dj_udf entrypoint: initializing") == 1
 
 
+def test_a_first_start_that_failed_is_not_taken_for_a_finished_one(image, tmp_path):
+    """The entrypoint refuses what it cannot set up, and a data folder whose
+    initialization stopped half-way is refused on the next start instead of
+    being served without dj_udf."""
+    conf, datadir, initdb = tmp_path / "dj_udf.json", tmp_path / "db", tmp_path / "initdb"
+    datadir.mkdir()
+    initdb.mkdir()
+    conf.write_text(json.dumps({"stores": {"main": {"protocol": "file", "location": "/data/blobs"}}}))
+    (initdb / "broken.sql").write_text("SELECT no_such_function();\n")
+    for p in (conf, datadir):
+        os.chown(p, MYSQL_UID, MYSQL_UID)
+    mounts = ["-v", f"{conf}:/etc/dj_udf/dj_udf.json:ro", "-v", f"{datadir}:/var/lib/mysql"]
+    out = podman("run", "--rm", *mounts, "-e", "MARIADB_USER=someone", image, check=False, timeout=300)
+    assert out.returncode != 0 and "MARIADB_USER needs MARIADB_PASSWORD" in out.stderr
+    assert not any(datadir.iterdir())
+    out = podman("run", "--rm", *mounts, "-v", f"{initdb}:/docker-entrypoint-initdb.d:ro", image, check=False,
+                 timeout=300)
+    assert out.returncode != 0 and "no_such_function" in out.stderr, out.stderr[-3000:]
+    out = podman("run", "--rm", *mounts, image, check=False, timeout=300)
+    assert out.returncode != 0
+    assert "the initialization of /var/lib/mysql did not finish" in out.stderr, out.stderr[-3000:]
+
+
 S3_IMAGE = "localhost/dj_udf-s3s-fs:test"
 
 
