@@ -3,9 +3,12 @@
 # MariaDB server and client, the server headers (for the build's layout
 # check), libcrypto's headers (MD5) and, with --python (what the tests need),
 # a virtual environment with pytest (in random order: pytest-randomly),
-# PyMySQL and DataJoint 0.14.9, strace and openssl (the thread and TLS tests)
-# plus the S3-compatible test server s3s-fs (built from crates.io, about 5
-# minutes the first time). Does nothing that is already done.
+# PyMySQL and DataJoint 0.14.9, strace and openssl (the thread and TLS
+# tests), podman, podman-compose, runc, debootstrap and binutils (the
+# container tests: tests/test_container.py), galera-4, rsync and iproute2
+# (the cluster tests: tests/test_galera.py) plus the S3-compatible test
+# server s3s-fs (built from crates.io, about 5 minutes the first time). Does
+# nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +26,16 @@ if [ "${1:-}" = --python ]; then
   have openssl || pkgs+=(openssl)
   have python3 || pkgs+=(python3)
   python3 -c "import venv, ensurepip" >/dev/null 2>&1 || pkgs+=(python3-venv)
+  have podman || pkgs+=(podman)
+  have podman-compose || pkgs+=(podman-compose)
+  # name resolution between the compose file's containers (CNI networks)
+  [ -x /usr/lib/cni/dnsname ] || pkgs+=(golang-github-containernetworking-plugin-dnsname)
+  have runc || pkgs+=(runc)
+  have debootstrap || pkgs+=(debootstrap)
+  have objdump || pkgs+=(binutils)
+  [ -f /usr/lib/galera/libgalera_smm.so ] || pkgs+=(galera-4)
+  have rsync || pkgs+=(rsync)
+  have ss || pkgs+=(iproute2)
 fi
 if [ ${#pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
