@@ -40,19 +40,28 @@ class Bug:
 BUGS = [
     Bug("no-content-md5-on-single-put", "every S3 request body carries Content-MD5",
         "src/store/s3/requests.rs",
-        'headers.push(("content-md5".into(), content_md5(data)));', "",
+        'headers.push(("content-md5".into(), md5.to_string()));', "let _ = md5;",
         "every_s3_upload_carries_content_md5"),
     Bug("no-content-md5-on-parts", "every multipart part carries Content-MD5",
         "src/store/s3/requests.rs",
-        'a.headers_mut().insert("content-md5", headers[0].1.as_str());', "",
+        'let headers = [("content-md5".to_string(), md5.to_string())];\n'
+        "        let url = || {\n"
+        "            let mut a = self.bucket.upload_part(Some(&self.creds), key, part, upload_id);\n"
+        '            a.headers_mut().insert("content-md5", headers[0].1.as_str());',
+        "let headers: [(String, String); 0] = [];\n"
+        "        let _ = md5;\n"
+        "        let url = || {\n"
+        "            let a = self.bucket.upload_part(Some(&self.creds), key, part, upload_id);",
         "every_s3_upload_carries_content_md5"),
     Bug("purge-key-length-not-compared", "deleting needs the exact purge key",
         "src/ops/objects.rs",
         "let mut diff = (secret.len() ^ given.len()) as u64;", "let mut diff = 0u64;",
         "exact_purge_key"),
     Bug("second-s3-pass-unchecked", "a file that changes between the two S3 passes is never stored",
-        "src/store/s3/mod.rs",
-        "self.put(&relative, src, hasher, Some(hash), &[])", "self.put(&relative, src, hasher, None, &[])",
+        "src/store/s3/two_pass.rs",
+        "            if got != survey.hash || buf.len as u64 != survey.size {\n"
+        "                return Err(changed(got));\n"
+        "            }\n", "            let _ = got;\n",
         "changed_between"),
     Bug("leak-1k-per-row", "no memory growth over many calls",
         "src/ffi.rs",
