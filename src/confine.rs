@@ -489,12 +489,14 @@ pub fn below(root: &Path, relative: &str) -> Confined {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Read;
 
-    fn tmpdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("dj-confine-{tag}-{}-{}", std::process::id(), nanos()));
+    /// A fresh, canonical scratch folder for one test (unit tests of other
+    /// modules that work on folders use it too).
+    pub(crate) fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("dj-{tag}-{}-{}", std::process::id(), nanos()));
         std::fs::create_dir_all(&d).unwrap();
         d.canonicalize().unwrap()
     }

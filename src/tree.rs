@@ -76,13 +76,7 @@ pub fn walk(start: Dir, path: &str, enter: &mut dyn FnMut(&str, &str) -> bool, v
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tmpdir(tag: &str) -> std::path::PathBuf {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let d = std::env::temp_dir().join(format!("dj-tree-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d.canonicalize().unwrap()
-    }
+    use crate::confine::tests::tmpdir;
 
     fn files(root: &std::path::Path) -> Vec<String> {
         let mut seen = Vec::new();

@@ -296,16 +296,11 @@ def gate(s3):
     assert not s3.gate.errors, s3.gate.errors
 
 
-class Db:
-    """A connection and a fresh schema with tracking tables for every file store."""
+class Session:
+    """One connection, with the helpers the tests run SQL through."""
 
-    def __init__(self, world: World):
-        self.world = world
-        self.schema = "t_" + uuid.uuid4().hex[:10]
-        self.conn = world.connect()
-        self.sql(f"CREATE DATABASE `{self.schema}`")
-        for store in ["localattach", "main", "data", "flat", "deep", "same"] + S3_STORES:
-            self.sql("CALL dj_udf.create_tracking_table(%s, %s)", (self.schema, store))
+    def __init__(self, conn):
+        self.conn = conn
 
     def sql(self, q, args=None):
         with self.conn.cursor() as cur:
@@ -333,6 +328,18 @@ class Db:
         marks = ", ".join(["%s"] * len(args))
         self.sql(f"CALL {proc}({marks}, @dj_out)", args)
         return self.one("SELECT @dj_out")
+
+
+class Db(Session):
+    """A connection and a fresh schema with tracking tables for every file store."""
+
+    def __init__(self, world: World):
+        super().__init__(world.connect())
+        self.world = world
+        self.schema = "t_" + uuid.uuid4().hex[:10]
+        self.sql(f"CREATE DATABASE `{self.schema}`")
+        for store in ["localattach", "main", "data", "flat", "deep", "same"] + S3_STORES:
+            self.sql("CALL dj_udf.create_tracking_table(%s, %s)", (self.schema, store))
 
     def tracking(self, store):
         return self.sql(

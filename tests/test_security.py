@@ -16,39 +16,16 @@ import uuid
 import pymysql
 import pytest
 
-from conftest import PURGE_KEY, md5
+from conftest import PURGE_KEY, Session, md5
 
 MiB = 1 << 20
 
 
-class Account:
+class Account(Session):
     """One connection of an account, with the few helpers the tests use."""
 
     def __init__(self, world, user, password):
-        self.conn = world.connect(user=user, password=password, read_timeout=60)
-
-    def sql(self, q, args=None):
-        with self.conn.cursor() as cur:
-            cur.execute(q, args)
-            return cur.fetchall()
-
-    def one(self, q, args=None):
-        rows = self.sql(q, args)
-        assert len(rows) == 1, rows
-        return rows[0][0] if len(rows[0]) == 1 else rows[0]
-
-    def error(self, q, args=None):
-        with pytest.raises(pymysql.err.MySQLError) as e:
-            self.sql(q, args)
-        return e.value.args[1]
-
-    def last_error(self):
-        e = self.one("SELECT dj_last_error()")
-        return e.decode() if e is not None else None
-
-    def call_out(self, proc, *args):
-        self.sql(f"CALL {proc}({', '.join(['%s'] * len(args))}, @dj_out)", args)
-        return self.one("SELECT @dj_out")
+        super().__init__(world.connect(user=user, password=password, read_timeout=60))
 
     def connection_id(self):
         return self.one("SELECT CONNECTION_ID()")

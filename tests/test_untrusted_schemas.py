@@ -45,7 +45,7 @@ def eve(world, db):
     SQL SECURITY INVOKER function that records who runs it."""
     schema = "eve_" + uuid.uuid4().hex[:10]
     db.sql(f"CREATE DATABASE `{schema}`")
-    db.sql("CREATE USER IF NOT EXISTS 'eve'@'localhost' IDENTIFIED BY 'eve-pw'")
+    db.sql("CREATE OR REPLACE USER 'eve'@'localhost' IDENTIFIED BY 'eve-pw'")
     db.sql(f"GRANT ALL ON `{schema}`.* TO 'eve'@'localhost'")
     db.sql("GRANT EXECUTE ON dj_udf.* TO 'eve'@'localhost'")
     conn = world.connect(user="eve", password="eve-pw")

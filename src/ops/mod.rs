@@ -173,14 +173,8 @@ pub fn readable_roots(cfg: &Config) -> Vec<&Path> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::confine::tests::tmpdir;
     use crate::confine::Dir;
-
-    fn tmpdir(tag: &str) -> std::path::PathBuf {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let d = std::env::temp_dir().join(format!("dj-ops-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d.canonicalize().unwrap()
-    }
 
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
