@@ -471,6 +471,8 @@ pub mod server {
     }
 }
 
+pub mod threads;
+
 /// System calls that `rustix` does not wrap, behind safe functions.
 pub mod os {
     use std::io;

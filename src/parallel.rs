@@ -98,10 +98,10 @@ where
     if workers == 1 {
         work(true);
     } else {
-        std::thread::scope(|s| {
+        crate::ffi::threads::scope(|s| {
             for _ in 1..workers {
                 // A thread that cannot start leaves its share to the others.
-                let _ = std::thread::Builder::new().name("dj_udf worker".into()).stack_size(1 << 20).spawn_scoped(s, || work(false));
+                let _ = s.spawn("dj_udf worker", || work(false));
             }
             work(true);
         });

@@ -11,7 +11,6 @@
 
 use crate::datajoint::hash::Hasher;
 use std::io::{self, Read};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 /// One read's buffer: large enough that the hand-over costs under 1% of
@@ -49,13 +48,11 @@ pub fn pump<E>(src: &mut dyn Read, hasher: &mut Hasher, sink: &mut dyn FnMut(&[u
         return Ok(first as u64);
     }
     sink(&buf[..second]).map_err(Failure::Sink)?;
-    let rest = std::thread::scope(|s| {
+    let rest = crate::ffi::threads::scope(|s| {
         let (to_worker, work) = sync_channel::<(Vec<u8>, usize)>(IN_FLIGHT);
         let (give_back, returned) = sync_channel::<Vec<u8>>(IN_FLIGHT);
         let (hand_over, take_hasher) = sync_channel::<Hasher>(1);
-        let spawned = std::thread::Builder::new()
-            .name("dj_udf-md5".into())
-            .spawn_scoped(s, move || catch_unwind(AssertUnwindSafe(|| hash_chunks(take_hasher, work, give_back))).ok().flatten());
+        let spawned = s.spawn("dj_udf md5", move || hash_chunks(take_hasher, work, give_back));
         let Ok(worker) = spawned else {
             // No thread to be had (a process limit): hash here.
             hasher.update(&buf[..second]);
@@ -67,7 +64,7 @@ pub fn pump<E>(src: &mut dyn Read, hasher: &mut Hasher, sink: &mut dyn FnMut(&[u
         let sent = feed(src, sink, &to_worker, &returned);
         // Closing the queue ends the worker, which hands the hasher back.
         drop(to_worker);
-        let back = worker.join().ok().flatten();
+        let back = worker.join().flatten();
         let n = sent?;
         *hasher = back.ok_or(Failure::Hashing)?;
         Ok(n)

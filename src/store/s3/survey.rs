@@ -105,10 +105,8 @@ fn side_by_side(src: &mut dyn Read, mut hasher: Hasher) -> io::Result<Survey> {
     for _ in 0..BUFFERS {
         empty_tx.send(vec![0u8; CHUNK]).expect("room for every buffer");
     }
-    std::thread::scope(|s| {
-        let helper = std::thread::Builder::new()
-            .name("dj_udf hash".into())
-            .spawn_scoped(s, move || crate::parallel::guarded(|| Ok(part_digests(full_rx, empty_tx))));
+    crate::ffi::threads::scope(|s| {
+        let helper = s.spawn("dj_udf hash", move || part_digests(full_rx, empty_tx));
         let Ok(helper) = helper else {
             // No thread to be had: do both digests here.
             return one_thread(src, hasher);
@@ -128,9 +126,8 @@ fn side_by_side(src: &mut dyn Read, mut hasher: Hasher) -> io::Result<Survey> {
         })();
         // Ends the helper's loop, whether all was read or not.
         drop(full_tx);
-        let parts = helper.join().map_err(|_| io::Error::other("the part hasher failed"))?;
+        let parts = helper.join().ok_or_else(|| io::Error::other("the part hasher failed"))?;
         read?;
-        let parts = parts.map_err(|e| io::Error::other(e.to_string()))?;
         Ok(Survey { hash: hasher.finish(), size, parts })
     })
 }
