@@ -121,11 +121,13 @@ def test_an_upload_abandoned_mid_way_is_aborted_by_the_sweep(db, s3, gate):
     src.parent.mkdir()
     src.write_bytes(os.urandom(40 * MiB))
     before = unfinished(world)
-    # s3s-fs dies as the second part arrives: neither the part nor the abort gets through
-    second_part = gate.once(lambda r: r.method == "PUT" and r.params().get("partNumber") == "2",
-                            lambda r: world.s3_stop(kill=True))
+    # s3s-fs dies as the upload is to be completed (its parts may go out in
+    # parallel, so only then are they all stored): neither the completion
+    # nor the abort gets through
+    completion = gate.once(lambda r: r.method == "POST" and "uploadId" in r.params(),
+                           lambda r: world.s3_stop(kill=True))
     msg = db.error("CALL dj_udf.attach_put_file('s3attach', %s, %s, @h)", (s, str(src)))
-    assert second_part.fired.is_set() and "unreachable" in msg, msg
+    assert completion.fired.is_set() and "unreachable" in msg, msg
     world.s3_start()
     assert len(unfinished(world) - before) >= 1, "its parts stay on the S3 server"
     assert len(markers(world, "s3attach")) == 1

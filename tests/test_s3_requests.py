@@ -388,7 +388,7 @@ def test_a_server_file_is_hashed_in_one_pass(db, world, gate):
         h = db.one("SELECT dj_attach_put_file('s3attach', %s, %s)", (s, str(p)))
         c2 = cpu_seconds(pid)
         assert h is not None, db.last_error()
-        parts = [r for r in gate.log if r.method == "PUT"]
+        parts = [r for r in gate.log if r.method == "PUT" and "partNumber" in r.params()]
         assert len(parts) == 6 and all(r.content_md5 and r.status == 200 for r in parts), gate.log
         ratios.append((c2 - c1) / max(c1 - c0, 0.01))
         assert db.one("SELECT dj_delete_object('s3attach', %s, %s, 'big.bin', NULL, %s)", (s, h, PURGE_KEY)) == b"deleted"
