@@ -142,12 +142,34 @@ CREATE TABLE IF NOT EXISTS dj_udf.purge_key (
 --   (or put again) less than this many seconds ago, so that a client has
 --   that long between CALL dj_udf.attach_put (or any put) and the INSERT
 --   that references the object.
+--   removal_stale_seconds: a dj_udf.removals row older than this is taken
+--   for one a server left when it died mid-removal (see that table).
 CREATE TABLE IF NOT EXISTS dj_udf.settings (
   name varchar(64) NOT NULL,
   value varchar(255) NOT NULL,
   PRIMARY KEY (name)
 ) ENGINE=InnoDB COMMENT 'settings of the dj_udf routines';
 INSERT IGNORE INTO dj_udf.settings VALUES ('cleanup_grace_seconds', '3600');
+
+-- Objects being removed from their stores right now, by which server and
+-- connection. A purge or sweep commits its row here before it deletes the
+-- object and removes it after, so that every node of a cluster sees it:
+-- a put on another server refuses to track such an object (dj_udf.track
+-- signals a deadlock, 1213, to be retried) instead of committing a row
+-- whose object is about to go. Rows older than removal_stale_seconds
+-- (dj_udf.settings) are of a server that died mid-removal and are ignored.
+-- Written only through the routines below. schema_name is '' for a
+-- filepath object (shared by every schema of its store).
+CREATE TABLE IF NOT EXISTS dj_udf.removals (
+  store varchar(64) NOT NULL,
+  schema_name varchar(64) NOT NULL,
+  hash binary(16) NOT NULL,
+  node varchar(320) NOT NULL,
+  connection bigint unsigned NOT NULL,
+  since timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  PRIMARY KEY (store, schema_name, hash)
+) ENGINE=InnoDB COMMENT 'objects a purge or sweep is removing now';
+INSERT IGNORE INTO dj_udf.settings VALUES ('removal_stale_seconds', '600');
 
 -- One row per filepath object (store, MD5 of its relative path) that a put
 -- routine or a purge has written. Filepath objects are shared by every
@@ -345,6 +367,8 @@ END $$
 -- running now holds this row's slot (dj_udf.hold_slot), so the insert waits
 -- for it to commit, at every isolation level. With the row in place no later
 -- purge removes the object, so a caller told object_gone writes it again.
+-- A removal under way on another server of a cluster is not held off by
+-- this row's lock: dj_udf.check_removals refuses the put instead.
 -- The refreshed timestamp starts the grace period of dj_udf.delete_unused.
 DROP PROCEDURE IF EXISTS dj_udf.track $$
 CREATE PROCEDURE dj_udf.track(IN t varchar(200) CHARACTER SET utf8mb4, IN schema_name varchar(64), IN store varchar(64),
@@ -353,6 +377,7 @@ CREATE PROCEDURE dj_udf.track(IN t varchar(200) CHARACTER SET utf8mb4, IN schema
                               OUT object_gone boolean)
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
+  CALL dj_udf.check_removals(store, schema_name, JSON_ARRAY(HEX(h)));
   CALL dj_udf.run_sql(CONCAT('INSERT INTO ', t,
     ' (hash, size, attachment_name, filepath, contents_hash) VALUES (', dj_udf.bytes_literal(h), ', ', sz, ', ',
     dj_udf.text_literal(attachment_name), ', ', dj_udf.text_literal(filepath), ', ', dj_udf.bytes_literal(contents_hash),
@@ -377,6 +402,7 @@ CREATE PROCEDURE dj_udf.blob_put(IN store varchar(64), IN schema_name varchar(64
 BEGIN
   DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE h binary(16);
+  DECLARE n bigint unsigned;
   DECLARE gone boolean;
   CALL dj_udf.usable_table(schema_name, store, FALSE, t);
   IF data IS NULL THEN
@@ -384,7 +410,10 @@ BEGIN
   ELSE
     SET h = dj_blob_put(store, schema_name, data);
     IF h IS NULL THEN CALL dj_udf.fail('dj_udf.blob_put'); END IF;
-    CALL dj_udf.track(t, schema_name, store, h, LENGTH(data), NULL, NULL, NULL, gone);
+    -- The size into a variable first: LENGTH(data) as an argument of a
+    -- nested CALL makes the server copy the whole value once more.
+    SET n = LENGTH(data);
+    CALL dj_udf.track(t, schema_name, store, h, n, NULL, NULL, NULL, gone);
     IF gone AND dj_blob_put(store, schema_name, data) IS NULL THEN CALL dj_udf.fail('dj_udf.blob_put'); END IF;
     SET hash = h;
   END IF;
@@ -398,6 +427,7 @@ CREATE PROCEDURE dj_udf.attach_put(IN store varchar(64), IN schema_name varchar(
 BEGIN
   DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE h binary(16);
+  DECLARE n bigint unsigned;
   DECLARE gone boolean;
   CALL dj_udf.usable_table(schema_name, store, FALSE, t);
   IF data IS NULL THEN
@@ -405,7 +435,8 @@ BEGIN
   ELSE
     SET h = dj_attach_put(store, schema_name, attachment_name, data);
     IF h IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put'); END IF;
-    CALL dj_udf.track(t, schema_name, store, h, LENGTH(data), attachment_name, NULL, NULL, gone);
+    SET n = LENGTH(data);
+    CALL dj_udf.track(t, schema_name, store, h, n, attachment_name, NULL, NULL, gone);
     IF gone AND dj_attach_put(store, schema_name, attachment_name, data) IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put'); END IF;
     SET hash = h;
   END IF;
@@ -604,31 +635,112 @@ BEGIN
             JSON_VALUE(j, '$.filepath'), UNHEX(JSON_VALUE(j, '$.contents_hash')));
 END $$
 
--- Takes the first entry of (schema, store) after id after_id out of the
--- queue, inside the caller's transaction: qid is NULL when there is none.
--- Two purges never take one entry: the second waits for the first to end,
--- and then finds it gone (or back, if the first rolled back).
+-- The first entry of (schema, store) after id after_id in the queue: qid is
+-- NULL when there is none. It stays queued until dj_udf.take_entry; two
+-- purges never remove one object at once (dj_udf.begin_removal).
 DROP PROCEDURE IF EXISTS dj_udf.claim_next $$
 CREATE PROCEDURE dj_udf.claim_next(IN k varchar(255), IN schema_name varchar(64), IN store varchar(64),
                                    IN after_id bigint unsigned, OUT qid bigint unsigned, OUT h binary(16),
                                    OUT attachment_name varchar(255), OUT filepath varchar(1000))
   SQL SECURITY DEFINER MODIFIES SQL DATA
 BEGIN
-  DECLARE taken boolean DEFAULT FALSE;
   DECLARE CONTINUE HANDLER FOR NOT FOUND SET qid = NULL;
   IF NOT dj_udf.is_purge_key(k) THEN
     SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = 'dj_udf.claim_next: wrong purge key';
   END IF;
-  REPEAT
-    SET qid = NULL;
-    SELECT q.id, q.hash, q.attachment_name, q.filepath INTO qid, h, attachment_name, filepath
-      FROM dj_udf.purge_queue q
-     WHERE q.schema_name = schema_name AND q.store = store AND q.id > after_id ORDER BY q.id LIMIT 1;
-    IF qid IS NOT NULL THEN
-      DELETE FROM dj_udf.purge_queue WHERE id = qid;
-      SET taken = ROW_COUNT() = 1, after_id = qid;
-    END IF;
-  UNTIL qid IS NULL OR taken END REPEAT;
+  SET qid = NULL;
+  SELECT q.id, q.hash, q.attachment_name, q.filepath INTO qid, h, attachment_name, filepath
+    FROM dj_udf.purge_queue q
+   WHERE q.schema_name = schema_name AND q.store = store AND q.id > after_id ORDER BY q.id LIMIT 1;
+END $$
+
+-- Takes entry qid out of the queue, inside the caller's transaction.
+DROP PROCEDURE IF EXISTS dj_udf.take_entry $$
+CREATE PROCEDURE dj_udf.take_entry(IN k varchar(255), IN qid bigint unsigned)
+  SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+  IF NOT dj_udf.is_purge_key(k) THEN
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = 'dj_udf.take_entry: wrong purge key';
+  END IF;
+  DELETE FROM dj_udf.purge_queue WHERE id = qid;
+END $$
+
+-- This server, as dj_udf.removals names it.
+DROP FUNCTION IF EXISTS dj_udf.this_node $$
+CREATE FUNCTION dj_udf.this_node() RETURNS varchar(320) CHARACTER SET utf8mb4
+  NOT DETERMINISTIC NO SQL SQL SECURITY INVOKER
+  RETURN CONCAT(@@hostname, ':', @@port) $$
+
+-- Records, inside the caller's transaction, that this connection is about to
+-- remove object h; taken is FALSE when another removal of it is under way
+-- (its row is younger than removal_stale_seconds).
+DROP PROCEDURE IF EXISTS dj_udf.begin_removal $$
+CREATE PROCEDURE dj_udf.begin_removal(IN k varchar(255), IN store varchar(64), IN schema_name varchar(64), IN h binary(16),
+                                      OUT taken boolean)
+  SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+  -- Local variables, so that a statement-based binary log gets values.
+  DECLARE me varchar(320) CHARACTER SET utf8mb4 DEFAULT dj_udf.this_node();
+  DECLARE conn bigint unsigned DEFAULT CONNECTION_ID();
+  DECLARE stale timestamp DEFAULT NOW() - INTERVAL dj_udf.removal_stale() SECOND;
+  IF NOT dj_udf.is_purge_key(k) THEN
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = 'dj_udf.begin_removal: wrong purge key';
+  END IF;
+  DELETE FROM dj_udf.removals
+   WHERE removals.store = store AND removals.schema_name = schema_name AND hash = h AND since < stale;
+  INSERT IGNORE INTO dj_udf.removals (store, schema_name, hash, node, connection)
+    VALUES (store, schema_name, h, me, conn);
+  SET taken = ROW_COUNT() = 1;
+END $$
+
+-- Removes this connection's row of object h from dj_udf.removals, inside the
+-- caller's transaction.
+DROP PROCEDURE IF EXISTS dj_udf.end_removal $$
+CREATE PROCEDURE dj_udf.end_removal(IN k varchar(255), IN store varchar(64), IN schema_name varchar(64), IN h binary(16))
+  SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+  DECLARE me varchar(320) CHARACTER SET utf8mb4 DEFAULT dj_udf.this_node();
+  DECLARE conn bigint unsigned DEFAULT CONNECTION_ID();
+  IF NOT dj_udf.is_purge_key(k) THEN
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = 'dj_udf.end_removal: wrong purge key';
+  END IF;
+  DELETE FROM dj_udf.removals
+   WHERE removals.store = store AND removals.schema_name = schema_name AND hash = h AND node = me AND connection = conn;
+END $$
+
+-- The age in seconds past which a row of dj_udf.removals is taken for one a
+-- dead server left (dj_udf.settings).
+DROP FUNCTION IF EXISTS dj_udf.removal_stale $$
+CREATE FUNCTION dj_udf.removal_stale() RETURNS bigint unsigned
+  NOT DETERMINISTIC READS SQL DATA SQL SECURITY DEFINER
+  RETURN COALESCE((SELECT CAST(value AS UNSIGNED) FROM dj_udf.settings WHERE name = 'removal_stale_seconds'), 600) $$
+
+-- Refuses a put of objects (a JSON array of 32-digit hex hashes) of which
+-- another server is removing one now: the put's tracking row would not hold
+-- that removal off (row locks do not reach other servers), so the caller's
+-- transaction must roll back and run again, which then waits for nothing
+-- and writes the object again. Signalled as a deadlock (1213), which is
+-- what clients of a cluster retry. A removal on this server is held off by
+-- the row's lock instead (dj_udf.hold_slot), and is let be.
+DROP PROCEDURE IF EXISTS dj_udf.check_removals $$
+CREATE PROCEDURE dj_udf.check_removals(IN store varchar(64), IN schema_name varchar(64), IN hashes longtext CHARACTER SET utf8mb4)
+  SQL SECURITY DEFINER READS SQL DATA
+BEGIN
+  DECLARE other varchar(320) CHARACTER SET utf8mb4;
+  DECLARE h binary(16);
+  DECLARE msg varchar(512) CHARACTER SET utf8mb4;
+  DECLARE me varchar(320) CHARACTER SET utf8mb4 DEFAULT dj_udf.this_node();
+  DECLARE stale timestamp DEFAULT NOW() - INTERVAL dj_udf.removal_stale() SECOND;
+  DECLARE CONTINUE HANDLER FOR NOT FOUND SET other = NULL;
+  SELECT r.node, r.hash INTO other, h FROM dj_udf.removals r
+    JOIN JSON_TABLE(hashes, '$[*]' COLUMNS (x char(32) PATH '$')) j ON r.hash = UNHEX(j.x)
+   WHERE r.store = store AND r.schema_name IN (schema_name, '') AND r.node <> me AND r.since >= stale
+   LIMIT 1;
+  IF other IS NOT NULL THEN
+    SET msg = LEFT(CONCAT('dj_udf: object ', HEX(h), ' of store ''', store, ''' is being removed by ', other,
+                          '; roll back and run the transaction again'), 512);
+    SIGNAL SQLSTATE '40001' SET MESSAGE_TEXT = msg, MYSQL_ERRNO = 1213;
+  END IF;
 END $$
 
 -- Keeps a failed entry in the queue with its error, for the next run.
@@ -773,22 +885,17 @@ BEGIN
   CALL dj_udf.run_sql(CONCAT('INSERT INTO ', t, ' (hash, size) VALUES (', dj_udf.bytes_literal(h), ', 0)'));
 END $$
 
--- The one place objects are deleted: inside the caller's transaction, it
--- holds the object's tracking-row slot (dj_udf.hold_slot) and deletes the
--- object only if no row names it. A filepath object is shared by every
--- schema of its store: its slot row (dj_udf.lock_filepath) is written
--- first, then the slot in every schema's tracking table of the store, and
--- its hash must be the MD5 of its path. status: 'tracked', 'deleted',
--- 'missing', or NULL with dj_last_error() when the library failed; a
--- refusal is a SQL error.
-DROP PROCEDURE IF EXISTS dj_udf.delete_if_untracked $$
-CREATE PROCEDURE dj_udf.delete_if_untracked(IN schema_name varchar(64), IN store varchar(64), IN h binary(16),
-                                            IN attachment_name varchar(255), IN filepath varchar(1000),
-                                            IN k varchar(255), OUT status varchar(100))
+-- Holds the tracking-row slots of object h inside the caller's transaction
+-- (dj_udf.hold_slot): in schema_name's tracking table, or for a filepath
+-- object in every schema's table of the store, after its slot row
+-- (dj_udf.lock_filepath), once its hash is checked to be the MD5 of its
+-- path. tracked: a row names it (then nothing is held); held: the tables
+-- holding a placeholder, one per line, for dj_udf.release_slots.
+DROP PROCEDURE IF EXISTS dj_udf.hold_slots $$
+CREATE PROCEDURE dj_udf.hold_slots(IN schema_name varchar(64), IN store varchar(64), IN h binary(16), IN filepath varchar(1000),
+                                   OUT tracked boolean, OUT held longtext CHARACTER SET utf8mb4)
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE tracked boolean DEFAULT FALSE;
-  DECLARE held longtext CHARACTER SET utf8mb4 DEFAULT '';
   DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE s varchar(64) CHARACTER SET utf8mb4;
   DECLARE done boolean DEFAULT FALSE;
@@ -796,6 +903,7 @@ BEGIN
   DECLARE store_tables CURSOR FOR
     SELECT TABLE_SCHEMA FROM information_schema.TABLES WHERE TABLE_NAME = CONCAT('~external_', store) ORDER BY TABLE_SCHEMA;
   DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = TRUE;
+  SET tracked = FALSE, held = '';
   IF filepath IS NULL THEN
     CALL dj_udf.usable_table(schema_name, store, TRUE, t);
     CALL dj_udf.hold_slot(t, h, tracked);
@@ -825,26 +933,96 @@ BEGIN
     END LOOP;
     CLOSE store_tables;
   END IF;
-  IF tracked THEN
-    SET status = 'tracked';
-  ELSE
-    SET status = dj_delete_object(store, schema_name, h, attachment_name, filepath, k);
-    IF status IS NOT NULL AND filepath IS NOT NULL THEN CALL dj_udf.release_filepath(store, h); END IF;
-  END IF;
-  -- The placeholders go before the caller commits (a failure rolls back).
+  IF tracked THEN CALL dj_udf.release_slots(held, h); SET held = ''; END IF;
+END $$
+
+-- Removes the placeholders dj_udf.hold_slots wrote (before the caller
+-- commits: no placeholder is ever committed).
+DROP PROCEDURE IF EXISTS dj_udf.release_slots $$
+CREATE PROCEDURE dj_udf.release_slots(IN held longtext CHARACTER SET utf8mb4, IN h binary(16))
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
   WHILE held <> '' DO
     CALL dj_udf.run_sql(CONCAT('DELETE FROM ', SUBSTRING_INDEX(held, '\n', 1), ' WHERE hash = ', dj_udf.bytes_literal(h)));
     SET held = IF(LOCATE('\n', held) = 0, '', SUBSTRING(held, LOCATE('\n', held) + 1));
   END WHILE;
 END $$
 
--- Removes the queued objects of one schema and store, one entry per
--- transaction: the entry is taken out of the queue (dj_udf.claim_next) and
--- the object removed only if no tracking row names it
--- (dj_udf.delete_if_untracked); both commit together. A failure puts the
--- entry back with its error for a later run and counts in failures; an
--- entry another purge is handling or has handled is skipped, not counted;
--- a deadlock is retried.
+-- The one place objects are deleted; commits, so it runs outside any
+-- transaction. Two transactions:
+--  1. with the object's slots held (no row names it, and no put on this
+--     server can write one meanwhile), its dj_udf.removals row is written
+--     and committed: from then on a put on any server of a cluster sees
+--     the removal and refuses (dj_udf.check_removals), and one that raced
+--     this commit loses the cluster's certification (both wrote the slot);
+--  2. with the slots held again (a put on this server may have tracked it
+--     in between), the object is deleted, and the removals row and the
+--     queue entry qid (unless NULL) go with the same commit.
+-- status: 'tracked', 'deleted', 'missing', 'busy' (another removal of it is
+-- under way), or NULL with dj_last_error() when the library failed (then
+-- nothing of the second transaction is kept and the removals row is gone).
+-- A refusal or a deadlock is a SQL error, with the removals row gone too.
+DROP PROCEDURE IF EXISTS dj_udf.delete_if_untracked $$
+DROP PROCEDURE IF EXISTS dj_udf.remove_object $$
+CREATE PROCEDURE dj_udf.remove_object(IN schema_name varchar(64), IN store varchar(64), IN h binary(16),
+                                      IN attachment_name varchar(255), IN filepath varchar(1000),
+                                      IN k varchar(255), IN qid bigint unsigned, OUT status varchar(100))
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  DECLARE tracked, taken boolean DEFAULT FALSE;
+  DECLARE held longtext CHARACTER SET utf8mb4;
+  DECLARE owner varchar(64) CHARACTER SET utf8mb4 DEFAULT IF(filepath IS NULL, schema_name, '');
+  DECLARE EXIT HANDLER FOR SQLEXCEPTION
+  BEGIN
+    ROLLBACK;
+    IF taken THEN
+      START TRANSACTION;
+      CALL dj_udf.end_removal(k, store, owner, h);
+      COMMIT;
+    END IF;
+    RESIGNAL;
+  END;
+  SET status = NULL;
+  START TRANSACTION;
+  CALL dj_udf.hold_slots(schema_name, store, h, filepath, tracked, held);
+  IF NOT tracked THEN
+    CALL dj_udf.begin_removal(k, store, owner, h, taken);
+    CALL dj_udf.release_slots(held, h);
+  ELSEIF qid IS NOT NULL THEN
+    CALL dj_udf.take_entry(k, qid);
+  END IF;
+  COMMIT;
+  IF tracked THEN
+    SET status = 'tracked';
+  ELSEIF NOT taken THEN
+    SET status = 'busy';
+  ELSE
+    START TRANSACTION;
+    CALL dj_udf.hold_slots(schema_name, store, h, filepath, tracked, held);
+    IF tracked THEN
+      SET status = 'tracked';
+    ELSE
+      SET status = dj_delete_object(store, schema_name, h, attachment_name, filepath, k);
+      IF status IS NOT NULL AND filepath IS NOT NULL THEN CALL dj_udf.release_filepath(store, h); END IF;
+      CALL dj_udf.release_slots(held, h);
+    END IF;
+    IF status IS NULL THEN
+      ROLLBACK;
+      START TRANSACTION;
+    ELSEIF qid IS NOT NULL THEN
+      CALL dj_udf.take_entry(k, qid);
+    END IF;
+    CALL dj_udf.end_removal(k, store, owner, h);
+    COMMIT;
+    SET taken = FALSE;
+  END IF;
+END $$
+
+-- Removes the queued objects of one schema and store, each with
+-- dj_udf.remove_object, which also takes its entry out of the queue. A
+-- failure leaves the entry queued with its error for a later run and counts
+-- in failures; an object another purge is removing now is skipped, not
+-- counted; a deadlock is retried.
 DROP PROCEDURE IF EXISTS dj_udf.purge $$
 CREATE PROCEDURE dj_udf.purge(IN schema_name varchar(64), IN store varchar(64), OUT objects_deleted bigint, OUT failures bigint)
   SQL SECURITY INVOKER MODIFIES SQL DATA
@@ -859,47 +1037,34 @@ BEGIN
   DECLARE err varchar(1000) CHARACTER SET utf8mb4;
   DECLARE errno int;
   DECLARE deadlocks int DEFAULT 0;
-  DECLARE EXIT HANDLER FOR SQLEXCEPTION
-  BEGIN
-    ROLLBACK;
-    RESIGNAL;
-  END;
   CALL dj_udf.usable_table(schema_name, store, TRUE, t);
   CALL dj_udf.purge_key_for('dj_udf.purge', k);
   SET objects_deleted = 0, failures = 0;
   purge_loop: LOOP
     SET qid = NULL, status = NULL, err = NULL, errno = 0;
-    START TRANSACTION;
+    CALL dj_udf.claim_next(k, schema_name, store, last_id, qid, h, nm, fp);
+    IF qid IS NULL THEN LEAVE purge_loop; END IF;
     BEGIN
-      DECLARE EXIT HANDLER FOR 1213 SET errno = 1213;
-      CALL dj_udf.claim_next(k, schema_name, store, last_id, qid, h, nm, fp);
+      DECLARE EXIT HANDLER FOR SQLEXCEPTION
+        GET DIAGNOSTICS CONDITION 1 errno = MYSQL_ERRNO, err = MESSAGE_TEXT;
+      CALL dj_udf.remove_object(schema_name, store, h, nm, fp, k, qid, status);
+      IF status IS NULL THEN
+        SET err = LEFT(COALESCE(CONVERT(dj_last_error() USING utf8mb4), 'failed without a message'), 1000), errno = -1;
+      END IF;
     END;
-    IF qid IS NOT NULL AND errno = 0 THEN
-      BEGIN
-        DECLARE EXIT HANDLER FOR SQLEXCEPTION
-          GET DIAGNOSTICS CONDITION 1 errno = MYSQL_ERRNO, err = MESSAGE_TEXT;
-        CALL dj_udf.delete_if_untracked(schema_name, store, h, nm, fp, k, status);
-        IF status IS NULL THEN
-          SET err = LEFT(COALESCE(CONVERT(dj_last_error() USING utf8mb4), 'failed without a message'), 1000), errno = -1;
-        END IF;
-      END;
-    END IF;
     IF errno = 0 THEN
-      COMMIT;
-      IF qid IS NULL THEN LEAVE purge_loop; END IF;
       SET last_id = qid, deadlocks = 0;
       IF status = 'deleted' THEN SET objects_deleted = objects_deleted + 1; END IF;
+    ELSEIF errno = 1213 AND deadlocks < 20 THEN
+      -- the same entry again
+      SET deadlocks = deadlocks + 1;
+    ELSEIF errno = 1213 THEN
+      SIGNAL SQLSTATE '40001' SET MESSAGE_TEXT = 'dj_udf.purge: deadlocked 20 times in a row; run it again', MYSQL_ERRNO = 1213;
     ELSE
-      -- the entry goes back into the queue, and so does any placeholder
-      ROLLBACK;
-      IF errno = 1213 AND deadlocks < 20 THEN
-        SET deadlocks = deadlocks + 1;
-      ELSEIF errno = 1213 THEN
-        SIGNAL SQLSTATE '40001' SET MESSAGE_TEXT = 'dj_udf.purge: deadlocked 20 times in a row; run it again', MYSQL_ERRNO = 1213;
-      ELSE
-        CALL dj_udf.record_failure(k, qid, err);
-        SET failures = failures + 1, last_id = qid, deadlocks = 0;
-      END IF;
+      START TRANSACTION;
+      CALL dj_udf.record_failure(k, qid, err);
+      COMMIT;
+      SET failures = failures + 1, last_id = qid, deadlocks = 0;
     END IF;
   END LOOP;
 END $$
@@ -907,7 +1072,7 @@ END $$
 -- Removes objects of one schema that no tracking row names and that are at
 -- least min_age_seconds old: what a rolled-back or failed insert left behind
 -- (objects are written before the transaction that tracks them commits).
--- Each object is removed while its tracking-row slot is locked, as in purge;
+-- Each object is removed by dj_udf.remove_object, as in purge;
 -- files that are not DataJoint objects of this store are never touched.
 -- Filepath objects are not swept (their keys are not per schema).
 DROP PROCEDURE IF EXISTS dj_udf.sweep $$
@@ -951,11 +1116,9 @@ BEGIN
       IF done THEN LEAVE item_loop; END IF;
       SET after_key = ik;
       IF ih IS NOT NULL AND iage >= min_age_seconds THEN
-        START TRANSACTION;
-        CALL dj_udf.delete_if_untracked(schema_name, store, UNHEX(ih), inm, NULL, k, status);
+        CALL dj_udf.remove_object(schema_name, store, UNHEX(ih), inm, NULL, k, NULL, status);
         IF status IS NULL THEN CALL dj_udf.fail('dj_udf.sweep'); END IF;
         IF status = 'deleted' THEN SET orphans_deleted = orphans_deleted + 1; END IF;
-        COMMIT;
       END IF;
     END LOOP;
     CLOSE items;
@@ -1024,6 +1187,7 @@ BEGIN
   CALL dj_udf.usable_table(schema_name, store, FALSE, t);
   SET r = CONVERT(dj_attach_put_files(store, schema_name, server_paths) USING utf8mb4);
   IF r IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_files'); END IF;
+  CALL dj_udf.check_removals(store, schema_name, COALESCE(JSON_EXTRACT(r, '$[*].hash'), '[]'));
   CALL dj_udf.run_sql(CONCAT('INSERT INTO ', t, ' (hash, size, attachment_name) ',
     'SELECT UNHEX(j.hash), j.size, j.attachment_name FROM JSON_TABLE(', dj_udf.text_literal(r), ', ''$[*]'' COLUMNS (',
     'hash char(32) PATH ''$.hash'', size bigint unsigned PATH ''$.size'', ',

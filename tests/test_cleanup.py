@@ -196,3 +196,28 @@ def test_delete_needs_the_exact_purge_key(db, world):
         assert obj.exists(), what
     assert db.one(q, (s, h, k)) == b"deleted"
     assert not obj.exists()
+
+
+def test_a_removal_under_way_on_another_server_refuses_the_put_until_it_is_stale(db, world):
+    """What a cluster node sees while another node removes an object (the
+    cluster itself: tests/test_galera.py): its dj_udf.removals row makes a
+    put of the object fail as a deadlock to retry, never commit a row the
+    removal then leaves without its object; a row of a server that died
+    mid-removal (older than removal_stale_seconds) holds nothing off, nor
+    does one of this server (its row locks do)."""
+    s, data = db.schema, b"removed elsewhere"
+    h = attach_hash("r.txt", data)
+    db.sql("INSERT INTO dj_udf.removals (store, schema_name, hash, node, connection) VALUES ('localattach', %s, %s, 'node2:3306', 7)",
+           (s, h))
+    try:
+        with pytest.raises(Exception) as e:
+            db.sql("CALL dj_udf.attach_put('localattach', %s, 'r.txt', %s, @h)", (s, data))
+        assert e.value.args[0] == 1213 and "being removed by node2:3306" in e.value.args[1], e.value.args
+        assert db.tracking("localattach") == ()
+        db.sql("UPDATE dj_udf.removals SET since = NOW() - INTERVAL 601 SECOND WHERE hash = %s", (h,))
+        assert db.call_out("dj_udf.attach_put", "localattach", s, "r.txt", data) == h
+        db.sql("UPDATE dj_udf.removals SET since = NOW(), node = dj_udf.this_node() WHERE hash = %s", (h,))
+        assert db.call_out("dj_udf.attach_put", "localattach", s, "r.txt", data) == h
+    finally:
+        db.sql("DELETE FROM dj_udf.removals WHERE hash = %s", (h,))
+    assert attach_path(world, "localattach", s, h, "r.txt").read_bytes() == data
