@@ -77,7 +77,11 @@ SELECT dj_udf.filepath_get('data', x.filepath, x.contents_hash, x.size) AS local
 CALL dj_udf.verify('lab', 'localattach');
 
 -- Delete a row, then clean up: unused tracking rows and their objects go.
+-- cleanup leaves rows put within the last cleanup_grace_seconds (an hour
+-- by default); this example's are seconds old, so it sets none for a moment.
 DELETE FROM lab.scan_attachment WHERE scan_id = 1;
+UPDATE dj_udf.settings SET value = '0' WHERE name = 'cleanup_grace_seconds';
 CALL dj_udf.cleanup('lab', 'localattach', @rows, @objects, @failures);
+UPDATE dj_udf.settings SET value = '3600' WHERE name = 'cleanup_grace_seconds';
 SELECT @rows AS tracking_rows_deleted, @objects AS objects_deleted, @failures AS failures;
 CALL dj_udf.verify('lab', 'localattach');
