@@ -4,7 +4,7 @@
 //! aborted later), a server-side copy from one key to another, and a ranged
 //! `GET`. Keys here are relative to the store's location, as everywhere.
 
-use super::client::{answer_text, Request, Verb};
+use super::client::{answer_text, Payload, Request, Verb};
 use super::requests::SIGNATURE_LIFETIME;
 use super::upload::base64;
 use super::S3Store;
@@ -31,26 +31,7 @@ impl S3Store {
     /// Uploads part `number` (1 to 10 000) whose MD5 the caller computed
     /// already (it is the part's `Content-MD5`): its ETag.
     pub fn send_part(&self, relative: &str, upload_id: &str, number: usize, data: &[u8], md5: &Hash) -> Result<String> {
-        let key = self.written(relative);
-        let op = "UploadPart";
-        let part = u16::try_from(number).map_err(|_| self.client.err(&key, S3Problem::Protocol { op, detail: "too many parts".into() }))?;
-        let headers = [("content-md5".to_string(), base64(md5))];
-        let url = || {
-            let mut a = self.bucket.upload_part(Some(&self.creds), &key, part, upload_id);
-            a.headers_mut().insert("content-md5", headers[0].1.as_str());
-            a.sign(SIGNATURE_LIFETIME)
-        };
-        let r = Request { headers: &headers, body: super::client::Payload::Bytes(data), ..Request::new(op, Verb::Put, &key, &url) };
-        let answer = self.client.send(&r)?;
-        if !answer.status().is_success() {
-            return Err(self.client.answer_error(&r, answer));
-        }
-        answer
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .ok_or_else(|| self.client.err(&key, S3Problem::Protocol { op, detail: "no ETag in the answer".into() }))
+        self.upload_part(&self.written(relative), upload_id, number, Payload::Bytes(data), &base64(md5))
     }
 
     /// Completes an upload of `etags` (part 1 first) holding `size` bytes.
