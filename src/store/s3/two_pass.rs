@@ -26,7 +26,6 @@ use super::S3Store;
 use crate::datajoint::hash::{to_hex, Hash, Hasher};
 use crate::error::{Error, Result, S3Problem};
 use crate::store::{ObjectStore, Source};
-use md5::{Digest, Md5};
 use std::fs::File;
 use std::io::{self, Read, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -179,7 +178,7 @@ impl S3Store {
         let read_err = |e| Error::io("read source for", self.describe_key(key), e);
         src.seek(SeekFrom::Start(start + at)).map_err(read_err)?;
         buf.fill(&mut Read::take(&mut *src, len), len as usize).map_err(read_err)?;
-        let hashed = quirks::has(&self.client.endpoint, Quirk::OpaqueEtags).then(|| Md5::digest(buf.filled()).into());
+        let hashed = quirks::has(&self.client.endpoint, Quirk::OpaqueEtags).then(|| crate::datajoint::hash::digest(b"", buf.filled()));
         let etag = self.upload_part(key, upload_id, i + 1, Payload::Bytes(buf.filled()), &base64(&survey.parts[i]))?;
         Ok(Sent { etag, hashed })
     }
@@ -187,18 +186,8 @@ impl S3Store {
     /// The MD5 of part `i` as the source holds it now.
     fn part_md5_now(&self, src: &mut dyn Source, start: u64, survey: &Survey, i: usize) -> io::Result<[u8; 16]> {
         let (at, len) = survey.part(i);
-        let mut md5 = Md5::new();
-        let mut buf = vec![0u8; crate::store::pump::CHUNK];
         src.seek(SeekFrom::Start(start + at))?;
-        let mut part = Read::take(&mut *src, len);
-        loop {
-            match part.read(&mut buf) {
-                Ok(0) => return Ok(md5.finalize().into()),
-                Ok(n) => md5.update(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        crate::store::hash_all(&mut Read::take(&mut *src, len), Hasher::default()).map(|(md5, _)| md5)
     }
 
     /// The key hash of the source as it is now, for the message about a change.
@@ -233,7 +222,7 @@ impl OpenBody for FilePart<'_> {
     fn open(&self) -> io::Result<Box<dyn Read + '_>> {
         let part = At { file: self.file, pos: self.pos, left: self.len };
         Ok(match &self.digest {
-            Some(into) => Box::new(Hashing { inner: part, left: self.len, md5: Md5::new(), into }),
+            Some(into) => Box::new(Hashing { inner: part, left: self.len, md5: Hasher::default(), into }),
             None => Box::new(part),
         })
     }
@@ -268,7 +257,7 @@ impl Read for At<'_> {
 struct Hashing<'d, R> {
     inner: R,
     left: u64,
-    md5: Md5,
+    md5: Hasher,
     into: &'d Mutex<Option<[u8; 16]>>,
 }
 
@@ -278,7 +267,7 @@ impl<R: Read> Read for Hashing<'_, R> {
         self.md5.update(&buf[..n]);
         self.left = self.left.saturating_sub(n as u64);
         if self.left == 0 {
-            *self.into.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::mem::take(&mut self.md5).finalize().into());
+            *self.into.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::mem::take(&mut self.md5).finish());
         }
         Ok(n)
     }

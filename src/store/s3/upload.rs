@@ -1,7 +1,6 @@
 //! How an upload is cut into requests, the buffer its parts are read into,
 //! and the `Content-MD5` each one carries.
 
-use md5::{Digest, Md5};
 use std::io::{self, Read};
 
 /// Objects up to this size go in a single `PUT`.
@@ -17,7 +16,7 @@ pub(super) const FIRST_BUFFER: usize = 64 << 10;
 
 /// `Content-MD5`: the base64 of the body's raw MD5.
 pub fn content_md5(data: &[u8]) -> String {
-    base64(&Md5::digest(data))
+    base64(&crate::datajoint::hash::digest(b"", data))
 }
 
 pub(super) fn base64(bytes: &[u8]) -> String {
