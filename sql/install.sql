@@ -318,6 +318,24 @@ CREATE FUNCTION dj_udf.column_ref(schema_name varchar(64) CHARACTER SET utf8mb4,
   DETERMINISTIC NO SQL SQL SECURITY INVOKER
   RETURN CONCAT(dj_udf.quoted(schema_name), '.', dj_udf.quoted(table_name)) $$
 
+-- Runs a statement over dj_udf.pages (dj_udf.run_sql), with the session's
+-- group_concat_max_len raised to 64 MiB for it, since a page is a JSON
+-- array of up to 1000 items, and put back however the statement ends.
+DROP PROCEDURE IF EXISTS dj_udf.run_paged $$
+CREATE PROCEDURE dj_udf.run_paged(IN stmt longtext CHARACTER SET utf8mb4)
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  DECLARE saved bigint unsigned DEFAULT @@SESSION.group_concat_max_len;
+  DECLARE EXIT HANDLER FOR SQLEXCEPTION
+  BEGIN
+    SET SESSION group_concat_max_len = saved;
+    RESIGNAL;
+  END;
+  SET SESSION group_concat_max_len = GREATEST(saved, 64 << 20);
+  CALL dj_udf.run_sql(stmt);
+  SET SESSION group_concat_max_len = saved;
+END $$
+
 -- A derived table `p` of the rows of `query` (columns: hash, item) in pages
 -- of 1000 by hash: `p.page`, and `p.items`, a JSON array of their items.
 -- The batch functions take one page each, from a JSON_TABLE beside it.
@@ -566,15 +584,8 @@ CREATE PROCEDURE dj_udf.verify(IN schema_name varchar(64), IN store varchar(64))
   SQL SECURITY INVOKER READS SQL DATA
 BEGIN
   DECLARE t varchar(200) CHARACTER SET utf8mb4;
-  DECLARE saved bigint unsigned DEFAULT @@SESSION.group_concat_max_len;
-  DECLARE EXIT HANDLER FOR SQLEXCEPTION
-  BEGIN
-    SET SESSION group_concat_max_len = saved;
-    RESIGNAL;
-  END;
   CALL dj_udf.usable_table(schema_name, store, TRUE, t);
-  SET SESSION group_concat_max_len = GREATEST(saved, 64 << 20);
-  CALL dj_udf.run_sql(CONCAT(
+  CALL dj_udf.run_paged(CONCAT(
     'SELECT UPPER(v.hash) AS hash, v.size, v.attachment_name, v.filepath, v.status FROM ',
     dj_udf.pages(CONCAT('SELECT hash, JSON_OBJECT(''hash'', HEX(hash), ''size'', size, ''attachment_name'', CONVERT(attachment_name USING utf8mb4), ',
                         '''filepath'', CONVERT(filepath USING utf8mb4), ''contents_hash'', HEX(contents_hash)) AS item FROM ', t)),
@@ -583,7 +594,6 @@ BEGIN
     'attachment_name varchar(255) CHARACTER SET utf8mb4 PATH ''$.attachment_name'', ',
     'filepath varchar(1000) CHARACTER SET utf8mb4 PATH ''$.filepath'', status varchar(8192) CHARACTER SET utf8mb4 PATH ''$.status'')) v ',
     'ORDER BY p.page, v.i'));
-  SET SESSION group_concat_max_len = saved;
 END $$
 
 -- ---------------------------------------------------------------------------
@@ -1226,15 +1236,8 @@ CREATE PROCEDURE dj_udf.export_attachments(IN store varchar(64), IN schema_name 
   SQL SECURITY INVOKER READS SQL DATA
 BEGIN
   DECLARE t varchar(200) CHARACTER SET utf8mb4;
-  DECLARE saved bigint unsigned DEFAULT @@SESSION.group_concat_max_len;
-  DECLARE EXIT HANDLER FOR SQLEXCEPTION
-  BEGIN
-    SET SESSION group_concat_max_len = saved;
-    RESIGNAL;
-  END;
   CALL dj_udf.usable_table(schema_name, store, TRUE, t);
-  SET SESSION group_concat_max_len = GREATEST(saved, 64 << 20);
-  CALL dj_udf.run_sql(CONCAT(
+  CALL dj_udf.run_paged(CONCAT(
     'SELECT v.hash, v.attachment_name, v.path, v.error FROM ',
     dj_udf.pages(CONCAT('SELECT DISTINCT x.hash, JSON_OBJECT(''hash'', HEX(x.hash), ''attachment_name'', x.attachment_name) AS item FROM ',
                         dj_udf.column_ref(schema_name, table_name), ' u JOIN ', t, ' x ON x.hash = u.', dj_udf.quoted(column_name))),
@@ -1243,7 +1246,6 @@ BEGIN
     'attachment_name varchar(255) CHARACTER SET utf8mb4 PATH ''$.attachment_name'', ',
     'path varchar(4096) CHARACTER SET utf8mb4 PATH ''$.path'', error varchar(8192) CHARACTER SET utf8mb4 PATH ''$.error'')) v ',
     'ORDER BY p.page, v.i'));
-  SET SESSION group_concat_max_len = saved;
 END $$
 
 -- Makes stage/<filepath> a checked copy of every filepath object that a
@@ -1256,15 +1258,8 @@ CREATE PROCEDURE dj_udf.sync_filepaths(IN store varchar(64), IN schema_name varc
   SQL SECURITY INVOKER READS SQL DATA
 BEGIN
   DECLARE t varchar(200) CHARACTER SET utf8mb4;
-  DECLARE saved bigint unsigned DEFAULT @@SESSION.group_concat_max_len;
-  DECLARE EXIT HANDLER FOR SQLEXCEPTION
-  BEGIN
-    SET SESSION group_concat_max_len = saved;
-    RESIGNAL;
-  END;
   CALL dj_udf.usable_table(schema_name, store, TRUE, t);
-  SET SESSION group_concat_max_len = GREATEST(saved, 64 << 20);
-  CALL dj_udf.run_sql(CONCAT(
+  CALL dj_udf.run_paged(CONCAT(
     'SELECT v.filepath, v.path, v.error FROM ',
     dj_udf.pages(CONCAT('SELECT DISTINCT x.hash, JSON_OBJECT(''filepath'', x.filepath, ''contents_hash'', HEX(x.contents_hash), ',
                         '''size'', x.size) AS item FROM ', dj_udf.column_ref(schema_name, table_name), ' u JOIN ', t,
@@ -1273,7 +1268,6 @@ BEGIN
     '''$[*]'' COLUMNS (i FOR ORDINALITY, filepath varchar(1000) CHARACTER SET utf8mb4 PATH ''$.filepath'', ',
     'path varchar(4096) CHARACTER SET utf8mb4 PATH ''$.path'', error varchar(8192) CHARACTER SET utf8mb4 PATH ''$.error'')) v ',
     'ORDER BY p.page, v.i'));
-  SET SESSION group_concat_max_len = saved;
 END $$
 
 DELIMITER ;

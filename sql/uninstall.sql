@@ -61,6 +61,7 @@ DROP FUNCTION IF EXISTS dj_udf.attach_get;
 DROP FUNCTION IF EXISTS dj_udf.attach_export;
 DROP FUNCTION IF EXISTS dj_udf.filepath_get;
 DROP PROCEDURE IF EXISTS dj_udf.verify;
+DROP PROCEDURE IF EXISTS dj_udf.run_paged;
 DROP FUNCTION IF EXISTS dj_udf.is_purge_key;
 DROP FUNCTION IF EXISTS dj_udf.cleanup_grace;
 DROP PROCEDURE IF EXISTS dj_udf.enqueue;
