@@ -739,13 +739,16 @@ BEGIN
   DECLARE other varchar(320) CHARACTER SET utf8mb4;
   DECLARE h binary(16);
   DECLARE msg varchar(512) CHARACTER SET utf8mb4;
-  DECLARE me varchar(320) CHARACTER SET utf8mb4 DEFAULT dj_udf.this_node();
-  DECLARE stale timestamp DEFAULT NOW() - INTERVAL dj_udf.removal_stale() SECOND;
   DECLARE CONTINUE HANDLER FOR NOT FOUND SET other = NULL;
-  SELECT r.node, r.hash INTO other, h FROM dj_udf.removals r
-    JOIN JSON_TABLE(hashes, '$[*]' COLUMNS (x char(32) PATH '$')) j ON r.hash = UNHEX(j.x)
-   WHERE r.store = store AND r.schema_name IN (schema_name, '') AND r.node <> me AND r.since >= stale
-   LIMIT 1;
+  -- Every put passes here: with no removal under way in the store (nearly
+  -- always), one index probe and nothing else.
+  IF EXISTS (SELECT 1 FROM dj_udf.removals r WHERE r.store = store) THEN
+    SELECT r.node, r.hash INTO other, h FROM dj_udf.removals r
+      JOIN JSON_TABLE(hashes, '$[*]' COLUMNS (x char(32) PATH '$')) j ON r.hash = UNHEX(j.x)
+     WHERE r.store = store AND r.schema_name IN (schema_name, '') AND r.node <> dj_udf.this_node()
+       AND r.since >= NOW() - INTERVAL dj_udf.removal_stale() SECOND
+     LIMIT 1;
+  END IF;
   IF other IS NOT NULL THEN
     SET msg = LEFT(CONCAT('dj_udf: object ', HEX(h), ' of store ''', store, ''' is being removed by ', other,
                           '; roll back and run the transaction again'), 512);
