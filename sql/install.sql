@@ -1050,6 +1050,11 @@ BEGIN
   DECLARE err varchar(1000) CHARACTER SET utf8mb4;
   DECLARE errno int;
   DECLARE deadlocks int DEFAULT 0;
+  DECLARE EXIT HANDLER FOR SQLEXCEPTION
+  BEGIN
+    ROLLBACK;
+    RESIGNAL;
+  END;
   CALL dj_udf.usable_table(schema_name, store, TRUE, t);
   CALL dj_udf.purge_key_for('dj_udf.purge', k);
   SET objects_deleted = 0, failures = 0;
