@@ -600,7 +600,7 @@ END $$
 -- The purge queue's routines. They run with their definer's rights (the
 -- account that ran this script), so that the queue is written only here:
 -- entries are copied from real tracking rows (dj_udf.enqueue), and taken
--- or marked failed only with the purge key (dj_udf.claim_next,
+-- or marked failed only with the purge key (dj_udf.claim_batch,
 -- dj_udf.record_failure). No account needs any privilege on the queue.
 -- ---------------------------------------------------------------------------
 
@@ -645,23 +645,35 @@ BEGIN
             JSON_VALUE(j, '$.filepath'), UNHEX(JSON_VALUE(j, '$.contents_hash')));
 END $$
 
--- The first entry of (schema, store) after id after_id in the queue: qid is
--- NULL when there is none. It stays queued until dj_udf.take_entry; two
--- purges never remove one object at once (dj_udf.begin_removal).
+-- Up to n entries of (schema, store) after id after_id in the queue, as a
+-- JSON array of {qid, hash, attachment_name, filepath}, and the last id
+-- among them; items is NULL when there are none. They stay queued until
+-- dj_udf.take_entry; two purges never remove one object at once
+-- (dj_udf.begin_removal).
 DROP PROCEDURE IF EXISTS dj_udf.claim_next $$
-CREATE PROCEDURE dj_udf.claim_next(IN k varchar(255), IN schema_name varchar(64), IN store varchar(64),
-                                   IN after_id bigint unsigned, OUT qid bigint unsigned, OUT h binary(16),
-                                   OUT attachment_name varchar(255), OUT filepath varchar(1000))
-  SQL SECURITY DEFINER MODIFIES SQL DATA
+DROP PROCEDURE IF EXISTS dj_udf.claim_batch $$
+CREATE PROCEDURE dj_udf.claim_batch(IN k varchar(255), IN schema_name varchar(64), IN store varchar(64),
+                                    IN after_id bigint unsigned, IN n int unsigned,
+                                    OUT items longtext CHARACTER SET utf8mb4, OUT last_id bigint unsigned)
+  SQL SECURITY DEFINER READS SQL DATA
 BEGIN
-  DECLARE CONTINUE HANDLER FOR NOT FOUND SET qid = NULL;
+  DECLARE saved bigint unsigned DEFAULT @@SESSION.group_concat_max_len;
+  DECLARE EXIT HANDLER FOR SQLEXCEPTION
+  BEGIN
+    SET SESSION group_concat_max_len = saved;
+    RESIGNAL;
+  END;
   IF NOT dj_udf.is_purge_key(k) THEN
-    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = 'dj_udf.claim_next: wrong purge key';
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = 'dj_udf.claim_batch: wrong purge key';
   END IF;
-  SET qid = NULL;
-  SELECT q.id, q.hash, q.attachment_name, q.filepath INTO qid, h, attachment_name, filepath
-    FROM dj_udf.purge_queue q
-   WHERE q.schema_name = schema_name AND q.store = store AND q.id > after_id ORDER BY q.id LIMIT 1;
+  -- MariaDB cuts JSON_ARRAYAGG at group_concat_max_len
+  SET SESSION group_concat_max_len = GREATEST(saved, 64 << 20);
+  SELECT JSON_ARRAYAGG(JSON_OBJECT('qid', b.id, 'hash', HEX(b.hash), 'attachment_name', CONVERT(b.attachment_name USING utf8mb4),
+                                   'filepath', CONVERT(b.filepath USING utf8mb4))), MAX(b.id)
+    INTO items, last_id
+    FROM (SELECT q.id, q.hash, q.attachment_name, q.filepath FROM dj_udf.purge_queue q
+           WHERE q.schema_name = schema_name AND q.store = store AND q.id > after_id ORDER BY q.id LIMIT n) b;
+  SET SESSION group_concat_max_len = saved;
 END $$
 
 -- Takes entry qid out of the queue, inside the caller's transaction.
@@ -673,6 +685,19 @@ BEGIN
     SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = 'dj_udf.take_entry: wrong purge key';
   END IF;
   DELETE FROM dj_udf.purge_queue WHERE id = qid;
+END $$
+
+-- Whether queue entry qid is still there, read as it now is (a locking
+-- read): a purge that waited for another one's removal of the same object
+-- finds its entry taken, and does not remove (and count) the object again.
+DROP PROCEDURE IF EXISTS dj_udf.entry_queued $$
+CREATE PROCEDURE dj_udf.entry_queued(IN k varchar(255), IN qid bigint unsigned, OUT queued boolean)
+  SQL SECURITY DEFINER READS SQL DATA
+BEGIN
+  IF NOT dj_udf.is_purge_key(k) THEN
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = 'dj_udf.entry_queued: wrong purge key';
+  END IF;
+  SET queued = EXISTS (SELECT 1 FROM dj_udf.purge_queue WHERE id = qid FOR UPDATE);
 END $$
 
 -- This server, as dj_udf.removals names it.
@@ -716,6 +741,45 @@ BEGIN
   END IF;
   DELETE FROM dj_udf.removals
    WHERE removals.store = store AND removals.schema_name = schema_name AND hash = h AND node = me AND connection = conn;
+END $$
+
+-- dj_udf.end_removal for every object of rows (a JSON array of {hash,
+-- filepath}) at once.
+DROP PROCEDURE IF EXISTS dj_udf.end_removals $$
+CREATE PROCEDURE dj_udf.end_removals(IN k varchar(255), IN store varchar(64), IN schema_name varchar(64),
+                                     IN rows_json longtext CHARACTER SET utf8mb4)
+  SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+  DECLARE i int unsigned DEFAULT 0;
+  DECLARE h binary(16);
+  DECLARE owner varchar(64) CHARACTER SET utf8mb4;
+  IF NOT dj_udf.is_purge_key(k) THEN
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = 'dj_udf.end_removals: wrong purge key';
+  END IF;
+  -- one statement per object, with values a statement-based binary log can carry
+  WHILE i < JSON_LENGTH(rows_json) DO
+    SET h = UNHEX(JSON_VALUE(rows_json, CONCAT('$[', i, '].hash'))),
+        owner = IF(JSON_VALUE(rows_json, CONCAT('$[', i, '].filepath')) IS NULL, schema_name, ''),
+        i = i + 1;
+    CALL dj_udf.end_removal(k, store, owner, h);
+  END WHILE;
+END $$
+
+-- dj_udf.record_failure for the queue entries of rows (a JSON array of
+-- {qid}) at once.
+DROP PROCEDURE IF EXISTS dj_udf.record_failures $$
+CREATE PROCEDURE dj_udf.record_failures(IN k varchar(255), IN rows_json longtext CHARACTER SET utf8mb4, IN err varchar(1000))
+  SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+  DECLARE i int unsigned DEFAULT 0;
+  DECLARE qid bigint unsigned;
+  IF NOT dj_udf.is_purge_key(k) THEN
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = 'dj_udf.record_failures: wrong purge key';
+  END IF;
+  WHILE i < JSON_LENGTH(rows_json) DO
+    SET qid = JSON_VALUE(rows_json, CONCAT('$[', i, '].qid')), i = i + 1;
+    IF qid IS NOT NULL THEN CALL dj_udf.record_failure(k, qid, err); END IF;
+  END WHILE;
 END $$
 
 -- The age in seconds past which a row of dj_udf.removals is taken for one a
@@ -962,93 +1026,181 @@ BEGIN
 END $$
 
 -- The one place objects are deleted; commits, so it runs outside any
--- transaction. Two transactions:
---  1. with the object's slots held (no row names it, and no put on this
---     server can write one meanwhile), its dj_udf.removals row is written
---     and committed: from then on a put on any server of a cluster sees
---     the removal and refuses (dj_udf.check_removals), and one that raced
---     this commit loses the cluster's certification (both wrote the slot);
---  2. with the slots held again (a put on this server may have tracked it
---     in between), the object is deleted, and the removals row and the
---     queue entry qid (unless NULL) go with the same commit.
--- status: 'tracked', 'deleted', 'missing', 'busy' (another removal of it is
--- under way), or NULL with dj_last_error() when the library failed (then
--- nothing of the second transaction is kept and the removals row is gone).
--- A refusal or a deadlock is a SQL error, with the removals row gone too.
+-- transaction. items: a JSON array of {qid, hash, attachment_name,
+-- filepath}, the queue entry qid (NULL for none) going with each object.
+-- Two kinds of transactions:
+--  1. one per object: with the object's slots held (no row names it, and no
+--     put on this server can write one meanwhile), its dj_udf.removals row
+--     is written and committed: from then on a put on any server of a
+--     cluster sees the removal and refuses (dj_udf.check_removals), and one
+--     that raced this commit loses the cluster's certification (both wrote
+--     the slot). An object tracked again only has its entry taken; one
+--     another removal is under way for, or whose entry another purge took
+--     meanwhile, is skipped;
+--  2. one for the rest: with their slots held again (a put on this server
+--     may have tracked one in between), the untracked objects are deleted
+--     in one dj_delete_objects call (S3: one DeleteObjects request per
+--     1000, up to the store's max_parallel at once), and the removals rows
+--     and queue entries go with the same commit.
+-- An object whose removal fails keeps its entry, with the error
+-- (failures, first_error); so do all of the second transaction's objects
+-- when that transaction fails as a whole. A deadlock of the second
+-- transaction is a SQL error (1213) after its removals rows are gone: run
+-- the batch again. deleted counts the objects that were there.
 DROP PROCEDURE IF EXISTS dj_udf.delete_if_untracked $$
 DROP PROCEDURE IF EXISTS dj_udf.remove_object $$
-CREATE PROCEDURE dj_udf.remove_object(IN schema_name varchar(64), IN store varchar(64), IN h binary(16),
-                                      IN attachment_name varchar(255), IN filepath varchar(1000),
-                                      IN k varchar(255), IN qid bigint unsigned, OUT status varchar(100))
+DROP PROCEDURE IF EXISTS dj_udf.remove_objects $$
+CREATE PROCEDURE dj_udf.remove_objects(IN schema_name varchar(64), IN store varchar(64), IN k varchar(255),
+                                       IN items longtext CHARACTER SET utf8mb4,
+                                       OUT deleted bigint, OUT failures bigint, OUT first_error varchar(1000) CHARACTER SET utf8mb4)
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE tracked, taken boolean DEFAULT FALSE;
+  DECLARE qid bigint unsigned;
+  DECLARE hx char(32);
+  DECLARE h binary(16);
+  DECLARE nm varchar(255) CHARACTER SET utf8mb4;
+  DECLARE fp varchar(1000) CHARACTER SET utf8mb4;
   DECLARE held longtext CHARACTER SET utf8mb4;
-  DECLARE owner varchar(64) CHARACTER SET utf8mb4 DEFAULT IF(filepath IS NULL, schema_name, '');
-  DECLARE EXIT HANDLER FOR SQLEXCEPTION
-  BEGIN
-    ROLLBACK;
-    IF taken THEN
+  DECLARE st varchar(100);
+  DECLARE err varchar(1000) CHARACTER SET utf8mb4;
+  DECLARE errno, tries int;
+  DECLARE tracked, taken, queued boolean;
+  DECLARE taken_rows, doomed, r longtext CHARACTER SET utf8mb4 DEFAULT '[]';
+  DECLARE done int DEFAULT 0;
+  DECLARE all_items CURSOR FOR
+    SELECT j.qid, j.h, j.nm, j.fp FROM JSON_TABLE(items, '$[*]' COLUMNS (
+      qid bigint unsigned PATH '$.qid', h char(32) PATH '$.hash',
+      nm varchar(255) CHARACTER SET utf8mb4 PATH '$.attachment_name',
+      fp varchar(1000) CHARACTER SET utf8mb4 PATH '$.filepath')) j;
+  DECLARE taken_items CURSOR FOR
+    SELECT j.qid, j.h, j.nm, j.fp FROM JSON_TABLE(taken_rows, '$[*]' COLUMNS (
+      qid bigint unsigned PATH '$.qid', h char(32) PATH '$.hash',
+      nm varchar(255) CHARACTER SET utf8mb4 PATH '$.attachment_name',
+      fp varchar(1000) CHARACTER SET utf8mb4 PATH '$.filepath')) j;
+  DECLARE results CURSOR FOR
+    SELECT d.qid, d.h, d.fp, d.held, x.st, x.err FROM JSON_TABLE(doomed, '$[*]' COLUMNS (
+      i FOR ORDINALITY, qid bigint unsigned PATH '$.qid', h char(32) PATH '$.hash',
+      fp varchar(1000) CHARACTER SET utf8mb4 PATH '$.filepath', held longtext CHARACTER SET utf8mb4 PATH '$.held')) d
+    JOIN JSON_TABLE(r, '$[*]' COLUMNS (i FOR ORDINALITY, st varchar(100) PATH '$.status',
+                                       err varchar(1000) CHARACTER SET utf8mb4 PATH '$.error')) x ON x.i = d.i
+    ORDER BY d.i;
+  DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
+  SET deleted = 0, failures = 0, first_error = NULL;
+  OPEN all_items;
+  item_loop: LOOP
+    FETCH all_items INTO qid, hx, nm, fp;
+    IF done THEN LEAVE item_loop; END IF;
+    SET h = UNHEX(hx), tries = 0;
+    attempt: LOOP
+      SET errno = 0, taken = FALSE, tracked = FALSE;
+      BEGIN
+        DECLARE EXIT HANDLER FOR SQLEXCEPTION
+        BEGIN
+          GET DIAGNOSTICS CONDITION 1 errno = MYSQL_ERRNO, err = MESSAGE_TEXT;
+          ROLLBACK;
+        END;
+        START TRANSACTION;
+        CALL dj_udf.hold_slots(schema_name, store, h, fp, tracked, held);
+        SET queued = TRUE;
+        IF qid IS NOT NULL THEN CALL dj_udf.entry_queued(k, qid, queued); END IF;
+        IF NOT queued THEN
+          CALL dj_udf.release_slots(held, h);
+        ELSEIF NOT tracked THEN
+          CALL dj_udf.begin_removal(k, store, IF(fp IS NULL, schema_name, ''), h, taken);
+          CALL dj_udf.release_slots(held, h);
+        ELSEIF qid IS NOT NULL THEN
+          CALL dj_udf.take_entry(k, qid);
+        END IF;
+        COMMIT;
+      END;
+      IF errno <> 1213 OR tries >= 20 THEN LEAVE attempt; END IF;
+      SET tries = tries + 1;
+    END LOOP;
+    IF errno <> 0 THEN
+      IF qid IS NOT NULL THEN
+        START TRANSACTION;
+        CALL dj_udf.record_failure(k, qid, err);
+        COMMIT;
+      END IF;
+      SET failures = failures + 1, first_error = COALESCE(first_error, err);
+    ELSEIF taken THEN
+      SET taken_rows = JSON_ARRAY_APPEND(taken_rows, '$', JSON_OBJECT('qid', qid, 'hash', hx, 'attachment_name', nm, 'filepath', fp));
+    END IF;
+  END LOOP;
+  CLOSE all_items;
+  IF JSON_LENGTH(taken_rows) > 0 THEN
+    BEGIN
+      DECLARE EXIT HANDLER FOR SQLEXCEPTION
+      BEGIN
+        GET DIAGNOSTICS CONDITION 1 errno = MYSQL_ERRNO, err = MESSAGE_TEXT;
+        ROLLBACK;
+        START TRANSACTION;
+        CALL dj_udf.end_removals(k, store, schema_name, taken_rows);
+        IF errno <> 1213 THEN CALL dj_udf.record_failures(k, taken_rows, err); END IF;
+        COMMIT;
+        IF errno = 1213 THEN RESIGNAL; END IF;
+        SET failures = failures + JSON_LENGTH(taken_rows), first_error = COALESCE(first_error, err);
+      END;
+      SET done = 0;
       START TRANSACTION;
-      CALL dj_udf.end_removal(k, store, owner, h);
+      OPEN taken_items;
+      taken_loop: LOOP
+        FETCH taken_items INTO qid, hx, nm, fp;
+        IF done THEN LEAVE taken_loop; END IF;
+        SET h = UNHEX(hx);
+        CALL dj_udf.hold_slots(schema_name, store, h, fp, tracked, held);
+        IF NOT tracked THEN
+          SET doomed = JSON_ARRAY_APPEND(doomed, '$', JSON_OBJECT('qid', qid, 'hash', hx, 'attachment_name', nm,
+                                                                 'filepath', fp, 'held', held));
+        ELSEIF qid IS NOT NULL THEN
+          CALL dj_udf.take_entry(k, qid);
+        END IF;
+      END LOOP;
+      CLOSE taken_items;
+      IF JSON_LENGTH(doomed) > 0 THEN
+        SET r = CONVERT(dj_delete_objects(store, schema_name, doomed, k) USING utf8mb4);
+        IF r IS NULL THEN CALL dj_udf.fail('dj_delete_objects'); END IF;
+        SET done = 0;
+        OPEN results;
+        result_loop: LOOP
+          FETCH results INTO qid, hx, fp, held, st, err;
+          IF done THEN LEAVE result_loop; END IF;
+          SET h = UNHEX(hx);
+          CALL dj_udf.release_slots(held, h);
+          IF err IS NULL THEN
+            IF fp IS NOT NULL THEN CALL dj_udf.release_filepath(store, h); END IF;
+            IF qid IS NOT NULL THEN CALL dj_udf.take_entry(k, qid); END IF;
+            IF st = 'deleted' THEN SET deleted = deleted + 1; END IF;
+          ELSE
+            SET err = LEFT(CONCAT('dj_delete_objects: ', err), 1000);
+            IF qid IS NOT NULL THEN CALL dj_udf.record_failure(k, qid, err); END IF;
+            SET failures = failures + 1, first_error = COALESCE(first_error, err);
+          END IF;
+        END LOOP;
+        CLOSE results;
+      END IF;
+      CALL dj_udf.end_removals(k, store, schema_name, taken_rows);
       COMMIT;
-    END IF;
-    RESIGNAL;
-  END;
-  SET status = NULL;
-  START TRANSACTION;
-  CALL dj_udf.hold_slots(schema_name, store, h, filepath, tracked, held);
-  IF NOT tracked THEN
-    CALL dj_udf.begin_removal(k, store, owner, h, taken);
-    CALL dj_udf.release_slots(held, h);
-  ELSEIF qid IS NOT NULL THEN
-    CALL dj_udf.take_entry(k, qid);
-  END IF;
-  COMMIT;
-  IF tracked THEN
-    SET status = 'tracked';
-  ELSEIF NOT taken THEN
-    SET status = 'busy';
-  ELSE
-    START TRANSACTION;
-    CALL dj_udf.hold_slots(schema_name, store, h, filepath, tracked, held);
-    IF tracked THEN
-      SET status = 'tracked';
-    ELSE
-      SET status = dj_delete_object(store, schema_name, h, attachment_name, filepath, k);
-      IF status IS NOT NULL AND filepath IS NOT NULL THEN CALL dj_udf.release_filepath(store, h); END IF;
-      CALL dj_udf.release_slots(held, h);
-    END IF;
-    IF status IS NULL THEN
-      ROLLBACK;
-      START TRANSACTION;
-    ELSEIF qid IS NOT NULL THEN
-      CALL dj_udf.take_entry(k, qid);
-    END IF;
-    CALL dj_udf.end_removal(k, store, owner, h);
-    COMMIT;
-    SET taken = FALSE;
+    END;
   END IF;
 END $$
 
--- Removes the queued objects of one schema and store, each with
--- dj_udf.remove_object, which also takes its entry out of the queue. A
--- failure leaves the entry queued with its error for a later run and counts
--- in failures; an object another purge is removing now is skipped, not
--- counted; a deadlock is retried.
+-- Removes the queued objects of one schema and store, 100 entries at a
+-- time with dj_udf.remove_objects, which also takes their entries out of
+-- the queue. A failure leaves the entry queued with its error for a later
+-- run and counts in failures; an object another purge is removing now is
+-- skipped, not counted; a deadlock is retried.
 DROP PROCEDURE IF EXISTS dj_udf.purge $$
 CREATE PROCEDURE dj_udf.purge(IN schema_name varchar(64), IN store varchar(64), OUT objects_deleted bigint, OUT failures bigint)
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
   DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE k varchar(255);
-  DECLARE last_id, qid bigint unsigned DEFAULT 0;
-  DECLARE h binary(16);
-  DECLARE nm varchar(255) CHARACTER SET utf8mb4;
-  DECLARE fp varchar(1000) CHARACTER SET utf8mb4;
-  DECLARE status varchar(100);
-  DECLARE err varchar(1000) CHARACTER SET utf8mb4;
-  DECLARE errno int;
+  DECLARE last_id, batch_last bigint unsigned DEFAULT 0;
+  DECLARE items longtext CHARACTER SET utf8mb4;
+  DECLARE d, f bigint;
+  DECLARE e varchar(1000) CHARACTER SET utf8mb4;
+  DECLARE deadlocked boolean;
   DECLARE deadlocks int DEFAULT 0;
   DECLARE EXIT HANDLER FOR SQLEXCEPTION
   BEGIN
@@ -1059,30 +1211,20 @@ BEGIN
   CALL dj_udf.purge_key_for('dj_udf.purge', k);
   SET objects_deleted = 0, failures = 0;
   purge_loop: LOOP
-    SET qid = NULL, status = NULL, err = NULL, errno = 0;
-    CALL dj_udf.claim_next(k, schema_name, store, last_id, qid, h, nm, fp);
-    IF qid IS NULL THEN LEAVE purge_loop; END IF;
+    CALL dj_udf.claim_batch(k, schema_name, store, last_id, 100, items, batch_last);
+    IF items IS NULL THEN LEAVE purge_loop; END IF;
+    SET deadlocked = FALSE;
     BEGIN
-      DECLARE EXIT HANDLER FOR SQLEXCEPTION
-        GET DIAGNOSTICS CONDITION 1 errno = MYSQL_ERRNO, err = MESSAGE_TEXT;
-      CALL dj_udf.remove_object(schema_name, store, h, nm, fp, k, qid, status);
-      IF status IS NULL THEN
-        SET err = LEFT(COALESCE(CONVERT(dj_last_error() USING utf8mb4), 'failed without a message'), 1000), errno = -1;
-      END IF;
+      DECLARE EXIT HANDLER FOR 1213 SET deadlocked = TRUE;
+      CALL dj_udf.remove_objects(schema_name, store, k, items, d, f, e);
     END;
-    IF errno = 0 THEN
-      SET last_id = qid, deadlocks = 0;
-      IF status = 'deleted' THEN SET objects_deleted = objects_deleted + 1; END IF;
-    ELSEIF errno = 1213 AND deadlocks < 20 THEN
-      -- the same entry again
+    IF NOT deadlocked THEN
+      SET objects_deleted = objects_deleted + d, failures = failures + f, last_id = batch_last, deadlocks = 0;
+    ELSEIF deadlocks < 20 THEN
+      -- the same entries again
       SET deadlocks = deadlocks + 1;
-    ELSEIF errno = 1213 THEN
-      SIGNAL SQLSTATE '40001' SET MESSAGE_TEXT = 'dj_udf.purge: deadlocked 20 times in a row; run it again', MYSQL_ERRNO = 1213;
     ELSE
-      START TRANSACTION;
-      CALL dj_udf.record_failure(k, qid, err);
-      COMMIT;
-      SET failures = failures + 1, last_id = qid, deadlocks = 0;
+      SIGNAL SQLSTATE '40001' SET MESSAGE_TEXT = 'dj_udf.purge: deadlocked 20 times in a row; run it again', MYSQL_ERRNO = 1213;
     END IF;
   END LOOP;
 END $$
@@ -1090,8 +1232,10 @@ END $$
 -- Removes objects of one schema that no tracking row names and that are at
 -- least min_age_seconds old: what a rolled-back or failed insert left behind
 -- (objects are written before the transaction that tracks them commits).
--- Each object is removed by dj_udf.remove_object, as in purge;
--- files that are not DataJoint objects of this store are never touched.
+-- The objects of each page of the listing are removed by
+-- dj_udf.remove_objects, as in purge; the first failure ends the sweep
+-- with its error (what was removed before stays removed). Files that are
+-- not DataJoint objects of this store are never touched.
 -- Filepath objects are not swept (their keys are not per schema).
 DROP PROCEDURE IF EXISTS dj_udf.sweep $$
 CREATE PROCEDURE dj_udf.sweep(IN schema_name varchar(64), IN store varchar(64), IN min_age_seconds bigint unsigned,
@@ -1101,23 +1245,15 @@ BEGIN
   DECLARE t varchar(200) CHARACTER SET utf8mb4;
   DECLARE k varchar(255);
   DECLARE after_key varchar(4096) CHARACTER SET utf8mb4 DEFAULT '';
-  DECLARE page longtext CHARACTER SET utf8mb4;
-  DECLARE done int DEFAULT 0;
-  DECLARE ik varchar(4096) CHARACTER SET utf8mb4;
-  DECLARE ih char(32);
-  DECLARE inm varchar(255) CHARACTER SET utf8mb4;
-  DECLARE iage bigint unsigned;
-  DECLARE status varchar(100);
-  DECLARE items CURSOR FOR
-    SELECT jt.k, jt.h, jt.nm, jt.age FROM JSON_TABLE(page, '$[*]' COLUMNS (
-      k varchar(4096) CHARACTER SET utf8mb4 PATH '$.key',
-      h char(32) PATH '$.hash',
-      nm varchar(255) CHARACTER SET utf8mb4 PATH '$.attachment_name',
-      age bigint unsigned PATH '$.age')) AS jt;
-  DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
+  DECLARE page, items longtext CHARACTER SET utf8mb4;
+  DECLARE d, f bigint;
+  DECLARE e varchar(1000) CHARACTER SET utf8mb4;
+  DECLARE msg varchar(512) CHARACTER SET utf8mb4;
+  DECLARE saved bigint unsigned DEFAULT @@SESSION.group_concat_max_len;
   DECLARE EXIT HANDLER FOR SQLEXCEPTION
   BEGIN
     ROLLBACK;
+    SET SESSION group_concat_max_len = saved;
     RESIGNAL;
   END;
   CALL dj_udf.usable_table(schema_name, store, TRUE, t);
@@ -1127,19 +1263,24 @@ BEGIN
     SET page = CONVERT(dj_list_objects(store, schema_name, after_key, 500, k) USING utf8mb4);
     IF page IS NULL THEN CALL dj_udf.fail('dj_udf.sweep'); END IF;
     IF JSON_LENGTH(page) = 0 THEN LEAVE sweep_loop; END IF;
-    SET done = 0;
-    OPEN items;
-    item_loop: LOOP
-      FETCH items INTO ik, ih, inm, iage;
-      IF done THEN LEAVE item_loop; END IF;
-      SET after_key = ik;
-      IF ih IS NOT NULL AND iage >= min_age_seconds THEN
-        CALL dj_udf.remove_object(schema_name, store, UNHEX(ih), inm, NULL, k, NULL, status);
-        IF status IS NULL THEN CALL dj_udf.fail('dj_udf.sweep'); END IF;
-        IF status = 'deleted' THEN SET orphans_deleted = orphans_deleted + 1; END IF;
+    SET after_key = JSON_UNQUOTE(JSON_EXTRACT(page, CONCAT('$[', JSON_LENGTH(page) - 1, '].key')));
+    -- MariaDB cuts JSON_ARRAYAGG at group_concat_max_len
+    SET SESSION group_concat_max_len = GREATEST(saved, 64 << 20);
+    SELECT JSON_ARRAYAGG(JSON_OBJECT('qid', NULL, 'hash', jt.h, 'attachment_name', jt.nm, 'filepath', NULL)) INTO items
+      FROM JSON_TABLE(page, '$[*]' COLUMNS (
+        h char(32) PATH '$.hash',
+        nm varchar(255) CHARACTER SET utf8mb4 PATH '$.attachment_name',
+        age bigint unsigned PATH '$.age')) AS jt
+     WHERE jt.h IS NOT NULL AND jt.age >= min_age_seconds;
+    SET SESSION group_concat_max_len = saved;
+    IF items IS NOT NULL THEN
+      CALL dj_udf.remove_objects(schema_name, store, k, items, d, f, e);
+      SET orphans_deleted = orphans_deleted + d;
+      IF f > 0 THEN
+        SET msg = LEFT(CONCAT('dj_udf.sweep: ', e), 512);
+        SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
       END IF;
-    END LOOP;
-    CLOSE items;
+    END IF;
   END LOOP;
 END $$
 

@@ -170,6 +170,11 @@ class Request:
         """The query parameters (presigned requests carry the signature here)."""
         return dict(urllib.parse.parse_qsl(self.query, keep_blank_values=True))
 
+    def deletes(self):
+        """A deletion: `DELETE` of one key, or `DeleteObjects` (a `POST
+        ?delete` whose body lists the keys, which the gate does not read)."""
+        return self.method == "DELETE" or (self.method == "POST" and "delete" in self.params())
+
     def __repr__(self):
         return f"<{self.method} {self.path}?{self.query[:40]} -> {self.status}>"
 

@@ -29,11 +29,12 @@ def test_cleanup_is_null_safe_and_keeps_referenced_objects(db, world, kind):
     assert not attach_path(world, st, s, drop, "drop.txt").exists()
     assert queued(db) == 0
     # a purge of an object already gone counts as done, not as a failure
+    # (and S3's DeleteObjects cannot tell it from an object it deleted)
     back = db.call_out("dj_udf.attach_put", st, s, "back.txt", b"back")
     db.sql("CALL dj_udf.delete_unused(%s, %s, @rows)", (s, st))
     attach_path(world, st, s, back, "back.txt").unlink()
     db.sql("CALL dj_udf.purge(%s, %s, @objs, @fails)", (s, st))
-    assert db.one("SELECT CONCAT_WS(',', @objs, @fails)") == "0,0"
+    assert db.one("SELECT CONCAT_WS(',', @objs, @fails)") == ("1,0" if kind.s3 else "0,0")
     assert queued(db) == 0
 
 

@@ -126,7 +126,7 @@ def test_routines_replicate_without_running_the_library_on_the_replica(pair, wor
     assert [w[1] for w in p.warnings if w[0] == 1592] == [], "no statement the routines log is unsafe"
     caught_up(primary, replica)
     mine, theirs = snapshot(primary, s), snapshot(replica, s)
-    assert mine["queue"][0][-1].startswith("dj_delete_object: delete "), mine["queue"]
+    assert mine["queue"][0][-1].startswith("dj_delete_objects: delete "), mine["queue"]
     assert theirs == mine
     assert objects_in(replica_stores) == before, "the replica's library wrote or removed nothing"
 

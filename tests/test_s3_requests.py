@@ -200,6 +200,20 @@ class Ops:
                 p.unlink()
             return [lambda: d.sql("CALL dj_udf.sync_filepaths('s3data', %s, 't', 'f')", (d.schema,))]
 
+        def purge():
+            d = self.batch_schema()
+            for _ in range(self.N):
+                d.call_out("dj_udf.attach_put", "s3attach", d.schema, "p.bin", self.unique())
+            d.sql("CALL dj_udf.delete_unused(%s, 's3attach', @n)", (d.schema,))
+            assert d.one("SELECT @n") == self.N
+            return [lambda: d.sql("CALL dj_udf.purge(%s, 's3attach', @o, @f)", (d.schema,))]
+
+        def sweep():
+            d = self.batch_schema()
+            for _ in range(self.N):
+                d.one("SELECT dj_attach_put('s3attach', %s, 'w.bin', %s)", (d.schema, self.unique()))
+            return [lambda: d.sql("CALL dj_udf.sweep(%s, 's3attach', 0, @n)", (d.schema,))]
+
         return {
             "`dj_attach_put` / `dj_blob_put`, new object": (new_put, 1),
             "`dj_attach_put` / `dj_blob_put`, object already stored": (put_again, 1),
@@ -224,6 +238,8 @@ class Ops:
             "`dj_udf.attach_put_files`, n new files up to 8 MiB": (batch_put, self.N),
             "`dj_udf.export_attachments`, n objects": (batch_export, self.N),
             "`dj_udf.sync_filepaths`, n files without local copy": (batch_sync, self.N),
+            "`dj_udf.purge`, up to 100 queued objects": (purge, self.N),
+            "`dj_udf.sweep`, one page of up to 500 objects": (sweep, self.N),
         }
 
 

@@ -195,8 +195,11 @@ def test_no_queue_entry_removes_anothers_blob(db, world, eve):
 
     assert "command denied" in eve.error(entry, (eve.schema, uuid.uuid4().bytes, blob_key))
     assert "has no row for" in eve.error("CALL dj_udf.enqueue(%s, 'data', %s)", (eve.schema, uuid.uuid4().bytes))
-    assert "wrong purge key" in eve.error("CALL dj_udf.claim_next('guess', %s, 'data', 0, @q, @h, @n, @f)", (alice,))
+    assert "wrong purge key" in eve.error("CALL dj_udf.claim_batch('guess', %s, 'data', 0, 100, @items, @last)", (alice,))
     assert "wrong purge key" in eve.error("CALL dj_udf.record_failure('guess', 1, 'x')")
+    assert "wrong purge key" in eve.error("CALL dj_udf.record_failures('guess', '[{\"qid\": 1}]', 'x')")
+    assert "wrong purge key" in eve.error("CALL dj_udf.end_removals('guess', 'data', %s, '[]')", (alice,))
+    assert "wrong purge key" in eve.error("CALL dj_udf.entry_queued('guess', 1, @q)")
     # nor can she make her own row name alice's blob as a filepath
     staged = world.dirs["stage"] / blob_key
     staged.parent.mkdir(parents=True)
