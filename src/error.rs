@@ -111,6 +111,14 @@ pub enum Error {
         key: String,
         problem: Box<S3Problem>,
     },
+    /// An S3 store's credentials source gave none: `source` names it (the
+    /// variable, file or endpoint tried), `detail` says why; neither ever
+    /// holds a secret.
+    Credentials {
+        store: String,
+        source: String,
+        detail: String,
+    },
 }
 
 /// Why an S3 request failed, in the terms a DBA acts on.
@@ -229,6 +237,9 @@ impl fmt::Display for Error {
             // The problem first: a SIGNAL message is cut at 512 bytes and
             // keys can be long.
             Error::S3 { store, bucket, key, problem } => write!(f, "store '{store}': {problem}; bucket '{bucket}', key '{key}'"),
+            Error::Credentials { store, source, detail } => {
+                write!(f, "store '{store}': no credentials from {source}: {detail} (config key 'credentials')")
+            }
         }
     }
 }

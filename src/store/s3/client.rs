@@ -4,9 +4,11 @@
 //! [`Error`]s that never quote the credentials.
 
 use super::answers::{classify, error_fields, shorten};
+use super::credentials::Provider;
 use super::pool::{self, Kind};
 use crate::config::{S3Config, StoreConfig};
 use crate::error::{Error, Result, S3Problem};
+use rusty_s3::Credentials;
 use std::io::{self, Read};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -29,13 +31,14 @@ pub(super) enum Verb {
     Delete,
 }
 
-/// One S3 request, signed anew for each attempt.
+/// One S3 request, signed anew for each attempt with the credentials of
+/// that moment (temporary ones may have been refreshed since the last).
 pub(super) struct Request<'a> {
     pub op: &'static str,
     pub verb: Verb,
     /// The object key, for messages.
     pub key: &'a str,
-    pub url: &'a dyn Fn() -> Url,
+    pub url: &'a dyn Fn(&Credentials) -> Url,
     pub headers: &'a [(String, String)],
     pub body: Payload<'a>,
     /// A streamed download: its body may take up to `transfer_timeout`, not `timeout`.
@@ -48,7 +51,7 @@ pub(super) struct Request<'a> {
 impl<'a> Request<'a> {
     /// A request without headers or body, whose answer is read whole, with
     /// 5xx answers retried.
-    pub fn new(op: &'static str, verb: Verb, key: &'a str, url: &'a dyn Fn() -> Url) -> Self {
+    pub fn new(op: &'static str, verb: Verb, key: &'a str, url: &'a dyn Fn(&Credentials) -> Url) -> Self {
         Request { op, verb, key, url, headers: &[], body: Payload::Bytes(&[]), stream: false, retry_5xx: true }
     }
 }
@@ -76,9 +79,8 @@ pub(super) struct Client {
     pub endpoint: String,
     /// The proxy every request goes through, as messages show it.
     proxy: Option<String>,
-    /// The secret and the access key (in that order), kept only to scrub
-    /// them from foreign text.
-    secrets: [String; 2],
+    /// Where each attempt gets its credentials (also scrubbed from foreign text).
+    creds: Provider,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     /// The total a download or a request body may take.
@@ -120,7 +122,7 @@ fn with_headers<B>(mut rb: RequestBuilder<B>, headers: &[(String, String)]) -> R
 
 /// Connection-level failures worth another attempt. Stalls after connecting
 /// are not retried: they already waited the whole `timeout`.
-fn retryable(e: &ureq::Error) -> bool {
+pub(super) fn retryable(e: &ureq::Error) -> bool {
     use io::ErrorKind::*;
     match e {
         ureq::Error::Io(io) => {
@@ -157,7 +159,7 @@ impl Client {
             bucket: s3.bucket.clone(),
             endpoint: s3.endpoint.clone(),
             proxy: s3.proxy_shown(),
-            secrets: [s3.secret_key.clone(), s3.access_key.clone()],
+            creds: Provider::new(store, s3)?,
             timeout: s3.timeout,
             connect_timeout: s3.connect_timeout,
             transfer_timeout: s3.transfer_timeout,
@@ -168,7 +170,7 @@ impl Client {
 
     /// Replaces the credentials wherever they might appear in foreign text.
     pub fn scrub(&self, s: &str) -> String {
-        scrub(s, &self.secrets)
+        scrub(s, &self.creds.secrets())
     }
 
     /// The error for `problem` with the object `key`, scrubbed of credentials.
@@ -247,8 +249,8 @@ impl Client {
     }
 
     /// One attempt, on a connection of `agent`'s pool.
-    fn once(&self, r: &Request, agent: &ureq::Agent) -> std::result::Result<Response<Body>, ureq::Error> {
-        let url = (r.url)();
+    fn once(&self, r: &Request, agent: &ureq::Agent, creds: &Credentials) -> std::result::Result<Response<Body>, ureq::Error> {
+        let url = (r.url)(creds);
         let url = url.as_str();
         let send = |rb: RequestBuilder<ureq::typestate::WithBody>| match r.body {
             Payload::Bytes(b) => self.timed(rb, r).send(b),
@@ -282,7 +284,8 @@ impl Client {
             let last = attempt >= attempts;
             let (generation, agent) = pool::agent(&self.kind)
                 .map_err(|_| self.err(r.key, S3Problem::Protocol { op: r.op, detail: "proxy_server is not usable".into() }))?;
-            match self.once(r, &agent) {
+            let creds = self.creds.current()?;
+            match self.once(r, &agent, &creds) {
                 Ok(a) if a.status().is_server_error() && r.retry_5xx && !last => drop(a),
                 Ok(a) => return Ok(a),
                 Err(e) if dropped(&e) && !renewed => {
@@ -315,12 +318,12 @@ impl Client {
             timeout: self.timeout,
             transfer_timeout: self.transfer_timeout,
             started: std::time::Instant::now(),
-            secrets: self.secrets.clone(),
+            secrets: self.creds.secrets(),
         }
     }
 }
 
-fn scrub(s: &str, secrets: &[String; 2]) -> String {
+fn scrub(s: &str, secrets: &[String]) -> String {
     let mut s = s.to_string();
     for secret in secrets {
         if !secret.is_empty() {
@@ -336,7 +339,7 @@ pub(super) struct Download {
     timeout: Duration,
     transfer_timeout: Duration,
     started: std::time::Instant,
-    secrets: [String; 2],
+    secrets: Vec<String>,
 }
 
 impl Read for Download {
