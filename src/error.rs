@@ -135,6 +135,9 @@ pub enum S3Problem {
     ProxyFailed { proxy: String, endpoint: String, detail: String },
     /// The server rejected the signature or the access key.
     BadCredentials { code: String },
+    /// The server rejected credentials that came from an ambient `source`
+    /// (named as in [`Error::Credentials`]), not from the config's key pair.
+    RefusedCredentials { code: String, source: String },
     /// The credentials are valid but may not do this.
     AccessDenied { message: String },
     /// The configured bucket does not exist on the server.
@@ -267,6 +270,10 @@ impl fmt::Display for S3Problem {
             S3Problem::BadCredentials { code } => write!(
                 f,
                 "bad credentials: the S3 server rejected the request signature or access key ({code}); check access_key and secret_key in the config file"
+            ),
+            S3Problem::RefusedCredentials { code, source } => write!(
+                f,
+                "bad credentials: the S3 server rejected the request signature or credentials ({code}); they came from {source} (config key 'credentials')"
             ),
             S3Problem::AccessDenied { message } => write!(f, "access denied by the S3 server (AccessDenied: {message})"),
             S3Problem::NoSuchBucket { endpoint } => write!(f, "the bucket does not exist on S3 endpoint {endpoint} (NoSuchBucket)"),

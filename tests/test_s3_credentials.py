@@ -139,8 +139,16 @@ def test_a_session_token_is_required_and_checked(db, world, fakes):
     with_stores(world, {"s3notoken": base_store(fakes, "dj/notoken", access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY)})
     fakes.gate.refusals.clear()
     assert db.one("SELECT dj_attach_put('s3notoken', %s, 'a.bin', 'x')", (db.schema,)) is None
-    assert "InvalidToken" in db.last_error(), db.last_error()
+    assert "(InvalidToken); check access_key and secret_key in the config file" in db.last_error(), db.last_error()
     assert fakes.gate.refusals and fakes.gate.refusals[0][2] == "InvalidToken"
+    # credentials from a source that S3 refuses: the message names the source
+    token, _ = fakes.tokens.issue("profile", 3600)
+    f = world.base / "aws-credentials-wrong"
+    f.write_text(f"[default]\naws_access_key_id = {S3_ACCESS_KEY}\naws_secret_access_key = wrong\naws_session_token = {token}\n")
+    with_stores(world, {"s3wrong": base_store(fakes, "dj/wrong", credentials={"source": "profile", "file": str(f)})})
+    assert db.one("SELECT dj_attach_put('s3wrong', %s, 'a.bin', 'x')", (db.schema,)) is None
+    assert (f"(SignatureDoesNotMatch); they came from profile 'default' of credentials file {f} (config key 'credentials')"
+            in db.last_error()), db.last_error()
 
 
 def test_multipart_uploads_carry_the_session_token_on_every_part(db, world, fakes):

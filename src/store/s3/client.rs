@@ -181,6 +181,10 @@ impl Client {
                 S3Problem::ProxyUnreachable { proxy, endpoint, detail: self.scrub(&detail), attempts }
             }
             S3Problem::ProxyFailed { proxy, endpoint, detail } => S3Problem::ProxyFailed { proxy, endpoint, detail: self.scrub(&detail) },
+            // Not the config's key pair: send the DBA to the source instead.
+            S3Problem::BadCredentials { code } if self.creds.ambient().is_some() => {
+                S3Problem::RefusedCredentials { code, source: self.creds.ambient().unwrap_or_default().to_string() }
+            }
             S3Problem::AccessDenied { message } => S3Problem::AccessDenied { message: self.scrub(&message) },
             S3Problem::Failed { op, status, code, message } => {
                 S3Problem::Failed { op, status, code: self.scrub(&code), message: self.scrub(&message) }

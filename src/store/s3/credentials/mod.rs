@@ -91,6 +91,8 @@ fn generic_description(source: &CredentialSource) -> &'static str {
 pub(super) struct Provider {
     store: String,
     held: Held,
+    /// The source as messages name it; `None` for the config's key pair.
+    ambient: Option<String>,
 }
 
 enum Held {
@@ -113,20 +115,34 @@ impl Provider {
     /// described, and fetched on first use.
     pub fn new(store: &StoreConfig, s3: &S3Config) -> Result<Self> {
         let fail = |source: String, detail: String| Error::Credentials { store: store.name.clone(), source, detail };
-        let held = match &s3.credentials {
-            CredentialSource::Static { access_key, secret_key } => Held::Fixed(Arc::new(Credentials::new(access_key.clone(), secret_key.clone()))),
-            CredentialSource::Environment => Held::Fixed(Arc::new(environment::read().map_err(|d| fail(environment::DESCRIPTION.into(), d))?)),
+        let (held, ambient) = match &s3.credentials {
+            CredentialSource::Static { access_key, secret_key } => {
+                (Held::Fixed(Arc::new(Credentials::new(access_key.clone(), secret_key.clone()))), None)
+            }
+            CredentialSource::Environment => (
+                Held::Fixed(Arc::new(environment::read().map_err(|d| fail(environment::DESCRIPTION.into(), d))?)),
+                Some(environment::DESCRIPTION.to_string()),
+            ),
             CredentialSource::Profile { file, profile } => {
                 let (file, profile) = profile::resolve(file, profile).map_err(|d| fail("a shared credentials file".into(), d))?;
-                Held::Fixed(Arc::new(profile::read(&file, &profile).map_err(|d| fail(profile::describe(&file, &profile), d))?))
+                let what = profile::describe(&file, &profile);
+                (Held::Fixed(Arc::new(profile::read(&file, &profile).map_err(|d| fail(what.clone(), d))?)), Some(what))
             }
             other => {
-                let source =
-                    Temporary::resolve(other, &s3.region).map_err(|d| fail(generic_description(other).into(), d))?.expect("a temporary source");
-                Held::Cached { key: key_of(&store.name, &source, &s3.region), source, reach: reach(s3) }
+                let what = generic_description(other);
+                let source = Temporary::resolve(other, &s3.region)
+                    .map_err(|d| fail(what.into(), d))?
+                    .ok_or_else(|| fail(what.into(), "not a temporary source".into()))?;
+                let what = source.describe();
+                (Held::Cached { key: key_of(&store.name, &source, &s3.region), source, reach: reach(s3) }, Some(what))
             }
         };
-        Ok(Provider { store: store.name.clone(), held })
+        Ok(Provider { store: store.name.clone(), held, ambient })
+    }
+
+    /// The ambient source as messages name it; `None` for the config's key pair.
+    pub fn ambient(&self) -> Option<&str> {
+        self.ambient.as_deref()
     }
 
     /// Credentials to sign a request with now: valid, and refreshed when
