@@ -66,6 +66,7 @@ class CredServer(ThreadingHTTPServer):
         self.lifetime = lifetime
         self.log = []  # (method, path, headers, body)
         self.issued = 0
+        self.issued_tokens = []
         super().__init__(("127.0.0.1", 0), _Handler)
         self.port = self.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -74,6 +75,7 @@ class CredServer(ThreadingHTTPServer):
     def issue(self):
         token, expires = self.tokens.issue(self.kind, self.lifetime)
         self.issued += 1
+        self.issued_tokens.append(token)
         return token, expires
 
     def close(self):

@@ -133,6 +133,25 @@ def test_temporary_credentials_are_refreshed_before_they_expire(db, world, fakes
         imds.close()
 
 
+def test_credentials_s3_calls_expired_are_fetched_anew(db, world, fakes):
+    """S3 may call a session expired before its Expiration (a clock ahead,
+    a revoked session): the request is signed again with new credentials
+    and nothing fails."""
+    imds = CredServer("imds", fakes.tokens, S3_ACCESS_KEY, S3_SECRET_KEY, lifetime=3600)
+    try:
+        with_stores(world, {"s3revoked": base_store(fakes, "dj/revoked", credentials={"source": "instance", "endpoint": imds.url})})
+        put_and_get(db, "s3revoked", b"before")
+        assert imds.issued == 1
+        fakes.gate.refusals.clear()
+        for token in imds.issued_tokens:
+            fakes.tokens.add(token, 0)  # the gate now calls them expired
+        put_and_get(db, "s3revoked", b"after")
+        assert imds.issued == 2
+        assert fakes.gate.refusals and {code for _, _, code in fakes.gate.refusals} == {"ExpiredToken"}
+    finally:
+        imds.close()
+
+
 def test_a_session_token_is_required_and_checked(db, world, fakes):
     """The token gate itself: a static key pair (no token) is refused with
     InvalidToken, so the passing tests above did send theirs."""

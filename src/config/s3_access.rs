@@ -85,7 +85,8 @@ impl CredentialSource {
             }
             CredentialSource::Container { endpoint, full_uri, token_file } => {
                 put("endpoint", endpoint);
-                put("full_uri", full_uri);
+                // Origin only: a task's path can act as a capability.
+                put("full_uri", &full_uri.as_deref().map(|u| url::Url::parse(u).map(|u| u.origin().ascii_serialization()).unwrap_or_default()));
                 put("token_file", &path(token_file));
             }
             CredentialSource::Instance { endpoint, role } => {
@@ -355,7 +356,9 @@ mod tests {
         assert!(parse(&obj(r#"{"credentials": {"source": "web_identity", "sts_endpoint": "ftp://h"}}"#)).is_err());
         assert!(parse(&obj(r#"{"credentials": {"source": "instance", "endpoint": "http://h/latest"}}"#)).is_err());
         let c = parse(&obj(r#"{"credentials": {"source": "container", "full_uri": "http://127.0.0.1:5/creds?x=1"}}"#)).unwrap();
-        assert_eq!(c.shown().get("full_uri").unwrap(), "http://127.0.0.1:5/creds?x=1");
+        assert_eq!(c.shown().get("full_uri").unwrap(), "http://127.0.0.1:5");
+        let CredentialSource::Container { full_uri, .. } = &c else { panic!("{c:?}") };
+        assert_eq!(full_uri.as_deref(), Some("http://127.0.0.1:5/creds?x=1"));
         assert!(c.temporary() && !CredentialSource::Environment.temporary());
     }
 

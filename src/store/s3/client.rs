@@ -168,6 +168,12 @@ impl Client {
         })
     }
 
+    /// Whether the store signs with temporary credentials, which S3 may
+    /// call expired before our clock does.
+    pub fn temporary_credentials(&self) -> bool {
+        self.creds.temporary()
+    }
+
     /// Replaces the credentials wherever they might appear in foreign text.
     pub fn scrub(&self, s: &str) -> String {
         scrub(s, &self.creds.secrets())
@@ -278,12 +284,14 @@ impl Client {
     /// turns out dead (the server closed or restarted meanwhile) is no
     /// failure of the server: the pool's idle connections are dropped and
     /// the request is sent again at once on a new one, once, without
-    /// counting as a retry.
+    /// counting as a retry; so is one whose temporary credentials S3 calls
+    /// expired or invalid, with credentials fetched anew.
     pub fn send(&self, r: &Request) -> Result<Response<Body>> {
         let attempts = self.retries + 1;
         let mut delay = FIRST_BACKOFF;
         let mut attempt = 1;
         let mut renewed = false;
+        let mut refetched = false;
         loop {
             let last = attempt >= attempts;
             let (generation, agent) = pool::agent(&self.kind)
@@ -291,6 +299,19 @@ impl Client {
             let creds = self.creds.current()?;
             match self.once(r, &agent, &creds) {
                 Ok(a) if a.status().is_server_error() && r.retry_5xx && !last => drop(a),
+                Ok(a) if matches!(a.status().as_u16(), 400 | 403) && self.creds.temporary() && !refetched => {
+                    // Temporary credentials S3 calls expired or invalid
+                    // (a clock ahead of ours, a revoked session): fetched
+                    // anew once, at once, without counting as a retry.
+                    let (parts, body) = a.into_parts();
+                    let text = answer_text(body);
+                    if matches!(error_fields(&text).0.as_str(), "ExpiredToken" | "InvalidToken" | "TokenRefreshRequired") {
+                        refetched = true;
+                        self.creds.forget(&creds);
+                        continue;
+                    }
+                    return Ok(Response::from_parts(parts, Body::builder().data(text)));
+                }
                 Ok(a) => return Ok(a),
                 Err(e) if dropped(&e) && !renewed => {
                     renewed = true;

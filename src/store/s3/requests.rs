@@ -54,6 +54,10 @@ impl S3Store {
     /// hold such keys (often starting with `/`; s3s-fs, MinIO) answer them
     /// with 400 or 500.
     pub(super) fn head(&self, key: &str, second_chance: bool) -> Result<Option<u64>> {
+        self.head_again(key, second_chance, false)
+    }
+
+    fn head_again(&self, key: &str, second_chance: bool, again: bool) -> Result<Option<u64>> {
         let url = |c: &Credentials| self.bucket.head_object(Some(c), key).sign(SIGNATURE_LIFETIME);
         let r = Request { retry_5xx: !second_chance, ..Request::new("HEAD", Verb::Head, key, &url) };
         let answer = self.client.send(&r)?;
@@ -77,6 +81,13 @@ impl S3Store {
         let g = Request { headers: &headers, ..Request::new("HEAD", Verb::Get, key, &url) };
         let answer = self.client.send(&g)?;
         if answer.status().is_success() || answer.status().as_u16() == 416 {
+            // The GET went through where the HEAD did not: with temporary
+            // credentials, the GET's answer may have named them expired
+            // (see `Client::send`) and new ones were fetched for it.
+            if !again && self.client.temporary_credentials() {
+                drop(answer);
+                return self.head_again(key, second_chance, true);
+            }
             return Err(self.client.status_error("HEAD", key, status));
         }
         Err(self.client.answer_error(&g, answer))

@@ -13,7 +13,9 @@
 //! refresh is tried again after [`RETRY_AFTER`]. Once they have expired,
 //! every use tries again, and fails with the source's error; threads that
 //! queued behind a failed fetch take its error instead of each waiting out
-//! the timeouts once more.
+//! the timeouts once more. Credentials S3 itself calls expired or invalid
+//! (its clock runs ahead, the session was revoked) are [`forget`]-ten, and
+//! the request is signed again with new ones.
 
 use super::Fetched;
 use crate::store::now_secs;
@@ -153,6 +155,15 @@ fn refresh(slot: &Slot, fetch: &dyn Fn() -> Result<Fetched, String>) -> Result<A
             state.failure = Some(Failure { at: Instant::now(), msg: msg.clone() });
             Err(msg)
         }
+    }
+}
+
+/// Drops the entry's credentials if they are still `used` (a newer fetch stays).
+pub fn forget(key: &str, used: &Arc<rusty_s3::Credentials>) {
+    let Some(slot) = slot(key, false) else { return };
+    let mut state = lock(&slot.state);
+    if state.current.as_ref().is_some_and(|c| Arc::ptr_eq(&c.creds, used)) {
+        state.current = None;
     }
 }
 

@@ -156,6 +156,20 @@ impl Provider {
         }
     }
 
+    /// Whether the credentials are temporary, fetched and cached.
+    pub fn temporary(&self) -> bool {
+        matches!(self.held, Held::Cached { .. })
+    }
+
+    /// Drops `used` from the cache after S3 refused them as expired or
+    /// invalid, so that the next use fetches new ones (unless another
+    /// thread already did).
+    pub fn forget(&self, used: &Arc<Credentials>) {
+        if let Held::Cached { key, .. } = &self.held {
+            cache::forget(key, used);
+        }
+    }
+
     /// The values to scrub from foreign text: the credentials last handed
     /// out (key, secret and token), without fetching any.
     pub fn secrets(&self) -> Vec<String> {
