@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod s3_access;
 mod uploads;
+pub use s3_access::{check_service_url, Addressing, CredentialSource, Encryption, DEFAULT_CONTAINER, DEFAULT_IMDS};
 pub use uploads::Uploads;
 
 /// Where the server looks when `DJ_UDF_CONFIG` is not set in its environment.
@@ -30,6 +32,8 @@ pub const DEFAULT_EXPORT_QUOTA: u64 = 16 << 30;
 /// unless the config says otherwise: four results of the largest default size.
 pub const DEFAULT_MAX_HELD: u64 = 4 * DEFAULT_MAX_GET;
 
+// A few stores per config, parsed once per file version: the size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Protocol {
     File,
@@ -50,13 +54,16 @@ pub const DEFAULT_RETRIES: u32 = 3;
 pub const DEFAULT_REGION: &str = "us-east-1";
 
 /// S3 settings under DataJoint's key names, plus the plugin's own
-/// `region`, `connect_timeout`, `timeout` and `retries` (see docs/s3.md).
+/// `region`, `connect_timeout`, `timeout`, `retries`, `credentials`,
+/// `addressing` and `server_side_encryption` (see docs/s3.md).
 #[derive(Clone, PartialEq, Eq)]
 pub struct S3Config {
     pub endpoint: String,
     pub bucket: String,
-    pub access_key: String,
-    pub secret_key: String,
+    /// DataJoint's `access_key` and `secret_key`, or an ambient source.
+    pub credentials: CredentialSource,
+    pub addressing: Addressing,
+    pub encryption: Option<Encryption>,
     pub secure: bool,
     pub proxy_server: Option<String>,
     pub region: String,
@@ -74,14 +81,16 @@ impl S3Config {
     }
 }
 
-/// Never prints the credentials, so that no `{:?}` can leak them.
+/// Never prints the credentials, so that no `{:?}` can leak them
+/// ([`CredentialSource`]'s own `Debug` redacts a key pair).
 impl std::fmt::Debug for S3Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("S3Config")
             .field("endpoint", &self.endpoint)
             .field("bucket", &self.bucket)
-            .field("access_key", &"<redacted>")
-            .field("secret_key", &"<redacted>")
+            .field("credentials", &self.credentials)
+            .field("addressing", &self.addressing)
+            .field("encryption", &self.encryption)
             .field("secure", &self.secure)
             .field("proxy_server", &self.proxy_server)
             .field("region", &self.region)
@@ -225,6 +234,13 @@ impl Config {
 
     /// The stores as JSON for `dj_stores()`, with credentials replaced.
     pub fn redacted_json(&self) -> String {
+        self.redacted_json_with(&|_, _| Map::new())
+    }
+
+    /// [`Self::redacted_json`] with what `live` adds to each S3 store's
+    /// `credentials` (when temporary credentials expire): the config knows
+    /// where credentials come from, the store module what it last got.
+    pub fn redacted_json_with(&self, live: &dyn Fn(&StoreConfig, &S3Config) -> Map<String, Value>) -> String {
         let mut stores = Map::new();
         for s in &self.stores {
             let mut o = Map::new();
@@ -236,8 +252,17 @@ impl Config {
                     o.insert("protocol".into(), "s3".into());
                     o.insert("endpoint".into(), s3.endpoint.clone().into());
                     o.insert("bucket".into(), s3.bucket.clone().into());
-                    o.insert("access_key".into(), "<redacted>".into());
-                    o.insert("secret_key".into(), "<redacted>".into());
+                    if matches!(s3.credentials, CredentialSource::Static { .. }) {
+                        o.insert("access_key".into(), "<redacted>".into());
+                        o.insert("secret_key".into(), "<redacted>".into());
+                    }
+                    let mut creds = s3.credentials.shown();
+                    creds.extend(live(s, s3));
+                    o.insert("credentials".into(), Value::Object(creds));
+                    o.insert("addressing".into(), s3.addressing.name().into());
+                    if let Some(e) = &s3.encryption {
+                        o.insert("server_side_encryption".into(), e.shown());
+                    }
                     o.insert("secure".into(), s3.secure.into());
                     if let Some(p) = s3.proxy_shown() {
                         o.insert("proxy_server".into(), p.into());
@@ -394,10 +419,11 @@ fn parse_s3(spec: &Map<String, Value>) -> std::result::Result<S3Config, KeyError
         },
     };
     Ok(S3Config {
+        credentials: s3_access::parse(spec)?,
+        addressing: s3_access::addressing(spec, &endpoint, &bucket, secure)?,
+        encryption: s3_access::encryption(spec)?,
         endpoint,
         bucket,
-        access_key: required(spec, "access_key")?,
-        secret_key: required(spec, "secret_key")?,
         secure,
         proxy_server,
         region,
@@ -546,7 +572,10 @@ mod tests {
         let m = msg(r#"{"stores": {"main": {"protocol": "file", "location": "relative/dir"}}}"#);
         assert!(m.contains("must be an absolute path"), "{m}");
         let m = msg(r#"{"stores": {"main": {"protocol": "s3", "location": "x", "endpoint": "h:9000", "bucket": "b", "access_key": "a"}}}"#);
-        assert_eq!(m, "store 'main', key 'secret_key': missing (required for this protocol); config file /etc/test.json");
+        assert_eq!(
+            m,
+            "store 'main', key 'secret_key': missing (required for this protocol, or name a \"credentials\" source); config file /etc/test.json"
+        );
         let m = msg(r#"{"stores": {"main": {"protocol": "file", "location": "/tmp", "subfolding": [0]}}}"#);
         assert!(m.contains("key 'subfolding'"), "{m}");
         let m = msg(r#"{"stores": {"bad name": {"protocol": "file", "location": "/tmp"}}}"#);

@@ -111,6 +111,14 @@ pub enum Error {
         key: String,
         problem: Box<S3Problem>,
     },
+    /// An S3 store's credentials source gave none: `source` names it (the
+    /// variable, file or endpoint tried), `detail` says why; neither ever
+    /// holds a secret.
+    Credentials {
+        store: String,
+        source: String,
+        detail: String,
+    },
 }
 
 /// Why an S3 request failed, in the terms a DBA acts on.
@@ -127,6 +135,9 @@ pub enum S3Problem {
     ProxyFailed { proxy: String, endpoint: String, detail: String },
     /// The server rejected the signature or the access key.
     BadCredentials { code: String },
+    /// The server rejected credentials that came from an ambient `source`
+    /// (named as in [`Error::Credentials`]), not from the config's key pair.
+    RefusedCredentials { code: String, source: String },
     /// The credentials are valid but may not do this.
     AccessDenied { message: String },
     /// The configured bucket does not exist on the server.
@@ -229,6 +240,9 @@ impl fmt::Display for Error {
             // The problem first: a SIGNAL message is cut at 512 bytes and
             // keys can be long.
             Error::S3 { store, bucket, key, problem } => write!(f, "store '{store}': {problem}; bucket '{bucket}', key '{key}'"),
+            Error::Credentials { store, source, detail } => {
+                write!(f, "store '{store}': no credentials from {source}: {detail} (config key 'credentials')")
+            }
         }
     }
 }
@@ -256,6 +270,10 @@ impl fmt::Display for S3Problem {
             S3Problem::BadCredentials { code } => write!(
                 f,
                 "bad credentials: the S3 server rejected the request signature or access key ({code}); check access_key and secret_key in the config file"
+            ),
+            S3Problem::RefusedCredentials { code, source } => write!(
+                f,
+                "bad credentials: the S3 server rejected the request signature or credentials ({code}); they came from {source} (config key 'credentials')"
             ),
             S3Problem::AccessDenied { message } => write!(f, "access denied by the S3 server (AccessDenied: {message})"),
             S3Problem::NoSuchBucket { endpoint } => write!(f, "the bucket does not exist on S3 endpoint {endpoint} (NoSuchBucket)"),

@@ -3,6 +3,7 @@ the session's (binary logging, a latin1 default, a replica): each has its
 own datadir, socket and port, the freshly built library in its plugin_dir
 and the session's store config, through scripts/server.sh."""
 
+import os
 import pathlib
 import subprocess
 
@@ -14,11 +15,13 @@ SERVER_SH = ROOT / "scripts" / "server.sh"
 
 
 class Server:
-    def __init__(self, base: pathlib.Path, config: pathlib.Path, *options: str):
+    def __init__(self, base: pathlib.Path, config: pathlib.Path, *options: str, env=None):
+        """`env`: variables added to the server process's environment (the
+        S3 `env` and `web_identity` credential sources read them)."""
         self.dir = base
         self.port = free_port()
         out = subprocess.run([str(SERVER_SH), "start", str(base), str(self.port), str(LIBRARY), str(config), *options],
-                             check=True, capture_output=True, text=True)
+                             check=True, capture_output=True, text=True, env={**os.environ, **(env or {})})
         self.socket = out.stdout.strip().splitlines()[-1]
         with self.connect() as c, c.cursor() as cur:
             cur.execute("INSERT IGNORE INTO dj_udf.purge_key VALUES (%s)", (PURGE_KEY,))

@@ -274,6 +274,7 @@ def test_s3_settings_shown_and_secrets_never(db, s3):
         "protocol": "s3", "endpoint": f"127.0.0.1:{world.s3_port}", "bucket": S3_BUCKET, "access_key": "<redacted>",
         "secret_key": "<redacted>", "secure": False, "region": "us-east-1", "connect_timeout": 5.0, "timeout": 60.0,
         "transfer_timeout": 14400.0, "retries": 3, "location": "dj/attach", "subfolding": [2, 2], "stage": None,
+        "credentials": {"source": "static"}, "addressing": "path",
     }
     assert stores["s3down"]["connect_timeout"] == 2.0 and stores["s3down"]["retries"] == 1
     text = db.one("SELECT dj_stores()").decode()

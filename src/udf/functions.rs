@@ -222,7 +222,7 @@ sql_functions! {
 
     /// The config as JSON, credentials redacted.
     dj_stores() -> string(65535) needs_config = |c, _a, out| {
-        put_text(out, &c.config().redacted_json())
+        put_text(out, &c.config().redacted_json_with(&crate::store::s3::credentials_status))
     }
 
     /// The library's version.

@@ -4,9 +4,11 @@
 //! [`Error`]s that never quote the credentials.
 
 use super::answers::{classify, error_fields, shorten};
+use super::credentials::Provider;
 use super::pool::{self, Kind};
 use crate::config::{S3Config, StoreConfig};
 use crate::error::{Error, Result, S3Problem};
+use rusty_s3::Credentials;
 use std::io::{self, Read};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -29,13 +31,14 @@ pub(super) enum Verb {
     Delete,
 }
 
-/// One S3 request, signed anew for each attempt.
+/// One S3 request, signed anew for each attempt with the credentials of
+/// that moment (temporary ones may have been refreshed since the last).
 pub(super) struct Request<'a> {
     pub op: &'static str,
     pub verb: Verb,
     /// The object key, for messages.
     pub key: &'a str,
-    pub url: &'a dyn Fn() -> Url,
+    pub url: &'a dyn Fn(&Credentials) -> Url,
     pub headers: &'a [(String, String)],
     pub body: Payload<'a>,
     /// A streamed download: its body may take up to `transfer_timeout`, not `timeout`.
@@ -48,7 +51,7 @@ pub(super) struct Request<'a> {
 impl<'a> Request<'a> {
     /// A request without headers or body, whose answer is read whole, with
     /// 5xx answers retried.
-    pub fn new(op: &'static str, verb: Verb, key: &'a str, url: &'a dyn Fn() -> Url) -> Self {
+    pub fn new(op: &'static str, verb: Verb, key: &'a str, url: &'a dyn Fn(&Credentials) -> Url) -> Self {
         Request { op, verb, key, url, headers: &[], body: Payload::Bytes(&[]), stream: false, retry_5xx: true }
     }
 }
@@ -76,9 +79,8 @@ pub(super) struct Client {
     pub endpoint: String,
     /// The proxy every request goes through, as messages show it.
     proxy: Option<String>,
-    /// The secret and the access key (in that order), kept only to scrub
-    /// them from foreign text.
-    secrets: [String; 2],
+    /// Where each attempt gets its credentials (also scrubbed from foreign text).
+    creds: Provider,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     /// The total a download or a request body may take.
@@ -120,7 +122,7 @@ fn with_headers<B>(mut rb: RequestBuilder<B>, headers: &[(String, String)]) -> R
 
 /// Connection-level failures worth another attempt. Stalls after connecting
 /// are not retried: they already waited the whole `timeout`.
-fn retryable(e: &ureq::Error) -> bool {
+pub(super) fn retryable(e: &ureq::Error) -> bool {
     use io::ErrorKind::*;
     match e {
         ureq::Error::Io(io) => {
@@ -157,7 +159,7 @@ impl Client {
             bucket: s3.bucket.clone(),
             endpoint: s3.endpoint.clone(),
             proxy: s3.proxy_shown(),
-            secrets: [s3.secret_key.clone(), s3.access_key.clone()],
+            creds: Provider::new(store, s3)?,
             timeout: s3.timeout,
             connect_timeout: s3.connect_timeout,
             transfer_timeout: s3.transfer_timeout,
@@ -166,9 +168,15 @@ impl Client {
         })
     }
 
+    /// Whether the store signs with temporary credentials, which S3 may
+    /// call expired before our clock does.
+    pub fn temporary_credentials(&self) -> bool {
+        self.creds.temporary()
+    }
+
     /// Replaces the credentials wherever they might appear in foreign text.
     pub fn scrub(&self, s: &str) -> String {
-        scrub(s, &self.secrets)
+        scrub(s, &self.creds.secrets())
     }
 
     /// The error for `problem` with the object `key`, scrubbed of credentials.
@@ -179,6 +187,10 @@ impl Client {
                 S3Problem::ProxyUnreachable { proxy, endpoint, detail: self.scrub(&detail), attempts }
             }
             S3Problem::ProxyFailed { proxy, endpoint, detail } => S3Problem::ProxyFailed { proxy, endpoint, detail: self.scrub(&detail) },
+            // Not the config's key pair: send the DBA to the source instead.
+            S3Problem::BadCredentials { code } if self.creds.ambient().is_some() => {
+                S3Problem::RefusedCredentials { code, source: self.creds.ambient().unwrap_or_default().to_string() }
+            }
             S3Problem::AccessDenied { message } => S3Problem::AccessDenied { message: self.scrub(&message) },
             S3Problem::Failed { op, status, code, message } => {
                 S3Problem::Failed { op, status, code: self.scrub(&code), message: self.scrub(&message) }
@@ -247,8 +259,8 @@ impl Client {
     }
 
     /// One attempt, on a connection of `agent`'s pool.
-    fn once(&self, r: &Request, agent: &ureq::Agent) -> std::result::Result<Response<Body>, ureq::Error> {
-        let url = (r.url)();
+    fn once(&self, r: &Request, agent: &ureq::Agent, creds: &Credentials) -> std::result::Result<Response<Body>, ureq::Error> {
+        let url = (r.url)(creds);
         let url = url.as_str();
         let send = |rb: RequestBuilder<ureq::typestate::WithBody>| match r.body {
             Payload::Bytes(b) => self.timed(rb, r).send(b),
@@ -272,18 +284,34 @@ impl Client {
     /// turns out dead (the server closed or restarted meanwhile) is no
     /// failure of the server: the pool's idle connections are dropped and
     /// the request is sent again at once on a new one, once, without
-    /// counting as a retry.
+    /// counting as a retry; so is one whose temporary credentials S3 calls
+    /// expired or invalid, with credentials fetched anew.
     pub fn send(&self, r: &Request) -> Result<Response<Body>> {
         let attempts = self.retries + 1;
         let mut delay = FIRST_BACKOFF;
         let mut attempt = 1;
         let mut renewed = false;
+        let mut refetched = false;
         loop {
             let last = attempt >= attempts;
             let (generation, agent) = pool::agent(&self.kind)
                 .map_err(|_| self.err(r.key, S3Problem::Protocol { op: r.op, detail: "proxy_server is not usable".into() }))?;
-            match self.once(r, &agent) {
+            let creds = self.creds.current()?;
+            match self.once(r, &agent, &creds) {
                 Ok(a) if a.status().is_server_error() && r.retry_5xx && !last => drop(a),
+                Ok(a) if matches!(a.status().as_u16(), 400 | 403) && self.creds.temporary() && !refetched => {
+                    // Temporary credentials S3 calls expired or invalid
+                    // (a clock ahead of ours, a revoked session): fetched
+                    // anew once, at once, without counting as a retry.
+                    let (parts, body) = a.into_parts();
+                    let text = answer_text(body);
+                    if matches!(error_fields(&text).0.as_str(), "ExpiredToken" | "InvalidToken" | "TokenRefreshRequired") {
+                        refetched = true;
+                        self.creds.forget(&creds);
+                        continue;
+                    }
+                    return Ok(Response::from_parts(parts, Body::builder().data(text)));
+                }
                 Ok(a) => return Ok(a),
                 Err(e) if dropped(&e) && !renewed => {
                     renewed = true;
@@ -315,12 +343,12 @@ impl Client {
             timeout: self.timeout,
             transfer_timeout: self.transfer_timeout,
             started: std::time::Instant::now(),
-            secrets: self.secrets.clone(),
+            secrets: self.creds.secrets(),
         }
     }
 }
 
-fn scrub(s: &str, secrets: &[String; 2]) -> String {
+fn scrub(s: &str, secrets: &[String]) -> String {
     let mut s = s.to_string();
     for secret in secrets {
         if !secret.is_empty() {
@@ -336,7 +364,7 @@ pub(super) struct Download {
     timeout: Duration,
     transfer_timeout: Duration,
     started: std::time::Instant,
-    secrets: [String; 2],
+    secrets: Vec<String>,
 }
 
 impl Read for Download {

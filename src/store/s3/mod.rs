@@ -34,12 +34,13 @@
 //! uploads and ranged reads the multipart, copy and ranged-`GET` steps.
 
 use super::{check_source, now_secs, Listed, ObjectStore, Source};
-use crate::config::{S3Config, StoreConfig};
+use crate::config::{Addressing, S3Config, StoreConfig};
 use crate::datajoint::hash::{Hash, Hasher};
 use crate::error::{Error, Result, S3Problem};
 
 mod answers;
 mod client;
+mod credentials;
 mod keys;
 mod leftovers;
 mod parts;
@@ -52,23 +53,25 @@ mod upload;
 
 pub use answers::{classify, error_fields};
 use client::{Client, Payload};
+pub use credentials::{iso_time, status as credentials_status};
 pub use keys::{location_prefix, object_keys, parse_time};
 pub use parts::COPY_PART;
 pub use pool::{IDLE_FOR, IDLE_PER_ENDPOINT};
 use quirks::Quirk;
 use requests::{Written, DELETE_BATCH};
-use rusty_s3::{Bucket, Credentials, UrlStyle};
+use rusty_s3::{Bucket, UrlStyle};
 use std::io::Read;
 use upload::PartBuffer;
 pub use upload::{content_md5, parts_for, plan, Upload, MAX_OBJECT, MAX_PARTS, PART_SIZE, SINGLE_PUT_MAX};
 use url::Url;
 
-/// A configured S3 store: its bucket, credentials and location, and the
-/// client that sends its requests.
+/// A configured S3 store: its bucket and location, and the client that
+/// sends its requests (and holds its credentials).
 pub struct S3Store {
     name: String,
     bucket: Bucket,
-    creds: Credentials,
+    /// The server-side encryption headers of every write that creates an object.
+    encryption: Vec<(String, String)>,
     location: String,
     client: Client,
     /// Transfers one call runs at once (the store's `max_parallel`).
@@ -80,11 +83,15 @@ impl S3Store {
         let unusable = |what: &str| Error::Denied { msg: format!("store '{}': {what} is not usable", store.name) };
         let scheme = if s3.secure { "https" } else { "http" };
         let endpoint_url = Url::parse(&format!("{scheme}://{}/", s3.endpoint)).map_err(|_| unusable("endpoint"))?;
-        let bucket = Bucket::new(endpoint_url, UrlStyle::Path, s3.bucket.clone(), s3.region.clone()).map_err(|_| unusable("endpoint"))?;
+        let style = match s3.addressing {
+            Addressing::Path => UrlStyle::Path,
+            Addressing::Virtual => UrlStyle::VirtualHost,
+        };
+        let bucket = Bucket::new(endpoint_url, style, s3.bucket.clone(), s3.region.clone()).map_err(|_| unusable("endpoint"))?;
         Ok(S3Store {
             name: store.name.clone(),
             bucket,
-            creds: Credentials::new(s3.access_key.clone(), s3.secret_key.clone()),
+            encryption: s3.encryption.as_ref().map(|e| e.headers()).unwrap_or_default(),
             location: store.location.clone(),
             client: Client::new(store, s3)?,
             max_parallel: store.max_parallel(),

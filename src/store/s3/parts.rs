@@ -11,6 +11,7 @@ use super::S3Store;
 use crate::datajoint::hash::Hash;
 use crate::error::{Result, S3Problem};
 use rusty_s3::actions::S3Action;
+use rusty_s3::Credentials;
 use std::io::Read;
 
 /// The most one `UploadPartCopy` copies: S3 allows 5 GiB; smaller parts keep
@@ -85,8 +86,8 @@ impl S3Store {
         if to > from {
             headers.push(("x-amz-copy-source-range".to_string(), format!("bytes={}-{}", from, to - 1)));
         }
-        let url = || {
-            let mut a = self.bucket.upload_part(Some(&self.creds), dst, part, upload_id);
+        let url = |c: &Credentials| {
+            let mut a = self.bucket.upload_part(Some(c), dst, part, upload_id);
             for (k, v) in &headers {
                 a.headers_mut().insert(k.as_str(), v.as_str());
             }
@@ -117,7 +118,7 @@ impl S3Store {
                 _ => return Err(self.missing(relative)),
             }
         };
-        let url = || self.bucket.get_object(Some(&self.creds), &key).sign(SIGNATURE_LIFETIME);
+        let url = |c: &Credentials| self.bucket.get_object(Some(c), &key).sign(SIGNATURE_LIFETIME);
         let headers = [("range".to_string(), format!("bytes={}-{}", offset, offset + len - 1))];
         let r = Request { headers: &headers, stream: true, ..Request::new("GET", Verb::Get, &key, &url) };
         let answer = self.client.send(&r)?;

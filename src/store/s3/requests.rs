@@ -7,6 +7,7 @@ use super::client::{answer_text, Payload, Request, Verb};
 use super::S3Store;
 use crate::error::{Result, S3Problem};
 use rusty_s3::actions::{CreateMultipartUpload, DeleteObjectsResponse, ListObjectsV2, ListObjectsV2Response, ObjectIdentifier, S3Action};
+use rusty_s3::Credentials;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -53,7 +54,11 @@ impl S3Store {
     /// hold such keys (often starting with `/`; s3s-fs, MinIO) answer them
     /// with 400 or 500.
     pub(super) fn head(&self, key: &str, second_chance: bool) -> Result<Option<u64>> {
-        let url = || self.bucket.head_object(Some(&self.creds), key).sign(SIGNATURE_LIFETIME);
+        self.head_again(key, second_chance, false)
+    }
+
+    fn head_again(&self, key: &str, second_chance: bool, again: bool) -> Result<Option<u64>> {
+        let url = |c: &Credentials| self.bucket.head_object(Some(c), key).sign(SIGNATURE_LIFETIME);
         let r = Request { retry_5xx: !second_chance, ..Request::new("HEAD", Verb::Head, key, &url) };
         let answer = self.client.send(&r)?;
         let status = answer.status().as_u16();
@@ -71,11 +76,18 @@ impl S3Store {
         // A HEAD answer has no body to say why: ask again with a GET of one
         // byte, whose error answer names the cause.
         drop(answer);
-        let url = || self.bucket.get_object(Some(&self.creds), key).sign(SIGNATURE_LIFETIME);
+        let url = |c: &Credentials| self.bucket.get_object(Some(c), key).sign(SIGNATURE_LIFETIME);
         let headers = [("range".to_string(), "bytes=0-0".to_string())];
         let g = Request { headers: &headers, ..Request::new("HEAD", Verb::Get, key, &url) };
         let answer = self.client.send(&g)?;
         if answer.status().is_success() || answer.status().as_u16() == 416 {
+            // The GET went through where the HEAD did not: with temporary
+            // credentials, the GET's answer may have named them expired
+            // (see `Client::send`) and new ones were fetched for it.
+            if !again && self.client.temporary_credentials() {
+                drop(answer);
+                return self.head_again(key, second_chance, true);
+            }
             return Err(self.client.status_error("HEAD", key, status));
         }
         Err(self.client.answer_error(&g, answer))
@@ -102,7 +114,7 @@ impl S3Store {
         if bucket_seen(&id) {
             return Ok(());
         }
-        let url = || self.bucket.head_bucket(Some(&self.creds)).sign(SIGNATURE_LIFETIME);
+        let url = |c: &Credentials| self.bucket.head_bucket(Some(c)).sign(SIGNATURE_LIFETIME);
         let answer = self.client.send(&Request::new("HEAD bucket", Verb::Head, key, &url))?;
         if answer.status().as_u16() == 404 {
             return Err(self.client.err(key, S3Problem::NoSuchBucket { endpoint: self.client.endpoint.clone() }));
@@ -120,7 +132,7 @@ impl S3Store {
     /// `second_chance` lookup, as for [`Self::head`]). A missing bucket is
     /// an error: the answer's body tells it from a missing key.
     pub(super) fn get(&self, key: &str, second_chance: bool) -> Result<Option<crate::store::Reading>> {
-        let url = || self.bucket.get_object(Some(&self.creds), key).sign(SIGNATURE_LIFETIME);
+        let url = |c: &Credentials| self.bucket.get_object(Some(c), key).sign(SIGNATURE_LIFETIME);
         let r = Request { stream: true, retry_5xx: !second_chance, ..Request::new("GET", Verb::Get, key, &url) };
         let answer = self.client.send(&r)?;
         if answer.status().is_success() {
@@ -144,8 +156,8 @@ impl S3Store {
     /// One `ListObjectsV2` page: up to `max_keys` keys that start with
     /// `prefix` and sort after `start_after`.
     pub(super) fn list_page(&self, prefix: &str, start_after: Option<&str>, max_keys: usize) -> Result<ListObjectsV2Response> {
-        let url = || {
-            let mut a = ListObjectsV2::new(&self.bucket, Some(&self.creds));
+        let url = |c: &Credentials| {
+            let mut a = ListObjectsV2::new(&self.bucket, Some(c));
             a.with_prefix(prefix);
             if let Some(s) = start_after {
                 a.with_start_after(s);
@@ -164,7 +176,7 @@ impl S3Store {
 
     /// `DELETE` of one key; a key already gone is no error.
     pub(super) fn delete_key(&self, key: &str) -> Result<()> {
-        let url = || self.bucket.delete_object(Some(&self.creds), key).sign(SIGNATURE_LIFETIME);
+        let url = |c: &Credentials| self.bucket.delete_object(Some(c), key).sign(SIGNATURE_LIFETIME);
         let r = Request::new("DELETE", Verb::Delete, key, &url);
         let answer = self.client.send(&r)?;
         if answer.status().is_success() || answer.status().as_u16() == 404 {
@@ -174,17 +186,18 @@ impl S3Store {
     }
 
     /// One `PUT` of a whole object with its `Content-MD5` (base64, of the
-    /// body) and user metadata. With `if_absent` it carries
+    /// body), user metadata and the store's server-side encryption headers. With `if_absent` it carries
     /// `If-None-Match: *`: the server writes only when no object has the key,
     /// in the same request, where a lookup first would cost a round trip.
     pub(super) fn put_single(&self, key: &str, body: Payload, md5: &str, meta: &[(String, String)], if_absent: bool) -> Result<Written> {
         let mut headers = meta.to_vec();
+        headers.extend(self.encryption.iter().cloned());
         headers.push(("content-md5".into(), md5.to_string()));
         if if_absent {
             headers.push(("if-none-match".into(), "*".into()));
         }
-        let url = || {
-            let mut a = self.bucket.put_object(Some(&self.creds), key);
+        let url = |c: &Credentials| {
+            let mut a = self.bucket.put_object(Some(c), key);
             for (k, v) in &headers {
                 a.headers_mut().insert(k.as_str(), v.as_str());
             }
@@ -201,16 +214,20 @@ impl S3Store {
     }
 
     /// `CreateMultipartUpload` with the object's user metadata: the upload id.
+    /// The store's server-side encryption headers go here, not on the
+    /// parts: S3 applies them to the whole object and refuses them on `UploadPart`.
     pub(super) fn create_upload(&self, key: &str, meta: &[(String, String)]) -> Result<String> {
-        let url = || {
-            let mut a = self.bucket.create_multipart_upload(Some(&self.creds), key);
-            for (k, v) in meta {
+        let mut headers = meta.to_vec();
+        headers.extend(self.encryption.iter().cloned());
+        let url = |c: &Credentials| {
+            let mut a = self.bucket.create_multipart_upload(Some(c), key);
+            for (k, v) in &headers {
                 a.headers_mut().insert(k.as_str(), v.as_str());
             }
             a.sign(SIGNATURE_LIFETIME)
         };
         let op = "CreateMultipartUpload";
-        let r = Request { headers: meta, ..Request::new(op, Verb::Post, key, &url) };
+        let r = Request { headers: &headers, ..Request::new(op, Verb::Post, key, &url) };
         let answer = self.client.send(&r)?;
         if !answer.status().is_success() {
             return Err(self.client.answer_error(&r, answer));
@@ -227,8 +244,8 @@ impl S3Store {
         let part =
             u16::try_from(number).map_err(|_| self.client.err(key, S3Problem::Protocol { op: "UploadPart", detail: "too many parts".into() }))?;
         let headers = [("content-md5".to_string(), md5.to_string())];
-        let url = || {
-            let mut a = self.bucket.upload_part(Some(&self.creds), key, part, upload_id);
+        let url = |c: &Credentials| {
+            let mut a = self.bucket.upload_part(Some(c), key, part, upload_id);
             a.headers_mut().insert("content-md5", headers[0].1.as_str());
             a.sign(SIGNATURE_LIFETIME)
         };
@@ -250,8 +267,8 @@ impl S3Store {
     /// `CompleteMultipartUpload` of the parts in order; `size` recognizes an
     /// upload that an earlier attempt completed.
     pub(super) fn complete_upload(&self, key: &str, upload_id: &str, etags: &[String], size: u64) -> Result<()> {
-        let body = self.bucket.complete_multipart_upload(Some(&self.creds), key, upload_id, etags.iter().map(String::as_str)).body();
-        let url = || self.bucket.complete_multipart_upload(Some(&self.creds), key, upload_id, std::iter::empty()).sign(SIGNATURE_LIFETIME);
+        let body = self.bucket.complete_multipart_upload(None, key, upload_id, etags.iter().map(String::as_str)).body();
+        let url = |c: &Credentials| self.bucket.complete_multipart_upload(Some(c), key, upload_id, std::iter::empty()).sign(SIGNATURE_LIFETIME);
         let op = "CompleteMultipartUpload";
         let r = Request { body: Payload::Bytes(body.as_bytes()), ..Request::new(op, Verb::Post, key, &url) };
         let answer = self.client.send(&r)?;
@@ -272,7 +289,7 @@ impl S3Store {
 
     /// `AbortMultipartUpload`: frees the parts of an upload that will not be completed.
     pub(super) fn abort_upload(&self, key: &str, upload_id: &str) -> Result<()> {
-        let url = || self.bucket.abort_multipart_upload(Some(&self.creds), key, upload_id).sign(SIGNATURE_LIFETIME);
+        let url = |c: &Credentials| self.bucket.abort_multipart_upload(Some(c), key, upload_id).sign(SIGNATURE_LIFETIME);
         let r = Request::new("AbortMultipartUpload", Verb::Delete, key, &url);
         let answer = self.client.send(&r)?;
         if answer.status().is_success() || answer.status().as_u16() == 404 {
@@ -289,10 +306,10 @@ impl S3Store {
     pub(super) fn delete_keys(&self, keys: &[String], second_chance: bool) -> Result<Vec<std::result::Result<(), String>>> {
         let objects: Vec<ObjectIdentifier> = keys.iter().map(|k| ObjectIdentifier::new(k.clone())).collect();
         let ids = || objects.iter();
-        let (body, md5) = self.bucket.delete_objects(Some(&self.creds), ids()).body_with_md5();
+        let (body, md5) = self.bucket.delete_objects(None, ids()).body_with_md5();
         let headers = [("content-md5".to_string(), md5)];
-        let url = || {
-            let mut a = self.bucket.delete_objects(Some(&self.creds), ids());
+        let url = |c: &Credentials| {
+            let mut a = self.bucket.delete_objects(Some(c), ids());
             a.headers_mut().insert("content-md5", headers[0].1.as_str());
             a.sign(SIGNATURE_LIFETIME)
         };

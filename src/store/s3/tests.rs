@@ -434,3 +434,39 @@ fn an_unreachable_proxy_is_named_instead_of_the_endpoint() {
         "proxy_server http://redacted@proxy.lab:3128/ is unreachable (connection refused; 2 attempts); S3 endpoint s3.lab:9000 was not contacted"
     );
 }
+
+#[test]
+fn sse_headers_go_on_the_upload_and_its_marker_never_on_parts() {
+    let (addr, server) = fake_server(6, multipart_answer);
+    let s = store_at(&addr, "dj", r#", "server_side_encryption": "aws:kms", "kms_key_id": "alias/dj""#);
+    let data = two_part_object();
+    let mut src = &data[..];
+    s.put("sch/big", &mut src, Hasher::default(), None, &[]).unwrap();
+    let seen = server.join().unwrap();
+    fn sse(r: &Seen) -> (Option<&str>, Option<&str>) {
+        (r.header("x-amz-server-side-encryption"), r.header("x-amz-server-side-encryption-aws-kms-key-id"))
+    }
+    let (mut created, mut parts) = (0, 0);
+    for r in &seen {
+        let creates = r.line.starts_with("POST") && r.query.contains("uploads") || r.line.starts_with("PUT") && is_marker(r);
+        let part = r.line.starts_with("PUT") && r.query.contains("partNumber=");
+        created += usize::from(creates);
+        parts += usize::from(part);
+        if creates {
+            assert_eq!(sse(r), (Some("aws:kms"), Some("alias/dj")), "{r:?}");
+            assert!(r.query.contains("x-amz-server-side-encryption%3Bx-amz-server-side-encryption-aws-kms-key-id"), "signed: {}", r.query);
+        } else if part {
+            assert_eq!(sse(r), (None, None), "{r:?}");
+        }
+    }
+    assert_eq!((created, parts), (2, 2), "{seen:?}");
+}
+
+#[test]
+fn virtual_hosted_requests_name_the_bucket_in_the_host() {
+    // The URL requests are signed for (tests/test_s3_credentials.py sends them).
+    let s = store_at("minio.lab:9000", "dj", r#", "addressing": "virtual""#);
+    assert_eq!(s.bucket.object_url("dj/k").as_str(), "http://b.minio.lab:9000/dj/k");
+    let s = store_at("minio.lab:9000", "dj", "");
+    assert_eq!(s.bucket.object_url("dj/k").as_str(), "http://minio.lab:9000/b/dj/k");
+}
