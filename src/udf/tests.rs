@@ -90,11 +90,7 @@ fn routines(sql: &str, verb: &str) -> Vec<String> {
 
 /// Routines of earlier versions that install.sql drops on an upgrade (and
 /// uninstall.sql with the rest), created no more.
-const RETIRED: &[&str] = &[
-    "PROCEDURE dj_udf.claim_next",
-    "PROCEDURE dj_udf.delete_if_untracked",
-    "PROCEDURE dj_udf.remove_object",
-];
+const RETIRED: &[&str] = &["PROCEDURE dj_udf.claim_next", "PROCEDURE dj_udf.delete_if_untracked", "PROCEDURE dj_udf.remove_object"];
 
 #[test]
 fn uninstall_drops_every_routine_install_creates() {
