@@ -1435,7 +1435,10 @@ DELIMITER ;
 -- the key themselves: SELECT on a view is the privilege to see it
 -- (GRANT SELECT ON dj_udf.transfers TO monitor), and no account needs to
 -- read the key for it. Without a key in dj_udf.purge_key (or with a wrong
--- one) the views are empty. The counters are the server's since the library
+-- one) the views are empty. Each view reads its function's JSON through a
+-- scalar subquery, which the server evaluates once and keeps: JSON_TABLE
+-- over the function itself evaluates it again when the rows are sorted or
+-- joined, and reads a later (other) answer for part of them. The counters are the server's since the library
 -- was loaded (or reset), not the cluster's: each node counts its own.
 -- ---------------------------------------------------------------------------
 
@@ -1449,8 +1452,7 @@ SELECT s.store, s.objects_put, s.bytes_put, s.objects_read, s.bytes_read, s.obje
        s.retries, s.s3_head, s.s3_get, s.s3_put, s.s3_post, s.s3_delete,
        s.s3_answers_ok, s.s3_answers_4xx, s.s3_answers_5xx, s.s3_no_answer,
        FROM_UNIXTIME(s.since) AS counting_since, FROM_UNIXTIME(s.reset_at) AS reset_at
-  FROM (SELECT MIN(purge_key) AS k FROM dj_udf.purge_key) pk
- CROSS JOIN JSON_TABLE(CONVERT(dj_store_stats(pk.k) USING utf8mb4), '$' COLUMNS (
+  FROM JSON_TABLE((SELECT CONVERT(dj_store_stats(MIN(purge_key)) USING utf8mb4) FROM dj_udf.purge_key), '$' COLUMNS (
        since bigint unsigned PATH '$.since', reset_at bigint unsigned PATH '$.reset_at',
        NESTED PATH '$.stores[*]' COLUMNS (
          store varchar(64) CHARACTER SET utf8mb4 PATH '$.store',
@@ -1477,8 +1479,7 @@ SELECT s.store, s.objects_put, s.bytes_put, s.objects_read, s.bytes_read, s.obje
 -- NULL before the first).
 CREATE OR REPLACE SQL SECURITY DEFINER VIEW dj_udf.store_latency AS
 SELECT l.store, l.op, l.timed, l.p50_ms, l.p95_ms, l.p99_ms
-  FROM (SELECT MIN(purge_key) AS k FROM dj_udf.purge_key) pk
- CROSS JOIN JSON_TABLE(CONVERT(dj_store_stats(pk.k) USING utf8mb4), '$.stores[*]' COLUMNS (
+  FROM JSON_TABLE((SELECT CONVERT(dj_store_stats(MIN(purge_key)) USING utf8mb4) FROM dj_udf.purge_key), '$.stores[*]' COLUMNS (
        store varchar(64) CHARACTER SET utf8mb4 PATH '$.store',
        NESTED PATH '$.latency[*]' COLUMNS (
          op varchar(16) CHARACTER SET utf8mb4 PATH '$.op', timed bigint unsigned PATH '$.count',
@@ -1494,8 +1495,7 @@ SELECT l.store, l.op, l.timed, l.p50_ms, l.p95_ms, l.p99_ms
 CREATE OR REPLACE SQL SECURITY DEFINER VIEW dj_udf.transfers AS
 SELECT t.connection_id, t.function_name, t.op, t.store, t.object_key, t.bytes_done, t.bytes_total,
        FROM_UNIXTIME(t.started) AS started, t.seconds, t.bytes_per_second
-  FROM (SELECT MIN(purge_key) AS k FROM dj_udf.purge_key) pk
- CROSS JOIN JSON_TABLE(CONVERT(dj_transfers(pk.k) USING utf8mb4), '$[*]' COLUMNS (
+  FROM JSON_TABLE((SELECT CONVERT(dj_transfers(MIN(purge_key)) USING utf8mb4) FROM dj_udf.purge_key), '$[*]' COLUMNS (
        connection_id bigint unsigned PATH '$.connection_id',
        function_name varchar(64) CHARACTER SET utf8mb4 PATH '$.function',
        op varchar(16) CHARACTER SET utf8mb4 PATH '$.op',
@@ -1512,8 +1512,7 @@ SELECT t.connection_id, t.function_name, t.op, t.store, t.object_key, t.bytes_do
 -- a file store's file system (none left: not healthy).
 CREATE OR REPLACE SQL SECURITY DEFINER VIEW dj_udf.health AS
 SELECT h.store, h.protocol, h.healthy, h.reason, h.free_bytes, h.seconds
-  FROM (SELECT MIN(purge_key) AS k FROM dj_udf.purge_key) pk
- CROSS JOIN JSON_TABLE(CONVERT(dj_store_health(pk.k) USING utf8mb4), '$[*]' COLUMNS (
+  FROM JSON_TABLE((SELECT CONVERT(dj_store_health(MIN(purge_key)) USING utf8mb4) FROM dj_udf.purge_key), '$[*]' COLUMNS (
        store varchar(64) CHARACTER SET utf8mb4 PATH '$.store',
        protocol varchar(8) CHARACTER SET utf8mb4 PATH '$.protocol',
        healthy boolean PATH '$.healthy',

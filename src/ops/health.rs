@@ -71,6 +71,9 @@ fn probe(cfg: &Config, store: &str) -> std::result::Result<(), String> {
     let key = format!("{PROBE_FOLDER}/probe-{conn}-{nanos}");
     let data = format!("dj_udf health probe {nanos}").into_bytes();
     let step = |what: &str, e: Error| format!("{what} a probe object failed: {e}");
+    // A lookup first: on S3 a miss also checks that the bucket exists (some
+    // servers store a PUT into a missing bucket, creating it).
+    st.objects.size(&key).map_err(|e| step("looking up", e))?;
     st.objects.put(&key, &mut data.as_slice(), Hasher::default(), Some(hash::digest(b"", &data)), &[]).map_err(|e| step("writing", e))?;
     let read = (|| {
         let mut back = Vec::new();

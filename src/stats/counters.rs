@@ -139,7 +139,6 @@ impl Answer {
     }
 }
 
-#[derive(Default)]
 struct OpCounters {
     objects: AtomicU64,
     bytes: AtomicU64,
@@ -147,7 +146,6 @@ struct OpCounters {
 }
 
 /// Everything counted for one store.
-#[derive(Default)]
 pub struct StoreCounters {
     ops: [OpCounters; Op::ALL.len()],
     failures: [AtomicU64; Failure::ALL.len()],
@@ -160,11 +158,16 @@ fn index<T: PartialEq>(all: &[T], x: T) -> usize {
     all.iter().position(|y| *y == x).unwrap_or(0)
 }
 
+impl Default for StoreCounters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl StoreCounters {
     pub const fn new() -> Self {
-        const OP: OpCounters = OpCounters { objects: AtomicU64::new(0), bytes: AtomicU64::new(0), latency: Histogram::new() };
         StoreCounters {
-            ops: [OP, OP, OP, OP, OP],
+            ops: [const { OpCounters { objects: AtomicU64::new(0), bytes: AtomicU64::new(0), latency: Histogram::new() } }; Op::ALL.len()],
             failures: [const { AtomicU64::new(0) }; Failure::ALL.len()],
             retries: AtomicU64::new(0),
             requests: [const { AtomicU64::new(0) }; VERBS.len()],

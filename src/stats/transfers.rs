@@ -40,8 +40,7 @@ struct Info {
 }
 
 static SLOTS: [Slot; CAPACITY] =
-    [const { Slot { taken: AtomicBool::new(false), done: AtomicU64::new(0), total: AtomicU64::new(UNKNOWN), info: Mutex::new(None) } };
-        CAPACITY];
+    [const { Slot { taken: AtomicBool::new(false), done: AtomicU64::new(0), total: AtomicU64::new(UNKNOWN), info: Mutex::new(None) } }; CAPACITY];
 /// Where the next search for a free slot starts, so that searches spread out.
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 static UNLISTED: AtomicU64 = AtomicU64::new(0);
@@ -67,7 +66,7 @@ impl Transfer {
     /// Lists a transfer of `op` on object `key` of `store`, of `total` bytes when known.
     pub fn start(op: Op, store: &str, key: &str, total: Option<u64>) -> Transfer {
         let call = context::current();
-        let progress = total.and_then(|_| Progress::start());
+        let progress = Progress::start();
         let first = NEXT.fetch_add(1, Relaxed);
         for i in 0..CAPACITY {
             let slot = &SLOTS[(first + i) % CAPACITY];
@@ -97,6 +96,13 @@ impl Transfer {
         if let Some(s) = self.slot {
             let done = s.done.fetch_add(n, Relaxed) + n;
             self.report(done, s.total.load(Relaxed));
+        }
+    }
+
+    /// The object's size, learnt once the transfer began (a read's answer).
+    pub fn total(&self, total: u64) {
+        if let Some(s) = self.slot {
+            s.total.store(total, Relaxed);
         }
     }
 

@@ -107,35 +107,54 @@ impl ObjectStore for Counted {
 
     fn open_sized(&self, key: &str) -> Result<Reading> {
         let (started, op) = (Instant::now(), read_op());
+        // Listed from the request on: a slow server shows before its answer does.
+        let transfer = Transfer::start(op, &self.name, key, None);
         let (inner, size) = self.inner.open_sized(key)?;
-        let transfer = Transfer::start(op, &self.name, key, size);
+        if let Some(n) = size {
+            transfer.total(n);
+        }
         Ok((Box::new(CountedRead { inner, transfer, counters: self.counters, op, bytes: 0, started, ended: false }), size))
     }
 
     fn put(&self, key: &str, src: &mut dyn Read, hasher: Hasher, expect: Option<Hash>, meta: &[(&str, &str)]) -> Result<(Hash, u64)> {
-        self.put_counted(key, None, |r: &(Hash, u64)| r.1, |t| {
-            let mut src = Reported { inner: src, transfer: t };
-            self.inner.put(key, &mut src, hasher, expect, meta)
-        })
+        self.put_counted(
+            key,
+            None,
+            |r: &(Hash, u64)| r.1,
+            |t| {
+                let mut src = Reported { inner: src, transfer: t };
+                self.inner.put(key, &mut src, hasher, expect, meta)
+            },
+        )
     }
 
     fn put_once(&self, key: &str, data: &[u8], hasher: Hasher, hash: Hash) -> Result<()> {
         let n = data.len() as u64;
-        self.put_counted(key, Some(n), |_| n, |t| {
-            self.inner.put_once(key, data, hasher, hash)?;
-            t.add(n);
-            Ok(())
-        })
+        self.put_counted(
+            key,
+            Some(n),
+            |_| n,
+            |t| {
+                self.inner.put_once(key, data, hasher, hash)?;
+                t.add(n);
+                Ok(())
+            },
+        )
     }
 
     fn put_by_hash(&self, scope: &str, src: &mut dyn Source, hasher: Hasher, key_of: &dyn Fn(&Hash) -> String) -> Result<(Hash, u64, bool)> {
         let at = src.stream_position().unwrap_or(0);
         let total = src.file().and_then(|f| f.metadata().ok()).map(|m| m.len().saturating_sub(at));
         // The key is known only once the source is hashed: its folder stands for it.
-        self.put_counted(&format!("{scope}/…"), total, |r: &(Hash, u64, bool)| r.1, |t| {
-            let mut src = Reported { inner: src, transfer: t };
-            self.inner.put_by_hash(scope, &mut src, hasher, key_of)
-        })
+        self.put_counted(
+            &format!("{scope}/…"),
+            total,
+            |r: &(Hash, u64, bool)| r.1,
+            |t| {
+                let mut src = Reported { inner: src, transfer: t };
+                self.inner.put_by_hash(scope, &mut src, hasher, key_of)
+            },
+        )
     }
 
     fn list(&self, prefix: &str, after: &str, limit: usize) -> Result<Vec<Listed>> {
