@@ -12,15 +12,15 @@
 --   GRANT INSERT, DELETE ON mysql.* TO admin;  -- CREATE / DROP FUNCTION ... SONAME
 --   GRANT SELECT ON *.* TO admin;              -- the queue routines (below) read
 --                                              -- every schema's tracking tables
---   GRANT CREATE, CREATE ROUTINE, ALTER ROUTINE, SELECT, INSERT, UPDATE, DELETE
---     ON dj_udf.* TO admin;
+--   GRANT CREATE, CREATE ROUTINE, ALTER ROUTINE, CREATE VIEW, DROP, SELECT, INSERT,
+--     UPDATE, DELETE ON dj_udf.* TO admin;     -- CREATE VIEW, DROP: the monitoring views
 -- INSERT on the mysql database lets an account rewrite the grant tables, so
 -- whoever may install loadable functions is in effect as powerful as root.
 -- With binary logging on (MySQL 8's default), creating the stored functions
 -- below also needs SUPER, or log_bin_trust_function_creators=1 on the
 -- server (MariaDB: ERROR 1419 otherwise). The account that runs this script
--- becomes the DEFINER of the queue routines: keep it, with the privileges
--- above, for as long as the routines are installed.
+-- becomes the DEFINER of the queue routines and the monitoring views: keep
+-- it, with the privileges above, for as long as they are installed.
 
 -- The routines keep the sql_mode and client character set they were created
 -- with, whatever the server's or the caller's: these, and no ANSI_QUOTES,
