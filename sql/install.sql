@@ -12,15 +12,15 @@
 --   GRANT INSERT, DELETE ON mysql.* TO admin;  -- CREATE / DROP FUNCTION ... SONAME
 --   GRANT SELECT ON *.* TO admin;              -- the queue routines (below) read
 --                                              -- every schema's tracking tables
---   GRANT CREATE, CREATE ROUTINE, ALTER ROUTINE, SELECT, INSERT, UPDATE, DELETE
---     ON dj_udf.* TO admin;
+--   GRANT CREATE, CREATE ROUTINE, ALTER ROUTINE, CREATE VIEW, DROP, SELECT, INSERT,
+--     UPDATE, DELETE ON dj_udf.* TO admin;     -- CREATE VIEW, DROP: the monitoring views
 -- INSERT on the mysql database lets an account rewrite the grant tables, so
 -- whoever may install loadable functions is in effect as powerful as root.
 -- With binary logging on (MySQL 8's default), creating the stored functions
 -- below also needs SUPER, or log_bin_trust_function_creators=1 on the
 -- server (MariaDB: ERROR 1419 otherwise). The account that runs this script
--- becomes the DEFINER of the queue routines: keep it, with the privileges
--- above, for as long as the routines are installed.
+-- becomes the DEFINER of the queue routines and the monitoring views: keep
+-- it, with the privileges above, for as long as they are installed.
 
 -- The routines keep the sql_mode and client character set they were created
 -- with, whatever the server's or the caller's: these, and no ANSI_QUOTES,
@@ -67,6 +67,11 @@ DROP FUNCTION IF EXISTS dj_upload_status;
 DROP FUNCTION IF EXISTS dj_upload_abort;
 DROP FUNCTION IF EXISTS dj_expire_uploads;
 DROP FUNCTION IF EXISTS dj_read_range;
+-- monitoring
+DROP FUNCTION IF EXISTS dj_store_stats;
+DROP FUNCTION IF EXISTS dj_reset_store_stats;
+DROP FUNCTION IF EXISTS dj_transfers;
+DROP FUNCTION IF EXISTS dj_store_health;
 
 CREATE FUNCTION dj_checksum RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_file_checksum RETURNS STRING SONAME 'dj_udf.so';
@@ -103,6 +108,10 @@ CREATE FUNCTION dj_upload_status RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_upload_abort RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_expire_uploads RETURNS INTEGER SONAME 'dj_udf.so';
 CREATE FUNCTION dj_read_range RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_store_stats RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_reset_store_stats RETURNS INTEGER SONAME 'dj_udf.so';
+CREATE FUNCTION dj_transfers RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_store_health RETURNS STRING SONAME 'dj_udf.so';
 
 -- ---------------------------------------------------------------------------
 -- The dj_udf database: routines that turn UDF results into tracking rows and
@@ -1555,6 +1564,124 @@ BEGIN
   SET ch = IF(JSON_TYPE(JSON_EXTRACT(row_json, '$.contents_hash')) = 'NULL', NULL, UNHEX(JSON_UNQUOTE(JSON_EXTRACT(row_json, '$.contents_hash'))));
   SELECT sz AS size, dj_read_range(store, schema_name, h, sz, nm, fp, ch, start_at, byte_count) AS data;
   IF dj_last_error() IS NOT NULL THEN CALL dj_udf.fail('dj_udf.read_range'); END IF;
+END $$
+
+DELIMITER ;
+
+-- ---------------------------------------------------------------------------
+-- Monitoring (README, "Monitoring"): what the stores are doing, as views.
+-- Any account can call a loadable function, and these name other accounts'
+-- objects and connections, so the functions answer only with the purge key.
+-- The views run with the installer's rights (SQL SECURITY DEFINER) and read
+-- the key themselves: SELECT on a view is the privilege to see it
+-- (GRANT SELECT ON dj_udf.transfers TO monitor), and no account needs to
+-- read the key for it. Without a key in dj_udf.purge_key (or with a wrong
+-- one) the views are empty. Each view reads its function's JSON through a
+-- scalar subquery, which the server evaluates once and keeps: JSON_TABLE
+-- over the function itself evaluates it again when the rows are sorted or
+-- joined, and reads a later (other) answer for part of them. The counters are the server's since the library
+-- was loaded (or reset), not the cluster's: each node counts its own.
+-- ---------------------------------------------------------------------------
+
+-- One row per store: objects and bytes put, read, verified, exported and
+-- deleted; failures by kind; S3 requests by method and answer, and retries.
+CREATE OR REPLACE SQL SECURITY DEFINER VIEW dj_udf.store_stats AS
+SELECT s.store, s.objects_put, s.bytes_put, s.objects_read, s.bytes_read, s.objects_verified, s.bytes_verified,
+       s.objects_exported, s.bytes_exported, s.objects_deleted,
+       s.errors_missing, s.errors_mismatch, s.errors_refused_path, s.errors_timeout, s.errors_unreachable,
+       s.errors_s3_4xx, s.errors_s3_5xx, s.errors_denied, s.errors_killed, s.errors_other,
+       s.retries, s.s3_head, s.s3_get, s.s3_put, s.s3_post, s.s3_delete,
+       s.s3_answers_ok, s.s3_answers_4xx, s.s3_answers_5xx, s.s3_no_answer,
+       FROM_UNIXTIME(s.since) AS counting_since, FROM_UNIXTIME(s.reset_at) AS reset_at
+  FROM JSON_TABLE((SELECT CONVERT(dj_store_stats(MIN(purge_key)) USING utf8mb4) FROM dj_udf.purge_key), '$' COLUMNS (
+       since bigint unsigned PATH '$.since', reset_at bigint unsigned PATH '$.reset_at',
+       NESTED PATH '$.stores[*]' COLUMNS (
+         store varchar(64) CHARACTER SET utf8mb4 PATH '$.store',
+         objects_put bigint unsigned PATH '$.objects_put', bytes_put bigint unsigned PATH '$.bytes_put',
+         objects_read bigint unsigned PATH '$.objects_read', bytes_read bigint unsigned PATH '$.bytes_read',
+         objects_verified bigint unsigned PATH '$.objects_verify', bytes_verified bigint unsigned PATH '$.bytes_verify',
+         objects_exported bigint unsigned PATH '$.objects_export', bytes_exported bigint unsigned PATH '$.bytes_export',
+         objects_deleted bigint unsigned PATH '$.objects_delete',
+         errors_missing bigint unsigned PATH '$.errors_missing', errors_mismatch bigint unsigned PATH '$.errors_mismatch',
+         errors_refused_path bigint unsigned PATH '$.errors_refused_path', errors_timeout bigint unsigned PATH '$.errors_timeout',
+         errors_unreachable bigint unsigned PATH '$.errors_unreachable', errors_s3_4xx bigint unsigned PATH '$.errors_s3_4xx',
+         errors_s3_5xx bigint unsigned PATH '$.errors_s3_5xx', errors_denied bigint unsigned PATH '$.errors_denied',
+         errors_killed bigint unsigned PATH '$.errors_killed', errors_other bigint unsigned PATH '$.errors_other',
+         retries bigint unsigned PATH '$.retries',
+         s3_head bigint unsigned PATH '$.s3_head', s3_get bigint unsigned PATH '$.s3_get', s3_put bigint unsigned PATH '$.s3_put',
+         s3_post bigint unsigned PATH '$.s3_post', s3_delete bigint unsigned PATH '$.s3_delete',
+         s3_answers_ok bigint unsigned PATH '$.s3_answers_ok', s3_answers_4xx bigint unsigned PATH '$.s3_answers_4xx',
+         s3_answers_5xx bigint unsigned PATH '$.s3_answers_5xx', s3_no_answer bigint unsigned PATH '$.s3_answers_no_answer'))) s
+ WHERE s.store IS NOT NULL;
+
+-- Latency per store and operation (put, read, verify, export, delete): how
+-- many were timed and the 50th, 95th and 99th percentiles in milliseconds
+-- (upper bounds of log-scale buckets, at most 19% above the true value;
+-- NULL before the first).
+CREATE OR REPLACE SQL SECURITY DEFINER VIEW dj_udf.store_latency AS
+SELECT l.store, l.op, l.timed, l.p50_ms, l.p95_ms, l.p99_ms
+  FROM JSON_TABLE((SELECT CONVERT(dj_store_stats(MIN(purge_key)) USING utf8mb4) FROM dj_udf.purge_key), '$.stores[*]' COLUMNS (
+       store varchar(64) CHARACTER SET utf8mb4 PATH '$.store',
+       NESTED PATH '$.latency[*]' COLUMNS (
+         op varchar(16) CHARACTER SET utf8mb4 PATH '$.op', timed bigint unsigned PATH '$.count',
+         p50_ms double PATH '$.p50_ms', p95_ms double PATH '$.p95_ms', p99_ms double PATH '$.p99_ms'))) l;
+
+-- One row per call moving an object's bytes now, on this server: its
+-- connection (CONNECTION_ID(); NULL where the server does not say), SQL
+-- function, operation, store and object key (a put of a server file shows
+-- its schema folder until it is hashed), bytes done and in all (NULL when
+-- not known in advance), start, seconds so far and rate. A transfer leaves
+-- the list when its call ends, however it ends. transfers_unlisted in
+-- dj_store_stats() counts transfers that found the list (256) full.
+CREATE OR REPLACE SQL SECURITY DEFINER VIEW dj_udf.transfers AS
+SELECT t.connection_id, t.function_name, t.op, t.store, t.object_key, t.bytes_done, t.bytes_total,
+       FROM_UNIXTIME(t.started) AS started, t.seconds, t.bytes_per_second
+  FROM JSON_TABLE((SELECT CONVERT(dj_transfers(MIN(purge_key)) USING utf8mb4) FROM dj_udf.purge_key), '$[*]' COLUMNS (
+       connection_id bigint unsigned PATH '$.connection_id',
+       function_name varchar(64) CHARACTER SET utf8mb4 PATH '$.function',
+       op varchar(16) CHARACTER SET utf8mb4 PATH '$.op',
+       store varchar(64) CHARACTER SET utf8mb4 PATH '$.store',
+       object_key varchar(1200) CHARACTER SET utf8mb4 PATH '$.object_key',
+       bytes_done bigint unsigned PATH '$.bytes_done', bytes_total bigint unsigned PATH '$.bytes_total',
+       started double PATH '$.started', seconds double PATH '$.seconds',
+       bytes_per_second double PATH '$.bytes_per_second')) t;
+
+-- One row per configured store, checked now (up to 8 at once): healthy
+-- when its folder or S3 server answers, its credentials are accepted and a
+-- small probe object (under .dj-health/ in its location) is written, read
+-- back and deleted; reason says what failed. free_bytes: the room left on
+-- a file store's file system (none left: not healthy).
+CREATE OR REPLACE SQL SECURITY DEFINER VIEW dj_udf.health AS
+SELECT h.store, h.protocol, h.healthy, h.reason, h.free_bytes, h.seconds
+  FROM JSON_TABLE((SELECT CONVERT(dj_store_health(MIN(purge_key)) USING utf8mb4) FROM dj_udf.purge_key), '$[*]' COLUMNS (
+       store varchar(64) CHARACTER SET utf8mb4 PATH '$.store',
+       protocol varchar(8) CHARACTER SET utf8mb4 PATH '$.protocol',
+       healthy boolean PATH '$.healthy',
+       reason varchar(2000) CHARACTER SET utf8mb4 PATH '$.reason',
+       free_bytes bigint unsigned PATH '$.free_bytes',
+       seconds double PATH '$.seconds')) h;
+
+DELIMITER $$
+
+-- CALL dj_udf.store_health(): the rows of dj_udf.health (the caller needs
+-- SELECT on it), one per store, the unhealthy first.
+DROP PROCEDURE IF EXISTS dj_udf.store_health $$
+CREATE PROCEDURE dj_udf.store_health()
+  SQL SECURITY INVOKER READS SQL DATA
+BEGIN
+  SELECT * FROM dj_udf.health ORDER BY healthy, store;
+END $$
+
+-- Zeroes the counters of dj_udf.store_stats and dj_udf.store_latency on
+-- this server. Needs SELECT on dj_udf.purge_key, like every routine that
+-- passes the key on.
+DROP PROCEDURE IF EXISTS dj_udf.reset_store_stats $$
+CREATE PROCEDURE dj_udf.reset_store_stats()
+  SQL SECURITY INVOKER READS SQL DATA
+BEGIN
+  DECLARE k varchar(255);
+  CALL dj_udf.purge_key_for('dj_udf.reset_store_stats', k);
+  IF dj_reset_store_stats(k) IS NULL THEN CALL dj_udf.fail('dj_udf.reset_store_stats'); END IF;
 END $$
 
 DELIMITER ;

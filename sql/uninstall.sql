@@ -36,6 +36,10 @@ DROP FUNCTION IF EXISTS dj_upload_status;
 DROP FUNCTION IF EXISTS dj_upload_abort;
 DROP FUNCTION IF EXISTS dj_expire_uploads;
 DROP FUNCTION IF EXISTS dj_read_range;
+DROP FUNCTION IF EXISTS dj_store_stats;
+DROP FUNCTION IF EXISTS dj_reset_store_stats;
+DROP FUNCTION IF EXISTS dj_transfers;
+DROP FUNCTION IF EXISTS dj_store_health;
 
 DROP PROCEDURE IF EXISTS dj_udf.fail;
 DROP FUNCTION IF EXISTS dj_udf.tracking_table;
@@ -100,3 +104,6 @@ DROP FUNCTION IF EXISTS dj_udf.upload_status;
 DROP PROCEDURE IF EXISTS dj_udf.upload_abort;
 DROP PROCEDURE IF EXISTS dj_udf.expire_uploads;
 DROP PROCEDURE IF EXISTS dj_udf.read_range;
+DROP PROCEDURE IF EXISTS dj_udf.store_health;
+DROP PROCEDURE IF EXISTS dj_udf.reset_store_stats;
+DROP VIEW IF EXISTS dj_udf.store_stats, dj_udf.store_latency, dj_udf.transfers, dj_udf.health;

@@ -377,7 +377,7 @@ macro_rules! export_udf {
 /// (another server, or the library loaded by a test program) the answers
 /// are `None` and `false`, and callers fall back to what needs none.
 pub mod server {
-    use std::ffi::{c_char, c_int, c_ulong, c_void, CStr};
+    use std::ffi::{c_char, c_int, c_uint, c_ulong, c_ulonglong, c_void, CStr};
     use std::sync::OnceLock;
 
     type CurrentThd = unsafe extern "C" fn() -> *mut c_void;
@@ -385,6 +385,10 @@ pub mod server {
     type ThreadId = unsafe extern "C" fn(*const c_void) -> c_ulong;
     /// `thd_priv_user` / `thd_priv_host`: a pointer and a length.
     type PrivName = unsafe extern "C" fn(*const c_void, *mut usize) -> *const c_char;
+    /// `thd_progress_init` / `_report` / `_end` (`service_progress_report.h`).
+    type ProgressInit = unsafe extern "C" fn(*mut c_void, c_uint);
+    type ProgressReport = unsafe extern "C" fn(*mut c_void, c_ulonglong, c_ulonglong);
+    type ProgressEnd = unsafe extern "C" fn(*mut c_void);
 
     struct Api {
         current_thd: CurrentThd,
@@ -392,6 +396,7 @@ pub mod server {
         thread_id: Option<ThreadId>,
         priv_user: Option<PrivName>,
         priv_host: Option<PrivName>,
+        progress: Option<(ProgressInit, ProgressReport, ProgressEnd)>,
     }
 
     fn symbol(name: &CStr) -> *mut c_void {
@@ -409,6 +414,7 @@ pub mod server {
             let kill = symbol(c"thd_kill_level");
             let id = symbol(c"thd_get_thread_id");
             let (user, host) = (symbol(c"thd_priv_user"), symbol(c"thd_priv_host"));
+            let progress = [symbol(c"thd_progress_init"), symbol(c"thd_progress_report"), symbol(c"thd_progress_end")];
             // SAFETY: the symbols are the server's functions of these C signatures.
             unsafe {
                 Some(Api {
@@ -417,6 +423,13 @@ pub mod server {
                     thread_id: (!id.is_null()).then(|| std::mem::transmute::<*mut c_void, ThreadId>(id)),
                     priv_user: (!user.is_null()).then(|| std::mem::transmute::<*mut c_void, PrivName>(user)),
                     priv_host: (!host.is_null()).then(|| std::mem::transmute::<*mut c_void, PrivName>(host)),
+                    progress: progress.iter().all(|p| !p.is_null()).then(|| {
+                        (
+                            std::mem::transmute::<*mut c_void, ProgressInit>(progress[0]),
+                            std::mem::transmute::<*mut c_void, ProgressReport>(progress[1]),
+                            std::mem::transmute::<*mut c_void, ProgressEnd>(progress[2]),
+                        )
+                    }),
                 })
             }
         })
@@ -459,6 +472,56 @@ pub mod server {
             }
         };
         Some(format!("{}@{}", read(user)?, read(host)?))
+    }
+
+    /// A transfer's share of its statement's progress, the `Progress` column
+    /// of MariaDB's `SHOW PROCESSLIST` (and `information_schema.PROCESSLIST`),
+    /// as `ALTER TABLE` and `LOAD DATA` report theirs. Only the thread serving
+    /// the connection reports (helper threads have no session), and only for
+    /// the session it started on. For a `SELECT` or `CALL` the server sends
+    /// nothing to the client (only statements that report progress by
+    /// themselves do); where the statement already reports progress (a
+    /// function in `LOAD DATA`), the server ignores the start, and the end
+    /// stops that statement's figure.
+    pub struct Progress {
+        thd: usize,
+    }
+
+    impl Progress {
+        pub fn start() -> Option<Progress> {
+            let api = api()?;
+            let (init, _, _) = api.progress?;
+            let thd = thd(api)?;
+            // SAFETY: a valid THD of the current thread; one stage.
+            unsafe { init(thd as *mut c_void, 1) };
+            Some(Progress { thd: thd as usize })
+        }
+
+        /// The session to report to, if this thread serves it.
+        fn here(&self) -> Option<(&'static Api, *mut c_void)> {
+            let api = api()?;
+            thd(api).filter(|t| *t as usize == self.thd).map(|t| (api, t as *mut c_void))
+        }
+
+        pub fn report(&self, done: u64, total: u64) {
+            if let Some((api, thd)) = self.here() {
+                if let Some((_, report, _)) = api.progress {
+                    // SAFETY: the THD of this thread, which started the report.
+                    unsafe { report(thd, done, total) };
+                }
+            }
+        }
+    }
+
+    impl Drop for Progress {
+        fn drop(&mut self) {
+            if let Some((api, thd)) = self.here() {
+                if let Some((_, _, end)) = api.progress {
+                    // SAFETY: as in `report`.
+                    unsafe { end(thd) };
+                }
+            }
+        }
     }
 
     /// Whether the statement this call runs for was killed (`KILL QUERY` or

@@ -20,6 +20,7 @@ pub mod held;
 pub mod interrupt;
 pub mod ops;
 pub mod parallel;
+pub mod stats;
 pub mod store;
 pub mod text;
 pub mod tree;

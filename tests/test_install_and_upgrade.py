@@ -61,7 +61,8 @@ def test_a_non_root_administrator_installs_with_binary_logging_on(server, world)
     server.sql("REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'djadmin'@'localhost'")
     server.sql("GRANT INSERT, DELETE ON mysql.* TO 'djadmin'@'localhost'")
     server.sql("GRANT SELECT ON *.* TO 'djadmin'@'localhost'")
-    server.sql("GRANT CREATE, CREATE ROUTINE, ALTER ROUTINE, SELECT, INSERT, UPDATE, DELETE ON dj_udf.* TO 'djadmin'@'localhost'")
+    server.sql("GRANT CREATE, CREATE ROUTINE, ALTER ROUTINE, CREATE VIEW, DROP, SELECT, INSERT, UPDATE, DELETE ON dj_udf.* "
+               "TO 'djadmin'@'localhost'")
     r = server.run_script("install.sql", **admin)
     assert r.returncode != 0 and "ERROR 1419" in r.stderr and "binary logging is enabled" in r.stderr, r.stderr
     server.sql("SET GLOBAL log_bin_trust_function_creators = 1")
@@ -74,6 +75,8 @@ def test_a_non_root_administrator_installs_with_binary_logging_on(server, world)
     definers = {d for (d,) in server.sql(
         "SELECT DISTINCT DEFINER FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = 'dj_udf' AND SECURITY_TYPE = 'DEFINER'")}
     assert definers == {"djadmin@localhost"}
+    assert {d for (d,) in server.sql("SELECT DISTINCT DEFINER FROM information_schema.VIEWS WHERE TABLE_SCHEMA = 'dj_udf'")} == \
+        {"djadmin@localhost"}
     # the routines work: a put, a cleanup through the queue routines, a filepath
     server.sql("INSERT INTO dj_udf.purge_key VALUES ('test-purge-key-0123456789')")
     server.sql("UPDATE dj_udf.settings SET value = '0' WHERE name = 'cleanup_grace_seconds'")
@@ -89,6 +92,8 @@ def test_a_non_root_administrator_installs_with_binary_logging_on(server, world)
             cur.execute("SELECT CONCAT_WS(',', @r, @o, @x)")
             assert cur.fetchone() == ("1,1,0",), store
     assert not (world.dirs["data"] / s / "f.dat").exists()
+    # the monitoring views read the key with the installer's rights
+    assert server.sql("SELECT objects_put > 0, objects_deleted > 0 FROM dj_udf.store_stats WHERE store = 'localattach'") == ((1, 1),)
 
 
 @pytest.mark.parametrize("mode", ["ANSI", "ORACLE", "ANSI_QUOTES,NO_BACKSLASH_ESCAPES,PAD_CHAR_TO_FULL_LENGTH,NO_ZERO_DATE"])

@@ -72,7 +72,10 @@ impl<'scope> Scope<'scope, '_> {
     {
         let slot = Arc::new(Slot { value: Mutex::new(None), done: Condvar::new() });
         let theirs = Arc::clone(&slot);
+        // A helper works for the caller's SQL call, and is counted as such.
+        let call = crate::stats::context::current();
         let run: Box<dyn FnOnce() + Send + 'scope> = Box::new(move || {
+            let _call = crate::stats::context::enter(call);
             let r = catch_unwind(AssertUnwindSafe(f)).ok();
             *theirs.value.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
             theirs.done.notify_all();

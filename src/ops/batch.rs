@@ -112,6 +112,7 @@ fn result(mut base: Map<String, Value>, r: Result<Map<String, Value>>) -> Value 
     match r {
         Ok(fields) => base.extend(fields),
         Err(e) => {
+            crate::stats::failed(&e);
             base.insert("error".into(), e.to_string().into());
         }
     }
@@ -145,7 +146,14 @@ pub fn verify_many(cfg: &Config, store: &str, schema: &str, json: &str) -> Resul
             m.insert("size".into(), row.size.into());
             m.insert("attachment_name".into(), row.attachment_name.clone().into());
             m.insert("filepath".into(), row.filepath.clone().into());
-            m.insert("status".into(), r.unwrap_or_else(|e| e.status()).into());
+            m.insert(
+                "status".into(),
+                r.unwrap_or_else(|e| {
+                    crate::stats::failed(&e);
+                    e.status()
+                })
+                .into(),
+            );
             Value::Object(m)
         })
         .collect();

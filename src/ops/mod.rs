@@ -7,6 +7,7 @@ pub mod blob;
 pub mod checksum;
 pub mod chunked;
 pub mod filepath;
+pub mod health;
 pub mod leftovers;
 pub mod objects;
 pub mod ranged;

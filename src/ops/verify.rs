@@ -5,12 +5,25 @@ use crate::config::Config;
 use crate::datajoint::hash::{self, Hasher};
 use crate::datajoint::layout::{Object, TrackingRow};
 use crate::error::{Error, Result};
+use crate::stats::counters::Failure;
 use crate::store;
 
 /// Reads the object once and returns `ok`, `missing`, `size mismatch`,
 /// `checksum mismatch`, `ok (size only)` for a filepath row without
-/// `contents_hash`, or `bad row: …` when the row contradicts itself.
+/// `contents_hash`, or `bad row: …` when the row contradicts itself. A
+/// missing or mismatched object is no error of the call, but counts among
+/// its store's errors all the same: it is what an audit looks for.
 pub fn verify(cfg: &Config, store: &str, row: &TrackingRow) -> Result<String> {
+    let status = check(cfg, store, row)?;
+    match status.as_str() {
+        "missing" => crate::stats::noted(Failure::Missing),
+        "size mismatch" | "checksum mismatch" => crate::stats::noted(Failure::Mismatch),
+        _ => {}
+    }
+    Ok(status)
+}
+
+fn check(cfg: &Config, store: &str, row: &TrackingRow) -> Result<String> {
     let st = open(cfg, store)?;
     let obj = row.object()?;
     let (hasher, expect) = match &obj {

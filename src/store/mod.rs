@@ -1,6 +1,7 @@
 //! Object stores behind one small interface, so every function works the same
 //! on each protocol; keys come from [`crate::datajoint::layout`].
 
+pub mod counted;
 pub mod file;
 pub mod leftovers;
 pub mod pump;
@@ -102,12 +103,13 @@ pub fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// The implementation for a configured store.
+/// The implementation for a configured store, counted (see [`counted`]).
 pub fn open(store: &config::StoreConfig) -> Result<Box<dyn ObjectStore>> {
-    match &store.protocol {
-        Protocol::File => Ok(Box::new(file::FileStore::new(store))),
-        Protocol::S3(s3) => Ok(Box::new(s3::S3Store::new(store, s3)?)),
-    }
+    let inner: Box<dyn ObjectStore> = match &store.protocol {
+        Protocol::File => Box::new(file::FileStore::new(store)),
+        Protocol::S3(s3) => Box::new(s3::S3Store::new(store, s3)?),
+    };
+    Ok(Box::new(counted::Counted::new(&store.name, inner)))
 }
 
 /// The error for bytes that did not hash to what the caller expected;

@@ -82,7 +82,7 @@ sql_functions! {
     }
 
     /// Writes a verified copy of an attachment into a server folder; returns its path.
-    dj_attach_export(store: Store, schema: Schema, hash: Hash, attachment_name: Name, server_dir: Text) -> string(TEXT) needs_config = |c, a, out| {
+    dj_attach_export(store: Store, schema: Schema, hash: Hash, attachment_name: Name, server_dir: Text) -> string(TEXT) needs_config [reads: Export] = |c, a, out| {
         let Some(h) = a.hash.hash()? else { return Ok(false) };
         let path = ops::attach::export(c.config(), a.store.req()?, a.schema.req()?, &h, a.attachment_name.req()?, a.server_dir.req()?)?;
         put_text(out, &path)
@@ -111,7 +111,7 @@ sql_functions! {
     /// A status for every tracking row, failures included, so that one
     /// query audits a whole table; the failure text also goes to dj_last_error().
     dj_verify(store: Store, schema: Schema, hash: Hash, size: Size, attachment_name: Text, filepath: Text, contents_hash: Hash)
-        -> string(TEXT) needs_config = |c, a, out| {
+        -> string(TEXT) needs_config [reads: Verify] = |c, a, out| {
         let Some(h) = a.hash.hash()? else { return Ok(false) };
         let status = (|| {
             let row = TrackingRow {
@@ -125,6 +125,7 @@ sql_functions! {
             ops::verify::verify(c.config(), a.store.req()?, &row)
         })()
         .unwrap_or_else(|e: Error| {
+            crate::stats::failed(&e);
             crate::ffi::set_last_error(format!("{}: {e}", DEF.name));
             e.status()
         });
@@ -164,14 +165,14 @@ sql_functions! {
     /// `dj_verify` for a JSON array of tracking rows (`hash`, `size`,
     /// `attachment_name`, `filepath`, `contents_hash`), up to the store's
     /// `max_parallel` at once: `[{"hash", "status"}]` in the same order.
-    dj_verify_many(store: Store, schema: Schema, rows: Text) -> string(LONG) needs_config = |c, a, out| {
+    dj_verify_many(store: Store, schema: Schema, rows: Text) -> string(LONG) needs_config [reads: Verify] = |c, a, out| {
         let Some(rows) = a.rows.text()? else { return Ok(false) };
         put_text(out, &ops::batch::verify_many(c.config(), a.store.req()?, a.schema.req()?, rows)?)
     }
 
     /// `dj_attach_export` for a JSON array of `{hash, attachment_name}` into
     /// one folder, in parallel: `[{"hash", "attachment_name", "path" | "error"}]`.
-    dj_attach_export_many(store: Store, schema: Schema, rows: Text, server_dir: Text) -> string(LONG) needs_config = |c, a, out| {
+    dj_attach_export_many(store: Store, schema: Schema, rows: Text, server_dir: Text) -> string(LONG) needs_config [reads: Export] = |c, a, out| {
         let Some(rows) = a.rows.text()? else { return Ok(false) };
         put_text(out, &ops::batch::export_many(c.config(), a.store.req()?, a.schema.req()?, rows, a.server_dir.req()?)?)
     }
@@ -223,6 +224,35 @@ sql_functions! {
     /// The config as JSON, credentials redacted.
     dj_stores() -> string(65535) needs_config = |c, _a, out| {
         put_text(out, &c.config().redacted_json_with(&crate::store::s3::credentials_status))
+    }
+
+    /// The store counters since the library was loaded (or reset), as
+    /// JSON; needs the purge key, which the `dj_udf.store_stats` view supplies.
+    dj_store_stats(purge_key: Bytes) -> string(1 << 20) needs_config = |c, a, out| {
+        let cfg = c.config();
+        ops::objects::authorize(cfg, a.purge_key.bytes().unwrap_or(b""), "reading the store counters")?;
+        let names: Vec<&str> = cfg.stores.iter().map(|s| s.name.as_str()).collect();
+        put_text(out, &crate::stats::to_json(&names).to_string())
+    }
+
+    /// Zeroes the store counters; needs the purge key. Returns 1.
+    dj_reset_store_stats(purge_key: Bytes) -> int needs_config = |c, a| {
+        ops::objects::authorize(c.config(), a.purge_key.bytes().unwrap_or(b""), "resetting the store counters")?;
+        crate::stats::reset();
+        Ok(Some(1))
+    }
+
+    /// The transfers running now, of every connection, as a JSON array;
+    /// needs the purge key (they name other accounts' objects).
+    dj_transfers(purge_key: Bytes) -> string(1 << 20) needs_config = |c, a, out| {
+        ops::objects::authorize(c.config(), a.purge_key.bytes().unwrap_or(b""), "listing the transfers")?;
+        put_text(out, &serde_json::Value::Array(crate::stats::transfers::list()).to_string())
+    }
+
+    /// Checks every configured store with a probe object, as a JSON array
+    /// of `{store, protocol, healthy, reason, free_bytes, seconds}`; needs the purge key.
+    dj_store_health(purge_key: Bytes) -> string(1 << 20) needs_config = |c, a, out| {
+        put_text(out, &ops::health::check_all(c.config(), a.purge_key.bytes().unwrap_or(b""))?)
     }
 
     /// The library's version.

@@ -60,6 +60,8 @@ pub struct Def {
     pub optional: usize,
     pub needs_config: bool,
     pub max_length: u64,
+    /// What its reads of objects are for, in the store counters.
+    pub reads_as: Option<crate::stats::counters::Op>,
 }
 
 impl Def {
@@ -119,6 +121,15 @@ impl Def {
             checked.map_err(|e| e.to_string())?;
         }
         Ok(cfg)
+    }
+
+    /// The call one row of this function makes, for the counters and the
+    /// transfer list: its store is the one its store argument names, when
+    /// the config has it (a name the config lacks gets no counters).
+    pub fn call(&self, cfg: Option<&Config>, args: &Args) -> crate::stats::context::Call {
+        let store = self.params.iter().position(|(_, k)| *k == Kind::Store).and_then(|i| Arg::new(args, i, "store").text().ok().flatten());
+        let store = store.filter(|s| cfg.is_some_and(|c| c.store(s).is_ok())).map(crate::stats::slot_of);
+        crate::stats::context::Call { function: self.name, reads_as: self.reads_as, store, connection: crate::ffi::server::connection_id() }
     }
 
     /// Runs the `init` checks and says what the function returns. A
@@ -215,7 +226,8 @@ impl<'r> Arg<'r> {
 /// Declares the SQL functions, each once: its SQL name, its parameters
 /// (`[...]` for the optional trailing ones) with their [`Kind`]s, its
 /// return kind (`string(max_length)` or `int`), `needs_config` when it
-/// reads the config, and its body. For each it generates a module named
+/// reads the config, `[reads: Op]` when its reads of objects count as
+/// another [`crate::stats::counters::Op`] than a plain read, and its body. For each it generates a module named
 /// after the function holding `DEF` (its [`Def`]), `Args` (one named
 /// [`Arg`] field per parameter: bodies read `a.server_path`, never an
 /// index), the state the server keeps per call site, and the exported
@@ -225,7 +237,7 @@ macro_rules! sql_functions {
     ($(
         $(#[doc = $doc:literal])*
         $name:ident ( $($p:ident : $k:ident),* $(, [ $($op:ident : $ok:ident),* ])? )
-            -> $ret:ident $(($max:expr))? $($needs:ident)?
+            -> $ret:ident $(($max:expr))? $($needs:ident)? $([reads: $reads:ident])?
             = |$c:pat_param, $a:ident $(, $out:ident)?| $body:block
     )*) => {
         $(
@@ -241,6 +253,7 @@ macro_rules! sql_functions {
                     optional: <[&str]>::len(&[$($(stringify!($op)),*)?]),
                     needs_config: sql_functions!(@needs $($needs)?),
                     max_length: sql_functions!(@max $ret $(($max))?),
+                    reads_as: sql_functions!(@reads $($reads)?),
                 };
 
                 /// This function's arguments, by name.
@@ -293,6 +306,8 @@ macro_rules! sql_functions {
     (@returns int) => { $crate::udf::Returns::Integer };
     (@needs needs_config) => { true };
     (@needs) => { false };
+    (@reads $reads:ident) => { Some($crate::stats::counters::Op::$reads) };
+    (@reads) => { None };
     (@max string ($max:expr)) => { $max };
     (@max int) => { 21 };
 
@@ -309,6 +324,7 @@ macro_rules! sql_functions {
             fn row(&mut self, args: &$crate::ffi::Args, out: &mut Vec<u8>) -> ::std::result::Result<bool, String> {
                 #[allow(unused_variables)]
                 fn run($c: &Call, $a: &Args, $out: &mut Vec<u8>) -> $crate::error::Result<bool> $body
+                let _call = $crate::stats::context::enter(Some(DEF.call(self.cfg.as_deref(), args)));
                 let limit = self.cfg.as_ref().map_or($crate::config::DEFAULT_MAX_HELD, |c| c.max_held_bytes);
                 // The previous row's result is gone; only the buffer's reused room remains.
                 let _ = self.held.resize(out.capacity() as u64, limit);
@@ -317,7 +333,10 @@ macro_rules! sql_functions {
                     *out = Vec::new();
                     self.held.release();
                 }
-                result.map_err(|e| format!("{}: {e}", DEF.name))
+                result.map_err(|e| {
+                    $crate::stats::failed(&e);
+                    format!("{}: {e}", DEF.name)
+                })
             }
         }
     };
@@ -330,7 +349,11 @@ macro_rules! sql_functions {
 
             fn row(&mut self, args: &$crate::ffi::Args) -> ::std::result::Result<Option<i64>, String> {
                 fn run($c: &Call, $a: &Args) -> $crate::error::Result<Option<i64>> $body
-                run(self, &Args::bind(args)).map_err(|e| format!("{}: {e}", DEF.name))
+                let _call = $crate::stats::context::enter(Some(DEF.call(self.cfg.as_deref(), args)));
+                run(self, &Args::bind(args)).map_err(|e| {
+                    $crate::stats::failed(&e);
+                    format!("{}: {e}", DEF.name)
+                })
             }
         }
     };

@@ -310,21 +310,35 @@ impl Client {
                         self.creds.forget(&creds);
                         continue;
                     }
-                    return Ok(Response::from_parts(parts, Body::builder().data(text)));
+                    return Ok(self.counted(r, attempt, Response::from_parts(parts, Body::builder().data(text))));
                 }
-                Ok(a) => return Ok(a),
+                Ok(a) => return Ok(self.counted(r, attempt, a)),
                 Err(e) if dropped(&e) && !renewed => {
                     renewed = true;
                     pool::renew(&self.kind, generation);
                     continue;
                 }
                 Err(e) if retryable(&e) && !last => drop(e),
-                Err(e) => return Err(self.err(r.key, self.transport_problem(r.op, &e, attempt))),
+                Err(e) => return Err(self.counted(r, attempt, self.err(r.key, self.transport_problem(r.op, &e, attempt)))),
             }
             std::thread::sleep(delay);
             delay = (delay * 2).min(MAX_BACKOFF);
             attempt += 1;
         }
+    }
+
+    /// Counts a request that ended after `attempts` attempts, with an
+    /// answer or an error, for its store (see [`crate::stats`]).
+    fn counted<T: super::super::counted::Outcome>(&self, r: &Request, attempts: u32, outcome: T) -> T {
+        let verb = match r.verb {
+            Verb::Head => "head",
+            Verb::Get => "get",
+            Verb::Put => "put",
+            Verb::Post => "post",
+            Verb::Delete => "delete",
+        };
+        crate::stats::counters(crate::stats::slot_of(&self.store)).request(verb, attempts - 1, outcome.answer());
+        outcome
     }
 
     /// The error an unsuccessful answer stands for.
