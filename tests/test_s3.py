@@ -350,12 +350,13 @@ def test_every_s3_upload_carries_content_md5(db, s3, gate):
     src.unlink()
 
 
-@pytest.mark.parametrize("size", [1_000_000, 20 * MiB])
+@pytest.mark.parametrize("size", [9 * MiB, 20 * MiB])
 def test_file_changed_between_the_s3_passes_is_not_stored(db, s3, gate, size):
-    """attach_put_file on S3 hashes the file, looks the object up, then
-    rewinds and uploads it: the gate rewrites the file (same size, other
-    bytes) when the lookup arrives. The upload must fail its check, and
-    nothing may be stored under either hash, nor an unfinished upload stay."""
+    """attach_put_file on S3 hashes a file larger than one PUT, looks the
+    object up, then rewinds and uploads it: the gate rewrites the file (same
+    size, other bytes) when the lookup arrives. The upload must fail its
+    check, and nothing may be stored under either hash, nor an unfinished
+    upload stay."""
     world, s = s3, db.schema
     name = "moving.bin"
     src = world.dirs["import"] / f"{s}-moving-{size}" / name
@@ -381,4 +382,31 @@ def test_file_changed_between_the_s3_passes_is_not_stored(db, s3, gate, size):
     assert db.one("SELECT dj_object_size('s3attach', %s, %s, %s, NULL)", (s, old, name)) is None
     # the file as it is now stores fine
     assert db.call_out("dj_udf.attach_put_file", "s3attach", s, str(src)) == new
+    src.unlink()
+
+
+def test_a_small_file_is_sent_as_it_was_hashed(db, s3, gate):
+    """A file that fits one PUT is read once, into memory: the conditional
+    PUT sends the bytes that were hashed. The gate rewrites the file while
+    that PUT is on its way; what is stored is the file as it was read,
+    under its hash, with no lookup before it."""
+    world, s = s3, db.schema
+    name = "small.bin"
+    src = world.dirs["import"] / f"{s}-small" / name
+    src.parent.mkdir()
+    first, second = os.urandom(1_000_000), os.urandom(1_000_000)
+    src.write_bytes(first)
+    old = attach_hash(name, first)
+
+    def rewrite(_request):
+        with open(src, "r+b") as f:
+            f.write(second)
+
+    # the bucket seen lately (else a lookup goes first, to check it)
+    db.one("SELECT dj_attach_put('s3attach', %s, 'seen.bin', %s)", (s, os.urandom(100)))
+    hook = gate.once(lambda r: old.hex() in r.path, rewrite)
+    assert db.call_out("dj_udf.attach_put_file", "s3attach", s, str(src)) == old
+    assert hook.fired.is_set() and hook.request.method == "PUT", hook.request
+    assert hook.request.header("if-none-match") == "*"
+    assert attach_path(world, "s3attach", s, old, name).read_bytes() == first
     src.unlink()

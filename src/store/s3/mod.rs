@@ -149,6 +149,36 @@ impl S3Store {
         self.complete_upload(key, upload_id, &etags, total)?;
         Ok((got, total))
     }
+
+    /// One conditional `PUT` for an object that fits one; only when the key
+    /// is taken, a `HEAD` to see that what is there has the size (keys
+    /// embed the hash), and a plain `PUT` over an object of another size.
+    /// Servers without conditional writes get the lookup first, and so does
+    /// a bucket not seen within a minute (a lookup that misses checks it;
+    /// one that finds an object shows it): some servers (s3s-fs) create a
+    /// missing bucket on a `PUT` instead of refusing it. Whether it wrote.
+    pub(super) fn put_fitting(&self, relative: &str, data: &[u8], hasher: Hasher, hash: Hash) -> Result<bool> {
+        if data.len() <= SINGLE_PUT_MAX && self.conditional_writes() {
+            let (key, _) = self.keys(relative);
+            match self.put_single(&key, Payload::Bytes(data), &content_md5(data), &[], true)? {
+                Written::Yes => return Ok(true),
+                Written::Exists if self.size(relative)? == Some(data.len() as u64) => return Ok(false),
+                Written::Exists => return self.put_single(&key, Payload::Bytes(data), &content_md5(data), &[], false).map(|_| true),
+                Written::Unconditional => quirks::learn(&self.client.endpoint, Quirk::NoConditionalWrites),
+            }
+        }
+        if self.size(relative)? == Some(data.len() as u64) {
+            return Ok(false);
+        }
+        let mut src = data;
+        self.put(relative, &mut src, hasher, Some(hash), &[]).map(|_| true)
+    }
+
+    /// Whether a `PUT` may be sent before any lookup: the server is not
+    /// known to ignore `If-None-Match`, and the bucket was seen lately.
+    pub(super) fn conditional_writes(&self) -> bool {
+        !quirks::has(&self.client.endpoint, Quirk::NoConditionalWrites) && self.bucket_seen()
+    }
 }
 
 impl ObjectStore for S3Store {
@@ -214,29 +244,8 @@ impl ObjectStore for S3Store {
         Err(self.missing(relative))
     }
 
-    /// One conditional `PUT` for an object that fits one; only when the key
-    /// is taken, a `HEAD` to see that what is there has the size (keys
-    /// embed the hash), and a plain `PUT` over an object of another size.
-    /// Servers without conditional writes get the lookup first, and so does
-    /// a bucket not seen within a minute (a lookup that misses checks it;
-    /// one that finds an object shows it): some servers (s3s-fs) create a
-    /// missing bucket on a `PUT` instead of refusing it.
     fn put_once(&self, relative: &str, data: &[u8], hasher: Hasher, hash: Hash) -> Result<()> {
-        let conditional = !quirks::has(&self.client.endpoint, Quirk::NoConditionalWrites) && self.bucket_seen();
-        if data.len() <= SINGLE_PUT_MAX && conditional {
-            let (key, _) = self.keys(relative);
-            match self.put_single(&key, Payload::Bytes(data), &content_md5(data), &[], true)? {
-                Written::Yes => return Ok(()),
-                Written::Exists if self.size(relative)? == Some(data.len() as u64) => return Ok(()),
-                Written::Exists => return self.put_single(&key, Payload::Bytes(data), &content_md5(data), &[], false).map(|_| ()),
-                Written::Unconditional => quirks::learn(&self.client.endpoint, Quirk::NoConditionalWrites),
-            }
-        }
-        if self.size(relative)? == Some(data.len() as u64) {
-            return Ok(());
-        }
-        let mut src = data;
-        self.put(relative, &mut src, hasher, Some(hash), &[]).map(|_| ())
+        self.put_fitting(relative, data, hasher, hash).map(|_| ())
     }
 
     fn put(&self, relative: &str, src: &mut dyn Read, mut hasher: Hasher, expect: Option<Hash>, meta: &[(&str, &str)]) -> Result<(Hash, u64)> {

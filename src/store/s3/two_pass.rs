@@ -49,6 +49,20 @@ impl S3Store {
         let read_err = |e| Error::io("read source for", self.describe(scope), e);
         let start = src.stream_position().map_err(read_err)?;
         let hint = src.file().and_then(|f| f.metadata().ok()).map(|m| m.len().saturating_sub(start));
+        if hint.is_some_and(|n| n <= SINGLE_PUT_MAX as u64) && self.conditional_writes() {
+            // One pass: the bytes sent are the bytes hashed, in one
+            // conditional PUT and no lookup first.
+            let mut buf = PartBuffer::new();
+            if buf.fill(src, SINGLE_PUT_MAX).map_err(read_err)? {
+                let mut h = hasher.clone();
+                h.update(buf.filled());
+                let hash = h.finish();
+                let written = self.put_fitting(&key_of(&hash), buf.filled(), hasher, hash)?;
+                return Ok((hash, buf.len as u64, written));
+            }
+            // grown past one PUT since its size was read: two passes after all
+            src.seek(SeekFrom::Start(start)).map_err(|e| Error::io("rewind source for", self.describe(scope), e))?;
+        }
         let survey = survey(src, hasher.clone(), hint).map_err(read_err)?;
         let relative = key_of(&survey.hash);
         if self.size(&relative)? == Some(survey.size) {
