@@ -201,7 +201,7 @@ class Bench:
         n = self.args.objects
         Many = side.dj["Many"]
         rows = [dict(k=i, att=str(self.small / f"s{i:04d}.bin")) for i in range(n)]
-        res = {k: ([], []) for k in ("put", "fetch", "audit")}
+        res = {k: ([], []) for k in ("put", "fetch", "audit", "delete")}
         for _ in range(self.args.repeat):
             self.wipe(side)
 
@@ -231,9 +231,22 @@ class Bench:
             dl = self.out_dir("batch-dj")
             res["audit"][0].append(self.timed(audit_sql))
             res["audit"][1].append(self.timed(lambda: Many.fetch("att", download_path=str(dl))))
+
+            def delete_sql():
+                self.sql(f"DELETE FROM {side.sql_schema}.many")
+                self.sql("CALL dj_udf.cleanup(%s, %s, @r, @o, @f)", (side.sql_schema, side.store))
+                assert self.sql("SELECT @r, @f") == ((n, 0),)
+
+            def delete_dj():
+                Many.delete_quick()
+                side.dj_external.delete(delete_external_files=True, display_progress=False)
+
+            res["delete"][0].append(self.timed(delete_sql))
+            res["delete"][1].append(self.timed(delete_dj))
         self.record(side, f"batch put, {n} x 100 kB (attach_put_files / insert)", "objects/s", n, *res["put"])
         self.record(side, f"batch fetch, {n} (export_attachments / fetch)", "objects/s", n, *res["fetch"])
         self.record(side, f"audit, {n} (dj_udf.verify / fetch, unverified)", "objects/s", n, *res["audit"])
+        self.record(side, f"delete, {n} (DELETE + cleanup / delete + external.delete)", "objects/s", n, *res["delete"])
 
     def large(self, side):
         mb = self.big.stat().st_size / 1e6
