@@ -59,3 +59,21 @@ def test_small_functions(world, db):
                     "size": 3, "contents_hash": "900150983cd24fb0d6963f7d28e17f72"}
     assert db.one("SELECT HEX(dj_file_checksum(%s, 'info.dat\\0'))", (str(f),)) == \
         hashlib.md5(b"info.dat\0abc").hexdigest().upper()
+
+
+def test_install_does_not_need_a_usable_config(world, db):
+    """Installing creates the monitoring views, which name loadable
+    functions; a config whose store folder does not exist yet (a container's
+    first start creates it after installing) must not stop the install. The
+    views are then empty, and dj_last_error() says why."""
+    cfg = json.loads(json.dumps(world.base_config))
+    cfg["stores"]["localattach"]["location"] = "/nonexistent/dj_udf/folder"
+    world.write_config(cfg)
+    try:
+        run_script(world, "install.sql")
+        assert db.sql("SELECT * FROM dj_udf.store_stats") == ()
+        msg = db.last_error()
+        assert "/nonexistent/dj_udf/folder" in msg, msg
+    finally:
+        world.write_config(world.base_config)
+    assert db.one("SELECT COUNT(*) > 0 FROM dj_udf.store_stats") == 1

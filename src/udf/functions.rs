@@ -3,6 +3,7 @@
 //! `sql/uninstall.sql` (a unit test checks those against this list), and
 //! to the tests.
 
+use crate::config;
 use crate::datajoint::hash::{self, Hash};
 use crate::datajoint::layout::{self, Object, TrackingRow};
 use crate::error::{Error, Result};
@@ -228,31 +229,34 @@ sql_functions! {
 
     /// The store counters since the library was loaded (or reset), as
     /// JSON; needs the purge key, which the `dj_udf.store_stats` view supplies.
-    dj_store_stats(purge_key: Bytes) -> string(1 << 20) needs_config = |c, a, out| {
-        let cfg = c.config();
+    /// The four monitoring functions read the config per call, not when a
+    /// statement starts: `CREATE VIEW` starts them, and installing must not
+    /// fail on a config whose folders do not exist yet.
+    dj_store_stats(purge_key: Bytes) -> string(1 << 20) = |_, a, out| {
+        let cfg = &*config::current()?;
         ops::objects::authorize(cfg, a.purge_key.bytes().unwrap_or(b""), "reading the store counters")?;
         let names: Vec<&str> = cfg.stores.iter().map(|s| s.name.as_str()).collect();
         put_text(out, &crate::stats::to_json(&names).to_string())
     }
 
     /// Zeroes the store counters; needs the purge key. Returns 1.
-    dj_reset_store_stats(purge_key: Bytes) -> int needs_config = |c, a| {
-        ops::objects::authorize(c.config(), a.purge_key.bytes().unwrap_or(b""), "resetting the store counters")?;
+    dj_reset_store_stats(purge_key: Bytes) -> int = |_, a| {
+        ops::objects::authorize(&*config::current()?, a.purge_key.bytes().unwrap_or(b""), "resetting the store counters")?;
         crate::stats::reset();
         Ok(Some(1))
     }
 
     /// The transfers running now, of every connection, as a JSON array;
     /// needs the purge key (they name other accounts' objects).
-    dj_transfers(purge_key: Bytes) -> string(1 << 20) needs_config = |c, a, out| {
-        ops::objects::authorize(c.config(), a.purge_key.bytes().unwrap_or(b""), "listing the transfers")?;
+    dj_transfers(purge_key: Bytes) -> string(1 << 20) = |_, a, out| {
+        ops::objects::authorize(&*config::current()?, a.purge_key.bytes().unwrap_or(b""), "listing the transfers")?;
         put_text(out, &serde_json::Value::Array(crate::stats::transfers::list()).to_string())
     }
 
     /// Checks every configured store with a probe object, as a JSON array
     /// of `{store, protocol, healthy, reason, free_bytes, seconds}`; needs the purge key.
-    dj_store_health(purge_key: Bytes) -> string(1 << 20) needs_config = |c, a, out| {
-        put_text(out, &ops::health::check_all(c.config(), a.purge_key.bytes().unwrap_or(b""))?)
+    dj_store_health(purge_key: Bytes) -> string(1 << 20) = |_, a, out| {
+        put_text(out, &ops::health::check_all(&*config::current()?, a.purge_key.bytes().unwrap_or(b""))?)
     }
 
     /// The library's version.
