@@ -335,7 +335,17 @@ def small_objects(b, Small):
     payloads = [p.read_bytes() for p in paths]
     rows = ("rows/s", n)
 
+    # Each round puts objects of its own: the same keys again, right after
+    # the last round deleted them, would meet the delete-marked records that
+    # InnoDB has not purged yet (next-key locks between connections), which
+    # is not what a put of new data meets.
+    round_no = [0]
+
+    def payload(i):
+        return payloads[i] + f"/{round_no[0]}".encode()
+
     def clear(keep_folders=False):
+        round_no[0] += 1
         b.sql("DELETE FROM bench.small")
         b.sql("DELETE FROM bench.`~external_localattach`")
         if keep_folders:
@@ -358,11 +368,11 @@ def small_objects(b, Small):
         """Rows first .. first + count - 1, as a client must write them:
         a transaction (or, in autocommit, a row) that ends in a deadlock is
         run again. Four connections re-inserting keys deleted a moment ago
-        (each round does) meet InnoDB's next-key locks on the delete-marked
-        records, which the purge thread has not removed yet."""
+        (which each round avoids) would meet InnoDB's next-key locks on the
+        delete-marked records, which the purge thread has not removed yet."""
         def rows(cur, ids):
             for i in ids:
-                cur.execute("CALL dj_udf.attach_put('localattach', 'bench', %s, %s, @h)", (paths[i].name, payloads[i]))
+                cur.execute("CALL dj_udf.attach_put('localattach', 'bench', %s, %s, @h)", (paths[i].name, payload(i)))
                 cur.execute("INSERT INTO bench.small VALUES (%s, @h)", (i,))
 
         def again(work):
@@ -406,7 +416,7 @@ def small_objects(b, Small):
         with b.conns[c].cursor() as cur:
             cur.execute("START TRANSACTION")
             for i in range(first, first + count):
-                cur.execute("SET @h = dj_attach_put('localattach', 'bench', %s, %s)", (paths[i].name, payloads[i]))
+                cur.execute("SET @h = dj_attach_put('localattach', 'bench', %s, %s)", (paths[i].name, payload(i)))
                 cur.execute("INSERT INTO bench.`~external_localattach` (hash, size, attachment_name) VALUES (@h, %s, %s) "
                             "ON DUPLICATE KEY UPDATE timestamp = CURRENT_TIMESTAMP", (SMALL, paths[i].name))
                 cur.execute("INSERT INTO bench.small VALUES (%s, @h)", (i,))
