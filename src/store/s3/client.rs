@@ -17,8 +17,20 @@ use ureq::tls::{parse_pem, PemItem, RootCerts};
 use ureq::{Body, RequestBuilder, SendBody};
 use url::Url;
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// The pause before each next attempt: 0.5 s, doubling up to 8 s.
+pub(super) struct Backoff(Duration);
+
+impl Backoff {
+    pub(super) fn new() -> Self {
+        Backoff(Duration::from_millis(500))
+    }
+
+    pub(super) fn wait(&mut self) {
+        std::thread::sleep(self.0);
+        self.0 = (self.0 * 2).min(Duration::from_secs(8));
+    }
+}
+
 /// The most of an error or XML answer that is read.
 const ANSWER_LIMIT: usize = 1 << 20;
 
@@ -113,11 +125,32 @@ pub(super) fn root_certs() -> RootCerts {
         .clone()
 }
 
-fn with_headers<B>(mut rb: RequestBuilder<B>, headers: &[(String, String)]) -> RequestBuilder<B> {
+pub(super) fn with_headers<B, K: AsRef<str>, V: AsRef<str>>(mut rb: RequestBuilder<B>, headers: &[(K, V)]) -> RequestBuilder<B> {
     for (k, v) in headers {
-        rb = rb.header(k.as_str(), v.as_str());
+        rb = rb.header(k.as_ref(), v.as_ref());
     }
     rb
+}
+
+/// Every timeout of one request (no resolve, global or per-call timeout:
+/// see `pool::build`): `exchange` for sending the request, waiting for the
+/// answer and each read or write, and the two for the bodies.
+pub(super) fn with_timeouts<B>(
+    rb: RequestBuilder<B>,
+    connect: Duration,
+    exchange: Duration,
+    send_body: Duration,
+    recv_body: Duration,
+) -> RequestBuilder<B> {
+    rb.config()
+        .timeout_connect(Some(connect))
+        .timeout_send_request(Some(exchange))
+        .timeout_recv_response(Some(exchange))
+        .timeout_per_read(Some(exchange))
+        .timeout_per_write(Some(exchange))
+        .timeout_send_body(Some(send_body))
+        .timeout_recv_body(Some(recv_body))
+        .build()
 }
 
 /// Connection-level failures worth another attempt. Stalls after connecting
@@ -243,19 +276,10 @@ impl Client {
         }
     }
 
-    /// The request's headers and this store's timeouts (no resolve, global
-    /// or per-call timeout: see `pool::build`).
+    /// The request's headers and this store's timeouts.
     fn timed<B>(&self, rb: RequestBuilder<B>, r: &Request) -> RequestBuilder<B> {
-        with_headers(rb, r.headers)
-            .config()
-            .timeout_connect(Some(self.connect_timeout))
-            .timeout_send_request(Some(self.timeout))
-            .timeout_recv_response(Some(self.timeout))
-            .timeout_per_read(Some(self.timeout))
-            .timeout_per_write(Some(self.timeout))
-            .timeout_send_body(Some(self.transfer_timeout))
-            .timeout_recv_body(Some(if r.stream { self.transfer_timeout } else { self.timeout }))
-            .build()
+        let recv_body = if r.stream { self.transfer_timeout } else { self.timeout };
+        with_timeouts(with_headers(rb, r.headers), self.connect_timeout, self.timeout, self.transfer_timeout, recv_body)
     }
 
     /// One attempt, on a connection of `agent`'s pool.
@@ -288,7 +312,7 @@ impl Client {
     /// expired or invalid, with credentials fetched anew.
     pub fn send(&self, r: &Request) -> Result<Response<Body>> {
         let attempts = self.retries + 1;
-        let mut delay = FIRST_BACKOFF;
+        let mut backoff = Backoff::new();
         let mut attempt = 1;
         let mut renewed = false;
         let mut refetched = false;
@@ -321,8 +345,7 @@ impl Client {
                 Err(e) if retryable(&e) && !last => drop(e),
                 Err(e) => return Err(self.counted(r, attempt, self.err(r.key, self.transport_problem(r.op, &e, attempt)))),
             }
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(MAX_BACKOFF);
+            backoff.wait();
             attempt += 1;
         }
     }

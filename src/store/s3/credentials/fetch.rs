@@ -4,7 +4,7 @@
 //! failures put in words that never quote the request (which may carry a
 //! web identity token or an authorization token).
 
-use super::super::client::retryable;
+use super::super::client::{retryable, with_headers, with_timeouts, Backoff};
 use super::super::pool::{self, Kind};
 use std::io::Read;
 use std::time::Duration;
@@ -13,8 +13,6 @@ use ureq::{Body, RequestBuilder};
 
 /// The most of an answer that is read: credentials documents are a few kB.
 const ANSWER_LIMIT: u64 = 64 << 10;
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(8);
 
 /// How a store reaches its credentials service: the same timeouts and
 /// retries as its object requests.
@@ -43,19 +41,7 @@ pub struct Answer {
 }
 
 fn timed<B>(rb: RequestBuilder<B>, headers: &[(&str, &str)], reach: &Reach) -> RequestBuilder<B> {
-    let mut rb = rb;
-    for (k, v) in headers {
-        rb = rb.header(*k, *v);
-    }
-    rb.config()
-        .timeout_connect(Some(reach.connect_timeout))
-        .timeout_send_request(Some(reach.timeout))
-        .timeout_recv_response(Some(reach.timeout))
-        .timeout_per_read(Some(reach.timeout))
-        .timeout_per_write(Some(reach.timeout))
-        .timeout_send_body(Some(reach.timeout))
-        .timeout_recv_body(Some(reach.timeout))
-        .build()
+    with_timeouts(with_headers(rb, headers), reach.connect_timeout, reach.timeout, reach.timeout, reach.timeout)
 }
 
 /// Sends one call, retrying connection failures and 5xx answers up to the
@@ -63,7 +49,7 @@ fn timed<B>(rb: RequestBuilder<B>, headers: &[(&str, &str)], reach: &Reach) -> R
 pub fn call(reach: &Reach, proxied: bool, method: Method, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Answer, String> {
     let kind = Kind { secure: url.starts_with("https:"), proxy: if proxied { reach.proxy.clone() } else { None } };
     let attempts = reach.retries + 1;
-    let mut delay = FIRST_BACKOFF;
+    let mut backoff = Backoff::new();
     let mut attempt = 1;
     loop {
         let last = attempt >= attempts;
@@ -84,8 +70,7 @@ pub fn call(reach: &Reach, proxied: bool, method: Method, url: &str, headers: &[
             Err(e) if retryable(&e) && !last => drop(e),
             Err(e) => return Err(describe(&e, reach, attempt)),
         }
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(MAX_BACKOFF);
+        backoff.wait();
         attempt += 1;
     }
 }
