@@ -666,23 +666,29 @@ CREATE PROCEDURE dj_udf.claim_batch(IN k varchar(255), IN schema_name varchar(64
                                     OUT items longtext CHARACTER SET utf8mb4, OUT last_id bigint unsigned)
   SQL SECURITY DEFINER READS SQL DATA
 BEGIN
-  DECLARE saved bigint unsigned DEFAULT @@SESSION.group_concat_max_len;
-  DECLARE EXIT HANDLER FOR SQLEXCEPTION
-  BEGIN
-    SET SESSION group_concat_max_len = saved;
-    RESIGNAL;
-  END;
+  DECLARE qid bigint unsigned;
+  DECLARE h binary(16);
+  DECLARE nm varchar(255) CHARACTER SET utf8mb4;
+  DECLARE fp varchar(1000) CHARACTER SET utf8mb4;
+  DECLARE done int DEFAULT 0;
+  DECLARE entries CURSOR FOR
+    SELECT q.id, q.hash, q.attachment_name, q.filepath FROM dj_udf.purge_queue q
+     WHERE q.schema_name = schema_name AND q.store = store AND q.id > after_id ORDER BY q.id LIMIT n;
+  DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
   IF NOT dj_udf.is_purge_key(k) THEN
     SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = 'dj_udf.claim_batch: wrong purge key';
   END IF;
-  -- MariaDB cuts JSON_ARRAYAGG at group_concat_max_len
-  SET SESSION group_concat_max_len = GREATEST(saved, 64 << 20);
-  SELECT JSON_ARRAYAGG(JSON_OBJECT('qid', b.id, 'hash', HEX(b.hash), 'attachment_name', CONVERT(b.attachment_name USING utf8mb4),
-                                   'filepath', CONVERT(b.filepath USING utf8mb4))), MAX(b.id)
-    INTO items, last_id
-    FROM (SELECT q.id, q.hash, q.attachment_name, q.filepath FROM dj_udf.purge_queue q
-           WHERE q.schema_name = schema_name AND q.store = store AND q.id > after_id ORDER BY q.id LIMIT n) b;
-  SET SESSION group_concat_max_len = saved;
+  -- built row by row: JSON_ARRAYAGG would be cut at the session's group_concat_max_len
+  SET items = NULL, last_id = NULL;
+  OPEN entries;
+  entry_loop: LOOP
+    FETCH entries INTO qid, h, nm, fp;
+    IF done THEN LEAVE entry_loop; END IF;
+    SET items = JSON_ARRAY_APPEND(COALESCE(items, '[]'), '$',
+                                  JSON_OBJECT('qid', qid, 'hash', HEX(h), 'attachment_name', nm, 'filepath', fp)),
+        last_id = qid;
+  END LOOP;
+  CLOSE entries;
 END $$
 
 -- Takes entry qid out of the queue, inside the caller's transaction.
@@ -1255,14 +1261,22 @@ BEGIN
   DECLARE k varchar(255);
   DECLARE after_key varchar(4096) CHARACTER SET utf8mb4 DEFAULT '';
   DECLARE page, items longtext CHARACTER SET utf8mb4;
+  DECLARE ih char(32);
+  DECLARE inm varchar(255) CHARACTER SET utf8mb4;
   DECLARE d, f bigint;
   DECLARE e varchar(1000) CHARACTER SET utf8mb4;
   DECLARE msg varchar(512) CHARACTER SET utf8mb4;
-  DECLARE saved bigint unsigned DEFAULT @@SESSION.group_concat_max_len;
+  DECLARE done int DEFAULT 0;
+  DECLARE orphans CURSOR FOR
+    SELECT jt.h, jt.nm FROM JSON_TABLE(page, '$[*]' COLUMNS (
+      h char(32) PATH '$.hash',
+      nm varchar(255) CHARACTER SET utf8mb4 PATH '$.attachment_name',
+      age bigint unsigned PATH '$.age')) AS jt
+     WHERE jt.h IS NOT NULL AND jt.age >= min_age_seconds;
+  DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
   DECLARE EXIT HANDLER FOR SQLEXCEPTION
   BEGIN
     ROLLBACK;
-    SET SESSION group_concat_max_len = saved;
     RESIGNAL;
   END;
   CALL dj_udf.usable_table(schema_name, store, TRUE, t);
@@ -1273,15 +1287,17 @@ BEGIN
     IF page IS NULL THEN CALL dj_udf.fail('dj_udf.sweep'); END IF;
     IF JSON_LENGTH(page) = 0 THEN LEAVE sweep_loop; END IF;
     SET after_key = JSON_UNQUOTE(JSON_EXTRACT(page, CONCAT('$[', JSON_LENGTH(page) - 1, '].key')));
-    -- MariaDB cuts JSON_ARRAYAGG at group_concat_max_len
-    SET SESSION group_concat_max_len = GREATEST(saved, 64 << 20);
-    SELECT JSON_ARRAYAGG(JSON_OBJECT('qid', NULL, 'hash', jt.h, 'attachment_name', jt.nm, 'filepath', NULL)) INTO items
-      FROM JSON_TABLE(page, '$[*]' COLUMNS (
-        h char(32) PATH '$.hash',
-        nm varchar(255) CHARACTER SET utf8mb4 PATH '$.attachment_name',
-        age bigint unsigned PATH '$.age')) AS jt
-     WHERE jt.h IS NOT NULL AND jt.age >= min_age_seconds;
-    SET SESSION group_concat_max_len = saved;
+    -- the page's orphans old enough, built row by row (JSON_ARRAYAGG would
+    -- be cut at the session's group_concat_max_len)
+    SET items = NULL, done = 0;
+    OPEN orphans;
+    orphan_loop: LOOP
+      FETCH orphans INTO ih, inm;
+      IF done THEN LEAVE orphan_loop; END IF;
+      SET items = JSON_ARRAY_APPEND(COALESCE(items, '[]'), '$',
+                                    JSON_OBJECT('qid', NULL, 'hash', ih, 'attachment_name', inm, 'filepath', NULL));
+    END LOOP;
+    CLOSE orphans;
     IF items IS NOT NULL THEN
       CALL dj_udf.remove_objects(schema_name, store, k, items, d, f, e);
       SET orphans_deleted = orphans_deleted + d;
