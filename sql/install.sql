@@ -1081,14 +1081,11 @@ BEGIN
   DECLARE errno, tries int;
   DECLARE tracked, taken, queued boolean;
   DECLARE taken_rows, doomed, r longtext CHARACTER SET utf8mb4 DEFAULT '[]';
+  -- the rows batch_items goes through: items, then taken_rows
+  DECLARE batch longtext CHARACTER SET utf8mb4;
   DECLARE done int DEFAULT 0;
-  DECLARE all_items CURSOR FOR
-    SELECT j.qid, j.h, j.nm, j.fp FROM JSON_TABLE(items, '$[*]' COLUMNS (
-      qid bigint unsigned PATH '$.qid', h char(32) PATH '$.hash',
-      nm varchar(255) CHARACTER SET utf8mb4 PATH '$.attachment_name',
-      fp varchar(1000) CHARACTER SET utf8mb4 PATH '$.filepath')) j;
-  DECLARE taken_items CURSOR FOR
-    SELECT j.qid, j.h, j.nm, j.fp FROM JSON_TABLE(taken_rows, '$[*]' COLUMNS (
+  DECLARE batch_items CURSOR FOR
+    SELECT j.qid, j.h, j.nm, j.fp FROM JSON_TABLE(batch, '$[*]' COLUMNS (
       qid bigint unsigned PATH '$.qid', h char(32) PATH '$.hash',
       nm varchar(255) CHARACTER SET utf8mb4 PATH '$.attachment_name',
       fp varchar(1000) CHARACTER SET utf8mb4 PATH '$.filepath')) j;
@@ -1101,9 +1098,10 @@ BEGIN
     ORDER BY d.i;
   DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
   SET deleted = 0, failures = 0, first_error = NULL;
-  OPEN all_items;
+  SET batch = items;
+  OPEN batch_items;
   item_loop: LOOP
-    FETCH all_items INTO qid, hx, nm, fp;
+    FETCH batch_items INTO qid, hx, nm, fp;
     IF done THEN LEAVE item_loop; END IF;
     SET h = UNHEX(hx), tries = 0;
     attempt: LOOP
@@ -1142,7 +1140,7 @@ BEGIN
       SET taken_rows = JSON_ARRAY_APPEND(taken_rows, '$', JSON_OBJECT('qid', qid, 'hash', hx, 'attachment_name', nm, 'filepath', fp));
     END IF;
   END LOOP;
-  CLOSE all_items;
+  CLOSE batch_items;
   IF JSON_LENGTH(taken_rows) > 0 THEN
     BEGIN
       DECLARE EXIT HANDLER FOR SQLEXCEPTION
@@ -1158,9 +1156,10 @@ BEGIN
       END;
       SET done = 0;
       START TRANSACTION;
-      OPEN taken_items;
+      SET batch = taken_rows;
+      OPEN batch_items;
       taken_loop: LOOP
-        FETCH taken_items INTO qid, hx, nm, fp;
+        FETCH batch_items INTO qid, hx, nm, fp;
         IF done THEN LEAVE taken_loop; END IF;
         SET h = UNHEX(hx);
         CALL dj_udf.hold_slots(schema_name, store, h, fp, tracked, held);
@@ -1171,7 +1170,7 @@ BEGIN
           CALL dj_udf.take_entry(k, qid);
         END IF;
       END LOOP;
-      CLOSE taken_items;
+      CLOSE batch_items;
       IF JSON_LENGTH(doomed) > 0 THEN
         SET r = CONVERT(dj_delete_objects(store, schema_name, doomed, k) USING utf8mb4);
         IF r IS NULL THEN CALL dj_udf.fail('dj_delete_objects'); END IF;
