@@ -604,13 +604,6 @@ def test_acceptance_a_large_object_in_and_out_in_64_mib_parts_through_a_64m_pack
     got = client(world, "put", kind.attach, db.schema, "-", "--name", "warm.bin", stdin=warm)
     assert got.returncode == 0, got.stderr.decode()
     assert client(world, "get", kind.attach, db.schema, got.stdout.decode().strip(), "-").stdout == warm
-    # and every page of InnoDB's buffer pool touched once: the rows the
-    # transfer writes would otherwise count the pool's first filling (up to
-    # innodb_buffer_pool_size) when this test runs early on a fresh server
-    db.sql(f"CREATE TABLE `{db.schema}`.pool_fill (id int PRIMARY KEY, b longblob) ENGINE=InnoDB")
-    pool = db.one("SELECT @@innodb_buffer_pool_size")
-    db.sql(f"INSERT INTO `{db.schema}`.pool_fill SELECT seq, REPEAT('x', 1 << 20) FROM `{db.schema}`.seq_1_to_{pool // MiB + 16}")
-    db.sql(f"DROP TABLE `{db.schema}`.pool_fill")
     base = reset_peak(pid)["VmRSS"]
     started = time.monotonic()
 
