@@ -45,6 +45,12 @@ MiB = 1 << 20
 DEFAULT_PART = 64 * MiB
 LONG_DATA_PIECE = 4 * MiB  # one COM_STMT_SEND_LONG_DATA packet
 RETRIES = 3
+# MariaDB copies every constant string argument of a loadable function
+# before the call (to end it with a zero byte), and a statement parameter is
+# a constant: passed bare, a 64 MiB part would sit in server memory twice.
+# IF(RAND() >= 0, ?, NULL) is the part itself, but not a constant, so the
+# function reads it where the parameter holds it.
+PART_SQL = "SELECT dj_upload_part(?, CURRENT_USER(), ?, IF(RAND() >= 0, ?, NULL)) INTO @dj_part_md5"
 
 
 class Progress:
@@ -177,7 +183,7 @@ def put(args):
         cur.execute("CALL dj_udf.upload_open(%s, %s, %s, %s, @dj_upload_id)", (args.store, args.schema, name, part_size))
         upload_id = one(cur, "SELECT @dj_upload_id")[0]
         have = {}
-    sender = None if args.text_protocol else LongData(conn, "SELECT dj_upload_part(?, CURRENT_USER(), ?, ?) INTO @dj_part_md5")
+    sender = None if args.text_protocol else LongData(conn, PART_SQL)
 
     def send(n, data):
         if sender is None:
