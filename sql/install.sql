@@ -53,6 +53,7 @@ DROP FUNCTION IF EXISTS dj_verify_many;
 DROP FUNCTION IF EXISTS dj_attach_export_many;
 DROP FUNCTION IF EXISTS dj_filepath_get_many;
 DROP FUNCTION IF EXISTS dj_attach_put_files;
+DROP FUNCTION IF EXISTS dj_attach_put_many;
 DROP FUNCTION IF EXISTS dj_object_sizes;
 DROP FUNCTION IF EXISTS dj_delete_objects;
 DROP FUNCTION IF EXISTS dj_tracking_table;
@@ -94,6 +95,7 @@ CREATE FUNCTION dj_verify_many RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_attach_export_many RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_filepath_get_many RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_attach_put_files RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_attach_put_many RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_object_sizes RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_delete_objects RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_tracking_table RETURNS STRING SONAME 'dj_udf.so';
@@ -1335,14 +1337,53 @@ BEGIN
   CALL dj_udf.purge(schema_name, store, objects_deleted, failures);
 END $$
 
+-- Tracks the objects a batch put stored, as dj_udf.track does for one: r is
+-- the put's result, a JSON array of {hash, size, attachment_name} (and
+-- {…, error} for an object that failed, which is left out). Returns in gone
+-- the hashes (a JSON array; NULL for none) of objects that a purge removed
+-- between their upload and their row: with the rows in, none can be removed
+-- any more, so the caller uploads those again.
+DROP PROCEDURE IF EXISTS dj_udf.track_many $$
+CREATE PROCEDURE dj_udf.track_many(IN t varchar(200) CHARACTER SET utf8mb4, IN schema_name varchar(64), IN store varchar(64),
+                                   IN r longtext CHARACTER SET utf8mb4, OUT gone longtext CHARACTER SET utf8mb4)
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  DECLARE stored, sizes longtext CHARACTER SET utf8mb4;
+  DECLARE saved bigint unsigned DEFAULT @@SESSION.group_concat_max_len;
+  DECLARE EXIT HANDLER FOR SQLEXCEPTION
+  BEGIN
+    SET SESSION group_concat_max_len = saved;
+    RESIGNAL;
+  END;
+  CALL dj_udf.check_removals(store, schema_name, COALESCE(JSON_EXTRACT(r, '$[*].hash'), '[]'));
+  CALL dj_udf.run_sql(CONCAT('INSERT INTO ', t, ' (hash, size, attachment_name) ',
+    'SELECT UNHEX(j.hash), j.size, j.attachment_name FROM JSON_TABLE(', dj_udf.text_literal(r), ', ''$[*]'' COLUMNS (',
+    'hash char(32) PATH ''$.hash'', size bigint unsigned PATH ''$.size'', ',
+    'attachment_name varchar(255) CHARACTER SET utf8mb4 PATH ''$.attachment_name'')) j WHERE j.hash IS NOT NULL ',
+    'ON DUPLICATE KEY UPDATE timestamp = CURRENT_TIMESTAMP'));
+  SET gone = NULL;
+  SET SESSION group_concat_max_len = GREATEST(saved, 64 << 20);
+  SELECT JSON_ARRAYAGG(JSON_OBJECT('hash', j.hash, 'attachment_name', j.attachment_name)) INTO stored
+    FROM JSON_TABLE(r, '$[*]' COLUMNS (hash char(32) PATH '$.hash',
+                                       attachment_name varchar(255) CHARACTER SET utf8mb4 PATH '$.attachment_name')) j
+   WHERE j.hash IS NOT NULL;
+  IF stored IS NOT NULL THEN
+    SET sizes = CONVERT(dj_object_sizes(store, schema_name, stored) USING utf8mb4);
+    IF sizes IS NULL THEN CALL dj_udf.fail('dj_udf.track_many'); END IF;
+    SELECT JSON_ARRAYAGG(z.hash) INTO gone
+      FROM JSON_TABLE(sizes, '$[*]' COLUMNS (hash char(32) PATH '$.hash', size bigint PATH '$.size')) z
+     WHERE z.size IS NULL;
+  END IF;
+  SET SESSION group_concat_max_len = saved;
+END $$
+
 -- attach@store for many files on the database server in one call: every
 -- regular file of a server folder (not its subfolders), or a JSON array of
 -- server paths. Uploads up to the store's max_parallel files at once,
--- tracks each one stored (as dj_udf.track does, with the same check that
--- no purge removed it meanwhile), and returns in `files` a JSON array with
--- one item per file, in order: {path, attachment_name, hash (32 hex
--- digits), size}, or {path, error} for a file that failed and is not
--- tracked. Ready to insert:
+-- tracks each one stored (dj_udf.track_many), and returns in `files` a
+-- JSON array with one item per file, in order: {path, attachment_name,
+-- hash (32 hex digits), size}, or {path, error} for a file that failed and
+-- is not tracked. Ready to insert:
 --   INSERT INTO t (id, f) SELECT j.n, UNHEX(j.hash) FROM JSON_TABLE(@files, '$[*]'
 --     COLUMNS (n FOR ORDINALITY, hash char(32) PATH '$.hash')) j WHERE j.hash IS NOT NULL;
 DROP PROCEDURE IF EXISTS dj_udf.attach_put_files $$
@@ -1351,51 +1392,68 @@ CREATE PROCEDURE dj_udf.attach_put_files(IN store varchar(64), IN schema_name va
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
   DECLARE t varchar(200) CHARACTER SET utf8mb4;
-  DECLARE r, stored, sizes longtext CHARACTER SET utf8mb4;
+  DECLARE r, gone longtext CHARACTER SET utf8mb4;
   DECLARE gone_path varchar(4096) CHARACTER SET utf8mb4;
   DECLARE done int DEFAULT 0;
-  DECLARE saved bigint unsigned DEFAULT @@SESSION.group_concat_max_len;
-  DECLARE gone CURSOR FOR
+  DECLARE again CURSOR FOR
     SELECT f.path FROM JSON_TABLE(r, '$[*]' COLUMNS (path varchar(4096) CHARACTER SET utf8mb4 PATH '$.path',
                                                      hash char(32) PATH '$.hash')) f
-      JOIN JSON_TABLE(sizes, '$[*]' COLUMNS (hash char(32) PATH '$.hash', size bigint PATH '$.size',
-                                             err text PATH '$.error')) z ON z.hash = f.hash
-     WHERE z.size IS NULL;
+      JOIN JSON_TABLE(gone, '$[*]' COLUMNS (hash char(32) PATH '$')) g ON g.hash = f.hash;
   DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
-  DECLARE EXIT HANDLER FOR SQLEXCEPTION
-  BEGIN
-    SET SESSION group_concat_max_len = saved;
-    RESIGNAL;
-  END;
   CALL dj_udf.usable_table(schema_name, store, FALSE, t);
   SET r = CONVERT(dj_attach_put_files(store, schema_name, server_paths) USING utf8mb4);
   IF r IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_files'); END IF;
-  CALL dj_udf.check_removals(store, schema_name, COALESCE(JSON_EXTRACT(r, '$[*].hash'), '[]'));
-  CALL dj_udf.run_sql(CONCAT('INSERT INTO ', t, ' (hash, size, attachment_name) ',
-    'SELECT UNHEX(j.hash), j.size, j.attachment_name FROM JSON_TABLE(', dj_udf.text_literal(r), ', ''$[*]'' COLUMNS (',
-    'hash char(32) PATH ''$.hash'', size bigint unsigned PATH ''$.size'', ',
-    'attachment_name varchar(255) CHARACTER SET utf8mb4 PATH ''$.attachment_name'')) j WHERE j.hash IS NOT NULL ',
-    'ON DUPLICATE KEY UPDATE timestamp = CURRENT_TIMESTAMP'));
-  -- As in dj_udf.track: a purge between an upload and its tracking row may
-  -- have removed the object; with the row in, none can, so upload it again.
-  SET SESSION group_concat_max_len = GREATEST(saved, 64 << 20);
-  SELECT JSON_ARRAYAGG(JSON_OBJECT('hash', j.hash, 'attachment_name', j.attachment_name)) INTO stored
-    FROM JSON_TABLE(r, '$[*]' COLUMNS (hash char(32) PATH '$.hash',
-                                       attachment_name varchar(255) CHARACTER SET utf8mb4 PATH '$.attachment_name')) j
-   WHERE j.hash IS NOT NULL;
-  SET SESSION group_concat_max_len = saved;
-  IF stored IS NOT NULL THEN
-    SET sizes = CONVERT(dj_object_sizes(store, schema_name, stored) USING utf8mb4);
-    IF sizes IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_files'); END IF;
-    OPEN gone;
-    gone_loop: LOOP
-      FETCH gone INTO gone_path;
-      IF done THEN LEAVE gone_loop; END IF;
+  CALL dj_udf.track_many(t, schema_name, store, r, gone);
+  IF gone IS NOT NULL THEN
+    OPEN again;
+    again_loop: LOOP
+      FETCH again INTO gone_path;
+      IF done THEN LEAVE again_loop; END IF;
       IF dj_attach_put_file(store, schema_name, gone_path) IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_files'); END IF;
     END LOOP;
-    CLOSE gone;
+    CLOSE again;
   END IF;
   SET files = r;
+END $$
+
+-- attach@store for many attachments sent by the client in one statement:
+-- `items`, a JSON array of {attachment_name, size}, divides `data`, their
+-- bytes one after the other. Stores up to the store's max_parallel at
+-- once, tracks each one stored (dj_udf.track_many), and returns in
+-- `objects` one item per attachment, in order: {attachment_name, hash (32
+-- hex digits), size}, or {attachment_name, error} for one that failed and
+-- is not tracked. Each object is durable when the call returns, as with
+-- dj_udf.attach_put. Ready to insert:
+--   INSERT INTO t (id, f) SELECT j.n, UNHEX(j.hash) FROM JSON_TABLE(@objects, '$[*]'
+--     COLUMNS (n FOR ORDINALITY, hash char(32) PATH '$.hash')) j WHERE j.hash IS NOT NULL;
+DROP PROCEDURE IF EXISTS dj_udf.attach_put_many $$
+CREATE PROCEDURE dj_udf.attach_put_many(IN store varchar(64), IN schema_name varchar(64), IN items longtext CHARACTER SET utf8mb4,
+                                        IN data longblob, OUT objects longtext CHARACTER SET utf8mb4)
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
+  DECLARE r, again, gone longtext CHARACTER SET utf8mb4;
+  DECLARE msg varchar(512) CHARACTER SET utf8mb4;
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
+  SET r = CONVERT(dj_attach_put_many(store, schema_name, items, data) USING utf8mb4);
+  IF r IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_many'); END IF;
+  CALL dj_udf.track_many(t, schema_name, store, r, gone);
+  IF gone IS NOT NULL THEN
+    -- The same batch again writes only what is missing; an object that
+    -- fails now is tracked without its object, so the call fails.
+    SET again = CONVERT(dj_attach_put_many(store, schema_name, items, data) USING utf8mb4);
+    IF again IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_many'); END IF;
+    SELECT MIN(b.err) INTO msg
+      FROM JSON_TABLE(r, '$[*]' COLUMNS (n FOR ORDINALITY, hash char(32) PATH '$.hash')) a
+      JOIN JSON_TABLE(again, '$[*]' COLUMNS (n FOR ORDINALITY, err varchar(500) CHARACTER SET utf8mb4 PATH '$.error')) b ON b.n = a.n
+      JOIN JSON_TABLE(gone, '$[*]' COLUMNS (hash char(32) PATH '$')) g ON g.hash = a.hash
+     WHERE b.err IS NOT NULL;
+    IF msg IS NOT NULL THEN
+      SET msg = LEFT(CONCAT('dj_udf.attach_put_many: ', msg), 512);
+      SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
+    END IF;
+  END IF;
+  SET objects = r;
 END $$
 
 -- Writes verified copies of the attachments that a column of a user table

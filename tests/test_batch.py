@@ -117,6 +117,65 @@ def test_bulk_put_reports_a_failing_file_and_completes_the_others(db, world, sto
         assert attach_path(world, store, s, h, r["attachment_name"]).read_bytes() == data[r["attachment_name"]]
 
 
+def put_many(db, store, schema, objects, out="@objects"):
+    """CALL dj_udf.attach_put_many for [(name, bytes)]: their items and
+    their bytes one after the other; returns the result's items."""
+    items = json.dumps([{"attachment_name": n, "size": len(d)} for n, d in objects])
+    db.sql(f"CALL dj_udf.attach_put_many(%s, %s, %s, %s, {out})", (store, schema, items, b"".join(d for _, d in objects)))
+    return json.loads(db.one(f"SELECT {out}"))
+
+
+def test_many_attachments_in_one_statement_are_what_single_puts_make(db, world, store):
+    """Client bytes of many attachments in one call: stored and tracked as
+    one dj_udf.attach_put each would (same hash, same bytes, same row), a
+    refused name fails alone, and the result goes into a user table in one
+    statement; the same call again writes nothing new."""
+    s = db.schema
+    objects = [(f"s{i:03d}.bin", os.urandom(i * 37) + b"/%d" % i) for i in range(60)]
+    objects[7] = ("", b"an empty name is refused")
+    objects[8] = ("empty.bin", b"")
+    rows = put_many(db, store, s, objects)
+    assert [r["attachment_name"] for r in rows] == [n for n, _ in objects]
+    assert "attachment name" in rows[7]["error"] and "hash" not in rows[7], rows[7]
+    good = [(r, d) for r, (_, d) in zip(rows, objects) if "error" not in r]
+    assert len(good) == 59
+    for r, d in good:
+        h = attach_hash(r["attachment_name"], d)
+        assert (r["hash"], r["size"]) == (h.hex(), len(d))
+        assert attach_path(world, store, s, h, r["attachment_name"]).read_bytes() == d
+    one = db.call_out("dj_udf.attach_put", store, s, "s001.bin", objects[1][1])
+    assert one.hex() == rows[1]["hash"]
+    tracked = {(bytes(h), n, name) for h, n, name, _, _ in db.tracking(store)}
+    assert tracked == {(bytes.fromhex(r["hash"]), r["size"], r["attachment_name"]) for r, _ in good}
+    db.sql(f"CREATE TABLE `{s}`.scans (k int PRIMARY KEY, f binary(16) NOT NULL, "
+           f"FOREIGN KEY (f) REFERENCES `{s}`.`~external_{store}` (hash))")
+    db.sql(f"INSERT INTO `{s}`.scans SELECT j.n, UNHEX(j.hash) FROM JSON_TABLE(@objects, '$[*]' "
+           "COLUMNS (n FOR ORDINALITY, hash char(32) PATH '$.hash')) j WHERE j.hash IS NOT NULL")
+    assert db.one(f"SELECT COUNT(*) FROM `{s}`.scans") == 59
+    assert put_many(db, store, s, objects, "@again") == rows
+    assert leftovers(world, store, s) == []
+
+
+def test_many_attachments_whose_sizes_do_not_divide_the_data_are_refused_whole(db, world):
+    s = db.schema
+    cases = [
+        ([{"attachment_name": "a.bin", "size": 3}], b"abcd", "add up to 3 bytes, but data has 4"),
+        ([{"attachment_name": "a.bin", "size": 3}, {"attachment_name": "b.bin", "size": 2}], b"abcd", "item 1 (b.bin) would end at byte 5"),
+        ([{"attachment_name": "a.bin"}], b"abcd", "item 0: size is missing"),
+        ([{"size": 4}], b"abcd", "item 0: attachment_name is missing"),
+        ([{"attachment_name": "a.bin", "size": -1}], b"abcd", "size must be a non-negative integer"),
+        ({"attachment_name": "a.bin", "size": 4}, b"abcd", "must be a JSON array"),
+    ]
+    for items, data, message in cases:
+        with pytest.raises(Exception, match=re.escape(message)):
+            db.sql("CALL dj_udf.attach_put_many('localattach', %s, %s, %s, @o)", (s, json.dumps(items), data))
+    assert len(db.tracking("localattach")) == 0
+    assert not (world.location("localattach") / s).exists() or list((world.location("localattach") / s).rglob("*")) == []
+    assert db.one("SELECT dj_attach_put_many('localattach', %s, '[]', NULL)", (s,)) is None
+    db.sql("CALL dj_udf.attach_put_many('localattach', %s, '[]', '', @o)", (s,))
+    assert db.one("SELECT @o") == "[]"
+
+
 def test_audit_export_and_sync_run_in_parallel_and_report_per_object(db, world, store, request):
     s = db.schema
     folder = world.dirs["import"] / f"{s}-audit-{store}"

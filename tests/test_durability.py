@@ -6,6 +6,7 @@ name a complete object. Temporary files (`.dj-*.saving`) may be left
 behind: they are hidden and never taken for objects."""
 
 import hashlib
+import json
 import os
 import pathlib
 import random
@@ -57,7 +58,8 @@ def writing(folders):
 
 
 def busy(world, schema, sources, export_dir, stop):
-    """One connection's loop of puts and exports until the server dies."""
+    """One connection's loop of puts (one file, client bytes, a batch of
+    client bytes) and exports until the server dies."""
     try:
         conn = world.connect()
         with conn.cursor() as cur:
@@ -69,6 +71,10 @@ def busy(world, schema, sources, export_dir, stop):
                 h = cur.fetchone()[0]
                 cur.execute("CALL dj_udf.attach_put('localattach', %s, %s, %s, @h2)",
                             (schema, f"bytes-{i}.bin", os.urandom(16 * MiB)))
+                batch = [(f"many-{i}-{k}.bin", os.urandom(2 * MiB)) for k in range(4)]
+                cur.execute("CALL dj_udf.attach_put_many('localattach', %s, %s, %s, @objects)",
+                            (schema, json.dumps([{"attachment_name": n, "size": len(d)} for n, d in batch]),
+                             b"".join(d for _, d in batch)))
                 cur.execute("SELECT dj_udf.attach_export('localattach', %s, %s, %s, %s)",
                             (schema, h, src.name, str(export_dir / f"run-{i}")))
                 i += 1

@@ -5,6 +5,7 @@ whatever isolation level either side runs at; concurrent cleanups count
 each object once and retry their own deadlocks; a fresh put's row is left
 alone for the grace period, so the INSERT that follows it finds it."""
 
+import json
 import random
 import subprocess
 import threading
@@ -68,10 +69,12 @@ def grace(db):
 
 
 @pytest.mark.parametrize("level", LEVELS)
-def test_a_put_while_the_purge_removes_its_object_keeps_it(db, world, gate, level):
+@pytest.mark.parametrize("how", ["attach_put", "attach_put_many"])
+def test_a_put_while_the_purge_removes_its_object_keeps_it(db, world, gate, level, how):
     """The purge has found no row for the object and is deleting it (its S3
-    DELETE is held at the gate) when a put of that object arrives: the put
-    waits for the purge, then finds the object gone and writes it again."""
+    DELETE is held at the gate) when a put of that object arrives, alone or
+    in a batch: the put waits for the purge, then finds the object gone and
+    writes it again."""
     s = db.schema
     reference_table(db, "s3attach")
     data = b"put again while it is purged"
@@ -89,7 +92,12 @@ def test_a_put_while_the_purge_removes_its_object_keeps_it(db, world, gate, leve
     purger = Worker(session(world, level), [("CALL dj_udf.purge(%s, 's3attach', @o, @f)", (s,)),
                                             ("SELECT @o, @f", None)])
     assert entered.wait(20), "the purge reached its DELETE"
-    putter = Worker(session(world, level), [("CALL dj_udf.attach_put('s3attach', %s, 'again.txt', %s, @h)", (s, data)),
+    if how == "attach_put":
+        put = ("CALL dj_udf.attach_put('s3attach', %s, 'again.txt', %s, @h)", (s, data))
+    else:
+        items = json.dumps([{"attachment_name": "other.txt", "size": 5}, {"attachment_name": "again.txt", "size": len(data)}])
+        put = ("CALL dj_udf.attach_put_many('s3attach', %s, %s, %s, @objects)", (s, items, b"other" + data))
+    putter = Worker(session(world, level), [put, ("SET @h = COALESCE(@h, UNHEX(JSON_VALUE(@objects, '$[1].hash')))", None),
                                             (f"INSERT INTO `{s}`.doc (a) VALUES (@h)", None)])
     putter.join(1.5)
     release.set()
@@ -98,7 +106,7 @@ def test_a_put_while_the_purge_removes_its_object_keeps_it(db, world, gate, leve
     assert purger.error is None and putter.error is None, (purger.error, putter.error)
     assert purger.rows == ((1, 0),), "the purge removed the unused object once"
     assert db.one(f"SELECT COUNT(*) FROM `{s}`.doc") == 1
-    assert statuses(db, "s3attach") == ["ok"], "the object the new row names is there"
+    assert statuses(db, "s3attach") == ["ok"] * (1 if how == "attach_put" else 2), "the objects the new rows name are there"
     hx = h.hex()
     assert (world.location("s3attach") / s / hx[:2] / hx[2:4] / f"{hx}.again.txt").read_bytes() == data
 

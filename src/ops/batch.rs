@@ -227,6 +227,43 @@ pub fn put_files(cfg: &Config, store: &str, schema: &str, paths: &str) -> Result
     Ok(Value::Array(items.collect()).to_string())
 }
 
+/// `dj_attach_put` for many attachments sent in one statement: `items`, a
+/// JSON array of `{"attachment_name", "size"}`, says how `data` (their bytes
+/// one after the other) divides. Returns
+/// `[{"attachment_name", "hash", "size"} | {"attachment_name", "error"}]`,
+/// rows ready to track and insert. One call takes the statement and the
+/// fsyncs of many objects at once: a client with many small objects pays
+/// one round trip and lets the store's `max_parallel` writes share the
+/// file system's journal commits, where one call per object waits for each.
+pub fn attach_put_many(cfg: &Config, store: &str, schema: &str, items: &str, data: &[u8]) -> Result<String> {
+    crate::datajoint::layout::check_schema_name(schema)?;
+    let mut parts = Vec::new();
+    let mut at = 0u64;
+    for (i, item) in array(items)?.iter().enumerate() {
+        let name = text(item, i, "attachment_name")?.ok_or_else(|| bad(format!("item {i}: attachment_name is missing")))?;
+        let size = size_of(item, i, "size")?.ok_or_else(|| bad(format!("item {i}: size is missing")))?;
+        let end = at
+            .checked_add(size)
+            .filter(|&e| e <= data.len() as u64)
+            .ok_or_else(|| bad(format!("item {i} ({name}) would end at byte {}, past the {} bytes of data", at.saturating_add(size), data.len())))?;
+        parts.push((name, at as usize..end as usize));
+        at = end;
+    }
+    if at != data.len() as u64 {
+        return Err(bad(format!("the sizes of the items add up to {at} bytes, but data has {}", data.len())));
+    }
+    let workers = cfg.store(store)?.max_parallel();
+    let out = parallel::map(&parts, workers, |(name, range)| {
+        let h = attach::put(cfg, store, schema, name, &data[range.clone()])?;
+        Ok(Map::from_iter([("hash".to_string(), Value::from(to_hex(&h))), ("size".to_string(), Value::from(range.len()))]))
+    });
+    let items = parts.iter().zip(out).map(|((name, _), r)| {
+        let base = Map::from_iter([("attachment_name".to_string(), Value::from(name.as_str()))]);
+        result(base, r)
+    });
+    Ok(Value::Array(items.collect()).to_string())
+}
+
 /// The regular files directly in a readable server folder, sorted by name.
 fn files_in(cfg: &Config, folder: &str) -> Result<Vec<String>> {
     let folder = folder.trim_end_matches('/');

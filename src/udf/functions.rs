@@ -193,6 +193,15 @@ sql_functions! {
         put_text(out, &ops::batch::put_files(c.config(), a.store.req()?, a.schema.req()?, paths)?)
     }
 
+    /// `dj_attach_put` for many attachments in one call: `items`, a JSON
+    /// array of `{"attachment_name", "size"}`, divides `data`, their bytes
+    /// one after the other; in parallel:
+    /// `[{"attachment_name", "hash", "size"} | {"attachment_name", "error"}]`.
+    dj_attach_put_many(store: Store, schema: Schema, items: Text, data: Bytes) -> string(LONG) needs_config = |c, a, out| {
+        let (Some(items), Some(data)) = (a.items.text()?, a.data.bytes()) else { return Ok(false) };
+        put_text(out, &ops::batch::attach_put_many(c.config(), a.store.req()?, a.schema.req()?, items, data)?)
+    }
+
     /// `dj_object_size` for a JSON array of tracking rows, in parallel:
     /// `[{"hash", "size"} | {"hash", "error"}]`.
     dj_object_sizes(store: Store, schema: Schema, rows: Text) -> string(LONG) needs_config = |c, a, out| {
