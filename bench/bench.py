@@ -7,6 +7,7 @@ once too). Prints rates, ratios and the server's peak memory; asserts nothing.
     scripts/bench.sh [MiB] [small objects]     (default 512 and 2000)
 """
 
+import json
 import multiprocessing
 import os
 import pathlib
@@ -29,6 +30,7 @@ dj.logger.setLevel("WARNING")
 REPEAT = 3
 CONNS = 4
 SMALL = 4096
+BATCH = 500  # attachments per CALL dj_udf.attach_put_many
 
 
 def timed(fn, repeat=REPEAT, setup=None):
@@ -38,6 +40,10 @@ def timed(fn, repeat=REPEAT, setup=None):
     for _ in range(repeat):
         if setup:
             setup()
+        # what the setup deleted or wrote is written back before the clock
+        # starts, not charged to the run (a journal full of the last round's
+        # unlinks slows every fsync of the next)
+        os.sync()
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
@@ -160,6 +166,9 @@ def dj_job(world, job, k, arg, out):
         first, paths = arg
         for i, p in enumerate(paths):
             Small.insert1(dict(k=first + i, att=str(p)))
+    elif job == "small_batch":
+        first, paths = arg
+        Small.insert([dict(k=first + i, att=str(p)) for i, p in enumerate(paths)])
     elif job == "fetch":
         first, count, folder = arg
         (Small & f"k >= {first} and k < {first + count}").fetch("att", download_path=str(folder))
@@ -344,6 +353,17 @@ def small_objects(b, Small):
     def payload(i):
         return payloads[i] + f"/{round_no[0]}".encode()
 
+    def purged():
+        """Waits (up to 30 s) until InnoDB has purged the rows a setup
+        deleted, so that its purge threads do not share the cores with the
+        next run."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            (n,), = b.sql("SELECT COUNT FROM information_schema.INNODB_METRICS WHERE NAME = 'trx_rseg_history_len'")
+            if n < 100:
+                return
+            time.sleep(0.1)
+
     def clear(keep_folders=False):
         round_no[0] += 1
         b.sql("DELETE FROM bench.small")
@@ -353,6 +373,7 @@ def small_objects(b, Small):
                 p.unlink()
         else:
             shutil.rmtree(world.dirs["attach"] / "bench", ignore_errors=True)
+        purged()
 
     def dj_clear():
         Small.delete_quick()
@@ -361,6 +382,7 @@ def small_objects(b, Small):
         conn.query("DELETE FROM bench_dj.`~external_localattach`")
         conn.close()
         shutil.rmtree(world.dirs["attach"] / "bench_dj", ignore_errors=True)
+        purged()
 
     deadlocks = [0]
 
@@ -428,6 +450,31 @@ def small_objects(b, Small):
         share = n // CONNS
         ours = timed(lambda: parallel([lambda c=c: puts(c, c * share, share, txn) for c in range(CONNS)]), setup=clear)
         b.row(f"{CONNS} conns", f"{n} x CALL attach_put + INSERT, {what}", ours, "DataJoint insert1, one client", ref, rows)
+
+    # Many rows per statement: batches of BATCH attachments in one
+    # CALL dj_udf.attach_put_many each, and one INSERT ... SELECT per batch,
+    # a transaction per connection; against DataJoint's insert1 and its
+    # own many-row insert (one call for the whole list).
+    def batches(c, first, count):
+        with b.conns[c].cursor() as cur:
+            cur.execute("START TRANSACTION")
+            for at in range(first, first + count, BATCH):
+                ids = range(at, min(at + BATCH, first + count))
+                items = json.dumps([{"attachment_name": paths[i].name, "size": len(payload(i))} for i in ids])
+                cur.execute("CALL dj_udf.attach_put_many('localattach', 'bench', %s, %s, @objects)",
+                            (items, b"".join(payload(i) for i in ids)))
+                cur.execute("INSERT INTO bench.small SELECT %s + j.n - 1, UNHEX(j.hash) FROM JSON_TABLE(@objects, '$[*]' "
+                            "COLUMNS (n FOR ORDINALITY, hash char(32) PATH '$.hash')) j", (at,))
+            cur.execute("COMMIT")
+
+    ref_many = timed(lambda: dj_run(world, "small_batch", [(0, (0, paths))]), repeat=1, setup=dj_clear)
+    b.notes.append(f"DataJoint insert of {n} x {SMALL // 1024} KiB in one call: {n / ref_many[0]:.0f} rows/s (one client)")
+    for c_n, group in [(1, "1 conn"), (CONNS, f"{CONNS} conns")]:
+        share = n // c_n
+        ours = timed(lambda: parallel([lambda c=c: batches(c, c * share, share) for c in range(c_n)]), setup=clear)
+        what = f"{n} x attach_put_many in batches of {BATCH} + INSERT ... SELECT"
+        b.row(group, what, ours, "DataJoint insert1, one client", ref, rows)
+        b.row(group, what, ours, "DataJoint insert (one call), one client", ref_many, rows)
     b.notes.append(f"small puts: {deadlocks[0]} deadlocked transactions (or autocommit rows) run again, in all rounds")
 
     # verified gets of every row in one SELECT vs DataJoint's fetch (downloads)
