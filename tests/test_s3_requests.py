@@ -176,6 +176,11 @@ class Ops:
                 (folder / f"b{i}.bin").write_bytes(self.unique(5000))
             return [lambda: db.sql("CALL dj_udf.attach_put_files('s3attach', %s, %s, @f)", (s, str(folder)))]
 
+        def batch_put_many():
+            blobs = [self.unique(5000) for _ in range(self.N)]
+            items = json.dumps([{"attachment_name": f"m{i}.bin", "size": len(b)} for i, b in enumerate(blobs)])
+            return [lambda: db.sql("CALL dj_udf.attach_put_many('s3attach', %s, %s, %s, @o)", (s, items, b"".join(blobs)))]
+
         def referenced(d, store, put):
             d.sql(f"CREATE TABLE `{d.schema}`.t (k int PRIMARY KEY, f binary(16))")
             for i in range(self.N):
@@ -236,6 +241,7 @@ class Ops:
             "`dj_udf.filepath_put`, new file": (routine_filepath, 1),
             "`dj_udf.verify`, n objects": (batch_verify, self.N),
             "`dj_udf.attach_put_files`, n new files up to 8 MiB": (batch_put, self.N),
+            "`dj_udf.attach_put_many`, n new objects": (batch_put_many, self.N),
             "`dj_udf.export_attachments`, n objects": (batch_export, self.N),
             "`dj_udf.sync_filepaths`, n files without local copy": (batch_sync, self.N),
             "`dj_udf.purge`, up to 100 queued objects": (purge, self.N),
