@@ -1,5 +1,6 @@
-"""Memory and concurrency: no leak per call, no trouble with many
-connections calling at once."""
+"""Memory and concurrency: no leak per call, no copy of client bytes
+beyond the server's own, no trouble with many connections calling at
+once."""
 
 import json
 import os
@@ -30,6 +31,42 @@ def test_no_memory_growth_over_many_calls(db, world):
         db.one("SELECT dj_attach_put('localattach', %s, 'leak.bin', %s)", (s, data))
     growth_mib = (rss(world.server_pid()) - before) / MiB
     assert growth_mib < 20, f"server RSS grew {growth_mib:.1f} MiB over 3800 calls"
+
+
+def test_a_put_of_client_bytes_costs_no_more_than_the_server_receiving_them(db, world):
+    """32 MiB sent to a put: the function, passed the bytes as the README
+    says, holds no more than `SELECT LENGTH` of them; the routines no more
+    than an empty procedure with a longblob parameter. MariaDB copies a
+    loadable function's constant string arguments (a statement parameter, a
+    routine's variable), and a copy would show as a whole payload more."""
+    from conftest import reset_peak, vm
+
+    s, pid, n = db.schema, world.server_pid(), 32 << 20
+    db.sql(f"CREATE PROCEDURE `{s}`.takes(IN data longblob) BEGIN END")
+    forms = {
+        "received": ("SELECT LENGTH(%s)", ()),
+        "dj_attach_put": (f"SELECT LENGTH(dj_attach_put('localattach', '{s}', %s, IF(RAND() >= 0, %s, NULL)))", ("f{}.bin",)),
+        "dj_blob_put": (f"SELECT LENGTH(dj_blob_put('localattach', '{s}', IF(RAND() >= 0, %s, NULL)))", ()),
+        "received by a routine": (f"CALL `{s}`.takes(%s)", ()),
+        "dj_udf.attach_put": (f"CALL dj_udf.attach_put('localattach', '{s}', %s, %s, @h)", ("r{}.bin",)),
+        "dj_udf.blob_put": (f"CALL dj_udf.blob_put('localattach', '{s}', %s, @h)", ()),
+    }
+    cost = {}
+    for rnd in range(2):  # the first round pays what the server allocates once
+        for what, (q, names) in forms.items():
+            conn = world.connect()
+            try:
+                base = reset_peak(pid)["VmRSS"]
+                with conn.cursor() as cur:
+                    cur.execute(q, tuple(name.format(rnd) for name in names) + (b"mYm\0" + os.urandom(n - 4),))
+                cost[what] = vm(pid)["VmHWM"] - base
+            finally:
+                conn.close()
+    shown = ", ".join(f"{what} {c / n:.2f}x" for what, c in cost.items())
+    print(f"\nserver peak, 32 MiB of client bytes: {shown}")
+    for what, ref in [("dj_attach_put", "received"), ("dj_blob_put", "received"),
+                      ("dj_udf.attach_put", "received by a routine"), ("dj_udf.blob_put", "received by a routine")]:
+        assert cost[what] < cost[ref] + n / 2, f"{what} holds a copy of the bytes: {shown}"
 
 
 def test_many_connections_at_once(db, world):
