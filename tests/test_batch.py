@@ -156,6 +156,20 @@ def test_many_attachments_in_one_statement_are_what_single_puts_make(db, world, 
     assert leftovers(world, store, s) == []
 
 
+def test_one_attachment_many_times_in_a_batch_is_stored_and_tracked_once(db, world, store):
+    """The same attachment several times in one call (on S3, one of them
+    larger than a single PUT) is written at once by several workers: each
+    item gets its hash, and one object and one row come of each."""
+    s = db.schema
+    small, big = os.urandom(3000), os.urandom(9 * MiB)
+    rows = put_many(db, store, s, [("same.bin", small)] * 6 + [("big.bin", big)] * 3 + [("same.bin", small)])
+    assert all("error" not in r for r in rows), rows
+    assert {r["hash"] for r in rows} == {attach_hash("same.bin", small).hex(), attach_hash("big.bin", big).hex()}
+    assert len(db.tracking(store)) == 2
+    assert attach_path(world, store, s, attach_hash("big.bin", big), "big.bin").read_bytes() == big
+    assert leftovers(world, store, s) == []
+
+
 def test_many_attachments_whose_sizes_do_not_divide_the_data_are_refused_whole(db, world):
     s = db.schema
     cases = [
