@@ -54,6 +54,7 @@ DROP FUNCTION IF EXISTS dj_attach_export_many;
 DROP FUNCTION IF EXISTS dj_filepath_get_many;
 DROP FUNCTION IF EXISTS dj_attach_put_files;
 DROP FUNCTION IF EXISTS dj_attach_put_many;
+DROP FUNCTION IF EXISTS dj_blob_put_many;
 DROP FUNCTION IF EXISTS dj_object_sizes;
 DROP FUNCTION IF EXISTS dj_delete_objects;
 DROP FUNCTION IF EXISTS dj_tracking_table;
@@ -96,6 +97,7 @@ CREATE FUNCTION dj_attach_export_many RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_filepath_get_many RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_attach_put_files RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_attach_put_many RETURNS STRING SONAME 'dj_udf.so';
+CREATE FUNCTION dj_blob_put_many RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_object_sizes RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_delete_objects RETURNS STRING SONAME 'dj_udf.so';
 CREATE FUNCTION dj_tracking_table RETURNS STRING SONAME 'dj_udf.so';
@@ -1422,6 +1424,29 @@ BEGIN
   SET files = r;
 END $$
 
+-- After a batch put was tracked (dj_udf.track_many) and the same batch put
+-- again because some of its objects were gone: fails, naming the first,
+-- if one of those objects failed the second time (its row is in, its
+-- object is not). r and again are the two results, item for item; gone
+-- holds the hashes that were put again.
+DROP PROCEDURE IF EXISTS dj_udf.check_put_again $$
+CREATE PROCEDURE dj_udf.check_put_again(IN what varchar(64), IN r longtext CHARACTER SET utf8mb4,
+                                        IN again longtext CHARACTER SET utf8mb4, IN gone longtext CHARACTER SET utf8mb4)
+  SQL SECURITY INVOKER CONTAINS SQL
+BEGIN
+  DECLARE msg varchar(512) CHARACTER SET utf8mb4;
+  IF again IS NULL THEN CALL dj_udf.fail(what); END IF;
+  SELECT MIN(b.err) INTO msg
+    FROM JSON_TABLE(r, '$[*]' COLUMNS (n FOR ORDINALITY, hash char(32) PATH '$.hash')) a
+    JOIN JSON_TABLE(again, '$[*]' COLUMNS (n FOR ORDINALITY, err varchar(500) CHARACTER SET utf8mb4 PATH '$.error')) b ON b.n = a.n
+    JOIN JSON_TABLE(gone, '$[*]' COLUMNS (hash char(32) PATH '$')) g ON g.hash = a.hash
+   WHERE b.err IS NOT NULL;
+  IF msg IS NOT NULL THEN
+    SET msg = LEFT(CONCAT(what, ': ', msg), 512);
+    SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
+  END IF;
+END $$
+
 -- attach@store for many attachments sent by the client in one statement:
 -- `items`, a JSON array of {attachment_name, size}, divides `data`, their
 -- bytes one after the other. Stores up to the store's max_parallel at
@@ -1432,32 +1457,43 @@ END $$
 -- dj_udf.attach_put. Ready to insert:
 --   INSERT INTO t (id, f) SELECT j.n, UNHEX(j.hash) FROM JSON_TABLE(@objects, '$[*]'
 --     COLUMNS (n FOR ORDINALITY, hash char(32) PATH '$.hash')) j WHERE j.hash IS NOT NULL;
+-- If a purge removed some of the objects between their upload and their
+-- rows, the same batch goes again: it writes only what is missing.
 DROP PROCEDURE IF EXISTS dj_udf.attach_put_many $$
 CREATE PROCEDURE dj_udf.attach_put_many(IN store varchar(64), IN schema_name varchar(64), IN items longtext CHARACTER SET utf8mb4,
                                         IN data longblob, OUT objects longtext CHARACTER SET utf8mb4)
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
   DECLARE t varchar(200) CHARACTER SET utf8mb4;
-  DECLARE r, again, gone longtext CHARACTER SET utf8mb4;
-  DECLARE msg varchar(512) CHARACTER SET utf8mb4;
+  DECLARE r, gone longtext CHARACTER SET utf8mb4;
   CALL dj_udf.usable_table(schema_name, store, FALSE, t);
   SET r = CONVERT(dj_attach_put_many(store, schema_name, items, IF(RAND() >= 0, data, NULL)) USING utf8mb4);
   IF r IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_many'); END IF;
   CALL dj_udf.track_many(t, schema_name, store, r, gone);
   IF gone IS NOT NULL THEN
-    -- The same batch again writes only what is missing; an object that
-    -- fails now is tracked without its object, so the call fails.
-    SET again = CONVERT(dj_attach_put_many(store, schema_name, items, IF(RAND() >= 0, data, NULL)) USING utf8mb4);
-    IF again IS NULL THEN CALL dj_udf.fail('dj_udf.attach_put_many'); END IF;
-    SELECT MIN(b.err) INTO msg
-      FROM JSON_TABLE(r, '$[*]' COLUMNS (n FOR ORDINALITY, hash char(32) PATH '$.hash')) a
-      JOIN JSON_TABLE(again, '$[*]' COLUMNS (n FOR ORDINALITY, err varchar(500) CHARACTER SET utf8mb4 PATH '$.error')) b ON b.n = a.n
-      JOIN JSON_TABLE(gone, '$[*]' COLUMNS (hash char(32) PATH '$')) g ON g.hash = a.hash
-     WHERE b.err IS NOT NULL;
-    IF msg IS NOT NULL THEN
-      SET msg = LEFT(CONCAT('dj_udf.attach_put_many: ', msg), 512);
-      SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = msg;
-    END IF;
+    CALL dj_udf.check_put_again('dj_udf.attach_put_many', r,
+      CONVERT(dj_attach_put_many(store, schema_name, items, IF(RAND() >= 0, data, NULL)) USING utf8mb4), gone);
+  END IF;
+  SET objects = r;
+END $$
+
+-- blob@store for many serialized blobs sent by the client in one
+-- statement: `items`, a JSON array of {size}, divides `data`, as for
+-- dj_udf.attach_put_many; `objects` holds {hash, size} or {error} per blob.
+DROP PROCEDURE IF EXISTS dj_udf.blob_put_many $$
+CREATE PROCEDURE dj_udf.blob_put_many(IN store varchar(64), IN schema_name varchar(64), IN items longtext CHARACTER SET utf8mb4,
+                                      IN data longblob, OUT objects longtext CHARACTER SET utf8mb4)
+  SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  DECLARE t varchar(200) CHARACTER SET utf8mb4;
+  DECLARE r, gone longtext CHARACTER SET utf8mb4;
+  CALL dj_udf.usable_table(schema_name, store, FALSE, t);
+  SET r = CONVERT(dj_blob_put_many(store, schema_name, items, IF(RAND() >= 0, data, NULL)) USING utf8mb4);
+  IF r IS NULL THEN CALL dj_udf.fail('dj_udf.blob_put_many'); END IF;
+  CALL dj_udf.track_many(t, schema_name, store, r, gone);
+  IF gone IS NOT NULL THEN
+    CALL dj_udf.check_put_again('dj_udf.blob_put_many', r,
+      CONVERT(dj_blob_put_many(store, schema_name, items, IF(RAND() >= 0, data, NULL)) USING utf8mb4), gone);
   END IF;
   SET objects = r;
 END $$

@@ -4,6 +4,7 @@ in the middle fails alone (the others complete, the failure is reported for
 it, nothing half-written is left), and no thread of the library outlives
 the call that started it."""
 
+import hashlib
 import json
 import os
 import re
@@ -14,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import LIBRARY, PURGE_KEY, ROOT, attach_hash
+from conftest import LIBRARY, PURGE_KEY, ROOT, attach_hash, blob_path
 
 MiB = 1 << 20
 
@@ -167,6 +168,31 @@ def test_one_attachment_many_times_in_a_batch_is_stored_and_tracked_once(db, wor
     assert {r["hash"] for r in rows} == {attach_hash("same.bin", small).hex(), attach_hash("big.bin", big).hex()}
     assert len(db.tracking(store)) == 2
     assert attach_path(world, store, s, attach_hash("big.bin", big), "big.bin").read_bytes() == big
+    assert leftovers(world, store, s) == []
+
+
+def test_many_blobs_in_one_statement_are_what_single_puts_make(db, world, store):
+    """dj_udf.blob_put_many: serialized blobs stored and tracked as
+    dj_udf.blob_put would, one that is not a serialized blob failing alone;
+    an item with an attachment name is refused, whole."""
+    s = db.schema
+    blobs = [b"mYm\0" + os.urandom(i * 53) for i in range(40)]
+    blobs[5] = b"not a blob"
+    items = json.dumps([{"size": len(b)} for b in blobs])
+    db.sql("CALL dj_udf.blob_put_many(%s, %s, %s, %s, @objects)", (store, s, items, b"".join(blobs)))
+    rows = json.loads(db.one("SELECT @objects"))
+    assert len(rows) == 40 and "not a serialized DataJoint blob" in rows[5]["error"] and "hash" not in rows[5], rows[5]
+    good = [(r, b) for r, b in zip(rows, blobs) if "error" not in r]
+    assert len(good) == 39
+    for r, b in good:
+        h = hashlib.md5(b).digest()
+        assert (r["hash"], r["size"]) == (h.hex(), len(b))
+        assert blob_path(world, store, s, h).read_bytes() == b
+    assert db.call_out("dj_udf.blob_put", store, s, blobs[3]).hex() == rows[3]["hash"]
+    tracked = {(bytes(h), n, name) for h, n, name, _, _ in db.tracking(store)}
+    assert tracked == {(bytes.fromhex(r["hash"]), r["size"], None) for r, _ in good}
+    named = json.dumps([{"size": 4, "attachment_name": "a.bin"}])
+    assert "a blob has no attachment_name" in db.error("CALL dj_udf.blob_put_many(%s, %s, %s, 'mYm\0', @o)", (store, s, named))
     assert leftovers(world, store, s) == []
 
 

@@ -8,7 +8,7 @@
 //! The call returns when every object has finished or failed; its worker
 //! threads end with it ([`crate::parallel`]).
 
-use super::{attach, filepath, objects, readable_roots, verify};
+use super::{attach, blob, filepath, objects, readable_roots, verify};
 use crate::config::Config;
 use crate::confine::{self, Dir};
 use crate::datajoint::hash::{self, to_hex, Hash};
@@ -236,16 +236,36 @@ pub fn put_files(cfg: &Config, store: &str, schema: &str, paths: &str) -> Result
 /// one round trip and lets the store's `max_parallel` writes share the
 /// file system's journal commits, where one call per object waits for each.
 pub fn attach_put_many(cfg: &Config, store: &str, schema: &str, items: &str, data: &[u8]) -> Result<String> {
+    put_many(cfg, store, schema, items, data, true, &|name, bytes| attach::put(cfg, store, schema, name.unwrap_or(""), bytes))
+}
+
+/// `dj_blob_put` for many serialized blobs sent in one statement: `items`,
+/// a JSON array of `{"size"}`, divides `data` as for [`attach_put_many`].
+/// Returns `[{"hash", "size"} | {"error"}]` in the same order.
+pub fn blob_put_many(cfg: &Config, store: &str, schema: &str, items: &str, data: &[u8]) -> Result<String> {
+    put_many(cfg, store, schema, items, data, false, &|_, bytes| blob::put(cfg, store, schema, bytes))
+}
+
+/// Puts one piece of a batch (with its attachment name, for attachments).
+type PutPiece<'a> = dyn Fn(Option<&str>, &[u8]) -> Result<Hash> + Sync + 'a;
+
+/// Splits `data` by the items' sizes (each attachment's with its name when
+/// `named`) and puts the pieces up to the store's `max_parallel` at once.
+fn put_many(cfg: &Config, store: &str, schema: &str, items: &str, data: &[u8], named: bool, put: &PutPiece) -> Result<String> {
     crate::datajoint::layout::check_schema_name(schema)?;
     let mut parts = Vec::new();
     let mut at = 0u64;
     for (i, item) in array(items)?.iter().enumerate() {
-        let name = text(item, i, "attachment_name")?.ok_or_else(|| bad(format!("item {i}: attachment_name is missing")))?;
+        let name = match (named, text(item, i, "attachment_name")?) {
+            (true, None) => return Err(bad(format!("item {i}: attachment_name is missing"))),
+            (false, Some(_)) => return Err(bad(format!("item {i}: a blob has no attachment_name (attachments go to dj_attach_put_many)"))),
+            (_, name) => name,
+        };
         let size = size_of(item, i, "size")?.ok_or_else(|| bad(format!("item {i}: size is missing")))?;
-        let end = at
-            .checked_add(size)
-            .filter(|&e| e <= data.len() as u64)
-            .ok_or_else(|| bad(format!("item {i} ({name}) would end at byte {}, past the {} bytes of data", at.saturating_add(size), data.len())))?;
+        let end = at.checked_add(size).filter(|&e| e <= data.len() as u64).ok_or_else(|| {
+            let which = name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+            bad(format!("item {i}{which} would end at byte {}, past the {} bytes of data", at.saturating_add(size), data.len()))
+        })?;
         parts.push((name, at as usize..end as usize));
         at = end;
     }
@@ -254,11 +274,11 @@ pub fn attach_put_many(cfg: &Config, store: &str, schema: &str, items: &str, dat
     }
     let workers = cfg.store(store)?.max_parallel();
     let out = parallel::map(&parts, workers, |(name, range)| {
-        let h = attach::put(cfg, store, schema, name, &data[range.clone()])?;
+        let h = put(name.as_deref(), &data[range.clone()])?;
         Ok(Map::from_iter([("hash".to_string(), Value::from(to_hex(&h))), ("size".to_string(), Value::from(range.len()))]))
     });
     let items = parts.iter().zip(out).map(|((name, _), r)| {
-        let base = Map::from_iter([("attachment_name".to_string(), Value::from(name.as_str()))]);
+        let base = name.iter().map(|n| ("attachment_name".to_string(), Value::from(n.as_str()))).collect();
         result(base, r)
     });
     Ok(Value::Array(items.collect()).to_string())

@@ -202,6 +202,14 @@ sql_functions! {
         put_text(out, &ops::batch::attach_put_many(c.config(), a.store.req()?, a.schema.req()?, items, data)?)
     }
 
+    /// `dj_blob_put` for many serialized blobs in one call: `items`, a JSON
+    /// array of `{"size"}`, divides `data`; in parallel:
+    /// `[{"hash", "size"} | {"error"}]`.
+    dj_blob_put_many(store: Store, schema: Schema, items: Text, data: Bytes) -> string(LONG) needs_config = |c, a, out| {
+        let (Some(items), Some(data)) = (a.items.text()?, a.data.bytes()) else { return Ok(false) };
+        put_text(out, &ops::batch::blob_put_many(c.config(), a.store.req()?, a.schema.req()?, items, data)?)
+    }
+
     /// `dj_object_size` for a JSON array of tracking rows, in parallel:
     /// `[{"hash", "size"} | {"hash", "error"}]`.
     dj_object_sizes(store: Store, schema: Schema, rows: Text) -> string(LONG) needs_config = |c, a, out| {
