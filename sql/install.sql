@@ -1480,6 +1480,8 @@ END $$
 -- blob@store for many serialized blobs sent by the client in one
 -- statement: `items`, a JSON array of {size}, divides `data`, as for
 -- dj_udf.attach_put_many; `objects` holds {hash, size} or {error} per blob.
+-- The body mirrors dj_udf.attach_put_many's instead of sharing a procedure
+-- with it: passing `data` on in a CALL would copy the whole batch again.
 DROP PROCEDURE IF EXISTS dj_udf.blob_put_many $$
 CREATE PROCEDURE dj_udf.blob_put_many(IN store varchar(64), IN schema_name varchar(64), IN items longtext CHARACTER SET utf8mb4,
                                       IN data longblob, OUT objects longtext CHARACTER SET utf8mb4)
