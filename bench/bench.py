@@ -7,7 +7,6 @@ once too). Prints rates, ratios and the server's peak memory; asserts nothing.
     scripts/bench.sh [MiB] [small objects]     (default 512 and 2000)
 """
 
-import json
 import multiprocessing
 import os
 import pathlib
@@ -23,7 +22,7 @@ os.environ["DJ_SUPPORT_FILEPATH_MANAGEMENT"] = "TRUE"
 
 import datajoint as dj  # noqa: E402
 import pymysql  # noqa: E402
-from conftest import World  # noqa: E402
+from conftest import World, batch, reset_peak, settled, vm  # noqa: E402
 
 dj.logger.setLevel("WARNING")
 
@@ -69,15 +68,6 @@ def parallel(fns):
         raise errors[0]
 
 
-def status(pid):
-    out = {}
-    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        k, _, v = line.partition(":")
-        if k in ("VmHWM", "VmRSS"):
-            out[k] = int(v.split()[0]) * 1024
-    return out
-
-
 class Bench:
     def __init__(self, world, base, mib, small):
         self.world, self.base, self.mib, self.small = world, base, mib, small
@@ -99,7 +89,7 @@ class Bench:
         print(f"  {group:7} {what:52} {r[2]:7.0f} ({r[3]:4.2f})  {ref_name:38} {r[5]:7.0f} ({r[6]:4.2f})  {r[7]:5.2f}  {name}", flush=True)
 
     def peak_mib(self):
-        return status(self.pid)["VmHWM"] / 2**20
+        return vm(self.pid)["VmHWM"] / 2**20
 
 
 def files(world, mib, n):
@@ -401,9 +391,7 @@ def small_objects(b, Small):
     def puts(c, first, count, txn):
         """Rows first .. first + count - 1, as a client must write them:
         a transaction (or, in autocommit, a row) that ends in a deadlock is
-        run again. Four connections re-inserting keys deleted a moment ago
-        (which each round avoids) would meet InnoDB's next-key locks on the
-        delete-marked records, which the purge thread has not removed yet."""
+        run again."""
         def rows(cur, ids):
             for i in ids:
                 cur.execute("CALL dj_udf.attach_put('localattach', 'bench', %s, %s, @h)", (paths[i].name, payload(i)))
@@ -472,9 +460,8 @@ def small_objects(b, Small):
             cur.execute("START TRANSACTION")
             for at in range(first, first + count, BATCH):
                 ids = range(at, min(at + BATCH, first + count))
-                items = json.dumps([{"attachment_name": paths[i].name, "size": len(payload(i))} for i in ids])
                 cur.execute("CALL dj_udf.attach_put_many('localattach', 'bench', %s, %s, @objects)",
-                            (items, b"".join(payload(i) for i in ids)))
+                            batch([(paths[i].name, payload(i)) for i in ids]))
                 cur.execute("INSERT INTO bench.small SELECT %s + j.n - 1, UNHEX(j.hash) FROM JSON_TABLE(@objects, '$[*]' "
                             "COLUMNS (n FOR ORDINALITY, hash char(32) PATH '$.hash')) j", (at,))
             cur.execute("COMMIT")
@@ -520,17 +507,22 @@ def memory(b, peak0, peak_large, peak_small):
     }
     costs = {}
     for what, (q, args) in forms.items():
-        pathlib.Path(f"/proc/{b.pid}/clear_refs").write_text("5")  # the peak starts again from here
-        base = b.peak_mib()
-        b.sql(q, args)
-        costs[what] = b.peak_mib() - base
+        conn = b.world.connect()  # a new one each: none reuses buffers another grew
+        try:
+            settled(b.pid)  # what the last connection freed is gone first
+            base = reset_peak(b.pid)["VmRSS"] / 2**20  # the peak starts again from here
+            with conn.cursor() as cur:
+                cur.execute(q, args)
+            costs[what] = b.peak_mib() - base
+        finally:
+            conn.close()
     mb = len(payload) / 2**20
     print()
     for note in b.notes:
         print(note)
     print(f"server peak memory: +{peak_large - peak0:.1f} MiB over the large-file runs, +{peak_small - peak_large:.1f} MiB over "
           f"the small-object runs")
-    print("client bytes, 128 MiB, each on the server's peak reset: " + "; ".join(f"{what} +{cost / mb:.2f}x the payload"
+    print("client bytes, 128 MiB, each on a new connection with the server's peak reset: " + "; ".join(f"{what} +{cost / mb:.2f}x the payload"
                                                                             for what, cost in costs.items()))
 
 

@@ -406,6 +406,15 @@ def kind(request, world):
 # Hashes and where objects live
 # ---------------------------------------------------------------------------
 
+def batch(objects):
+    """The `items` and `data` arguments of dj_udf.attach_put_many for
+    [(attachment name, bytes)], or of dj_udf.blob_put_many for [bytes]:
+    each object's size (and name) as JSON, and their bytes one after the other."""
+    named = [o if isinstance(o, tuple) else (None, o) for o in objects]
+    items = [{"size": len(d)} if n is None else {"attachment_name": n, "size": len(d)} for n, d in named]
+    return json.dumps(items), b"".join(d for _, d in named)
+
+
 def md5(data: bytes, init: bytes = b"") -> bytes:
     return hashlib.md5(init + data).digest()
 
@@ -487,6 +496,21 @@ def vm(pid):
 def rss(pid):
     """The resident memory of a process now, in bytes."""
     return vm(pid)["VmRSS"]
+
+
+def settled(pid, timeout=10.0):
+    """Waits until a process's RSS has stopped falling (two reads 0.1 s
+    apart within 1 MiB): a closed connection's thread frees its buffers
+    after the client has gone, and a peak reset meanwhile would take a base
+    that is about to drop."""
+    deadline = time.monotonic() + timeout
+    last = rss(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = rss(pid)
+        if abs(now - last) < MiB:
+            return
+        last = now
 
 
 def reset_peak(pid):

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import LIBRARY, PURGE_KEY, ROOT, attach_hash, blob_path
+from conftest import LIBRARY, PURGE_KEY, ROOT, attach_hash, batch, blob_path
 
 MiB = 1 << 20
 
@@ -121,8 +121,7 @@ def test_bulk_put_reports_a_failing_file_and_completes_the_others(db, world, sto
 def put_many(db, store, schema, objects, out="@objects"):
     """CALL dj_udf.attach_put_many for [(name, bytes)]: their items and
     their bytes one after the other; returns the result's items."""
-    items = json.dumps([{"attachment_name": n, "size": len(d)} for n, d in objects])
-    db.sql(f"CALL dj_udf.attach_put_many(%s, %s, %s, %s, {out})", (store, schema, items, b"".join(d for _, d in objects)))
+    db.sql(f"CALL dj_udf.attach_put_many(%s, %s, %s, %s, {out})", (store, schema, *batch(objects)))
     return json.loads(db.one(f"SELECT {out}"))
 
 
@@ -178,8 +177,7 @@ def test_many_blobs_in_one_statement_are_what_single_puts_make(db, world, store)
     s = db.schema
     blobs = [b"mYm\0" + os.urandom(i * 53) for i in range(40)]
     blobs[5] = b"not a blob"
-    items = json.dumps([{"size": len(b)} for b in blobs])
-    db.sql("CALL dj_udf.blob_put_many(%s, %s, %s, %s, @objects)", (store, s, items, b"".join(blobs)))
+    db.sql("CALL dj_udf.blob_put_many(%s, %s, %s, %s, @objects)", (store, s, *batch(blobs)))
     rows = json.loads(db.one("SELECT @objects"))
     assert len(rows) == 40 and "not a serialized DataJoint blob" in rows[5]["error"] and "hash" not in rows[5], rows[5]
     good = [(r, b) for r, b in zip(rows, blobs) if "error" not in r]

@@ -6,7 +6,6 @@ name a complete object. Temporary files (`.dj-*.saving`) may be left
 behind: they are hidden and never taken for objects."""
 
 import hashlib
-import json
 import os
 import pathlib
 import random
@@ -18,6 +17,8 @@ import uuid
 
 import pymysql
 import pytest
+
+from conftest import batch
 
 MiB = 1 << 20
 
@@ -71,10 +72,8 @@ def busy(world, schema, sources, export_dir, stop):
                 h = cur.fetchone()[0]
                 cur.execute("CALL dj_udf.attach_put('localattach', %s, %s, %s, @h2)",
                             (schema, f"bytes-{i}.bin", os.urandom(16 * MiB)))
-                batch = [(f"many-{i}-{k}.bin", os.urandom(2 * MiB)) for k in range(4)]
-                cur.execute("CALL dj_udf.attach_put_many('localattach', %s, %s, %s, @objects)",
-                            (schema, json.dumps([{"attachment_name": n, "size": len(d)} for n, d in batch]),
-                             b"".join(d for _, d in batch)))
+                many = [(f"many-{i}-{k}.bin", os.urandom(2 * MiB)) for k in range(4)]
+                cur.execute("CALL dj_udf.attach_put_many('localattach', %s, %s, %s, @objects)", (schema, *batch(many)))
                 cur.execute("SELECT dj_udf.attach_export('localattach', %s, %s, %s, %s)",
                             (schema, h, src.name, str(export_dir / f"run-{i}")))
                 i += 1

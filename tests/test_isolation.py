@@ -5,7 +5,6 @@ whatever isolation level either side runs at; concurrent cleanups count
 each object once and retry their own deadlocks; a fresh put's row is left
 alone for the grace period, so the INSERT that follows it finds it."""
 
-import json
 import random
 import subprocess
 import threading
@@ -14,7 +13,7 @@ import time
 import pymysql
 import pytest
 
-from conftest import ROOT, S3_BUCKET
+from conftest import ROOT, S3_BUCKET, batch
 
 LEVELS = ["READ UNCOMMITTED", "READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
 # How long the concurrent load runs at each level.
@@ -95,8 +94,7 @@ def test_a_put_while_the_purge_removes_its_object_keeps_it(db, world, gate, leve
     if how == "attach_put":
         put = ("CALL dj_udf.attach_put('s3attach', %s, 'again.txt', %s, @h)", (s, data))
     else:
-        items = json.dumps([{"attachment_name": "other.txt", "size": 5}, {"attachment_name": "again.txt", "size": len(data)}])
-        put = ("CALL dj_udf.attach_put_many('s3attach', %s, %s, %s, @objects)", (s, items, b"other" + data))
+        put = ("CALL dj_udf.attach_put_many('s3attach', %s, %s, %s, @objects)", (s, *batch([("other.txt", b"other"), ("again.txt", data)])))
     putter = Worker(session(world, level), [put, ("SET @h = COALESCE(@h, UNHEX(JSON_VALUE(@objects, '$[1].hash')))", None),
                                             (f"INSERT INTO `{s}`.doc (a) VALUES (@h)", None)])
     putter.join(1.5)

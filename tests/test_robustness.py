@@ -12,7 +12,7 @@ import time
 import pymysql
 import pytest
 
-from conftest import LIBRARY, MiB, ROOT, attach_hash, attach_path, leftovers, md5, rss
+from conftest import LIBRARY, MiB, ROOT, attach_hash, attach_path, leftovers, md5, reset_peak, rss, settled, vm
 
 
 def test_no_memory_growth_over_many_calls(db, world):
@@ -39,8 +39,6 @@ def test_a_put_of_client_bytes_costs_no_more_than_the_server_receiving_them(db, 
     than an empty procedure with a longblob parameter. MariaDB copies a
     loadable function's constant string arguments (a statement parameter, a
     routine's variable), and a copy would show as a whole payload more."""
-    from conftest import reset_peak, vm
-
     s, pid, n = db.schema, world.server_pid(), 32 << 20
     db.sql(f"CREATE PROCEDURE `{s}`.takes(IN data longblob) BEGIN END")
     forms = {
@@ -56,6 +54,7 @@ def test_a_put_of_client_bytes_costs_no_more_than_the_server_receiving_them(db, 
         for what, (q, names) in forms.items():
             conn = world.connect()
             try:
+                settled(pid)  # what the last connection freed is gone first
                 base = reset_peak(pid)["VmRSS"]
                 with conn.cursor() as cur:
                     cur.execute(q, tuple(name.format(rnd) for name in names) + (b"mYm\0" + os.urandom(n - 4),))

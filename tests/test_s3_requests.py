@@ -12,7 +12,7 @@ import re
 import threading
 import time
 
-from conftest import PURGE_KEY, ROOT, Db, attach_hash, md5
+from conftest import PURGE_KEY, ROOT, Db, attach_hash, batch, md5
 
 MiB = 1 << 20
 
@@ -177,9 +177,8 @@ class Ops:
             return [lambda: db.sql("CALL dj_udf.attach_put_files('s3attach', %s, %s, @f)", (s, str(folder)))]
 
         def batch_put_many():
-            blobs = [self.unique(5000) for _ in range(self.N)]
-            items = json.dumps([{"attachment_name": f"m{i}.bin", "size": len(b)} for i, b in enumerate(blobs)])
-            return [lambda: db.sql("CALL dj_udf.attach_put_many('s3attach', %s, %s, %s, @o)", (s, items, b"".join(blobs)))]
+            args = batch([(f"m{i}.bin", self.unique(5000)) for i in range(self.N)])
+            return [lambda: db.sql("CALL dj_udf.attach_put_many('s3attach', %s, %s, %s, @o)", (s, *args))]
 
         def referenced(d, store, put):
             d.sql(f"CREATE TABLE `{d.schema}`.t (k int PRIMARY KEY, f binary(16))")
