@@ -1356,26 +1356,29 @@ CREATE PROCEDURE dj_udf.track_many(IN t varchar(200) CHARACTER SET utf8mb4, IN s
                                    IN r longtext CHARACTER SET utf8mb4, OUT gone longtext CHARACTER SET utf8mb4)
   SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  DECLARE stored, sizes longtext CHARACTER SET utf8mb4;
+  DECLARE stored_rows, stored, sizes longtext CHARACTER SET utf8mb4;
   DECLARE saved bigint unsigned DEFAULT @@SESSION.group_concat_max_len;
   DECLARE EXIT HANDLER FOR SQLEXCEPTION
   BEGIN
     SET SESSION group_concat_max_len = saved;
     RESIGNAL;
   END;
-  CALL dj_udf.check_removals(store, schema_name, COALESCE(JSON_EXTRACT(r, '$[*].hash'), '[]'));
-  CALL dj_udf.run_sql(CONCAT('INSERT INTO ', t, ' (hash, size, attachment_name) ',
-    'SELECT UNHEX(j.hash), j.size, j.attachment_name FROM JSON_TABLE(', dj_udf.text_literal(r), ', ''$[*]'' COLUMNS (',
-    'hash char(32) PATH ''$.hash'', size bigint unsigned PATH ''$.size'', ',
-    'attachment_name varchar(255) CHARACTER SET utf8mb4 PATH ''$.attachment_name'')) j WHERE j.hash IS NOT NULL ',
-    'ON DUPLICATE KEY UPDATE timestamp = CURRENT_TIMESTAMP'));
   SET gone = NULL;
+  -- the rows as literals of one multi-row INSERT ... VALUES (up to 10 000
+  -- rows of at most 2 kB each): an INSERT ... SELECT ... ON DUPLICATE KEY
+  -- UPDATE is unsafe to log as a statement, one with VALUES is not
   SET SESSION group_concat_max_len = GREATEST(saved, 64 << 20);
-  SELECT JSON_ARRAYAGG(JSON_OBJECT('hash', j.hash, 'attachment_name', j.attachment_name)) INTO stored
-    FROM JSON_TABLE(r, '$[*]' COLUMNS (hash char(32) PATH '$.hash',
+  SELECT GROUP_CONCAT(CONCAT('(', dj_udf.bytes_literal(UNHEX(j.hash)), ', ', j.size, ', ',
+                             dj_udf.text_literal(j.attachment_name), ')') SEPARATOR ', '),
+         JSON_ARRAYAGG(JSON_OBJECT('hash', j.hash, 'attachment_name', j.attachment_name))
+    INTO stored_rows, stored
+    FROM JSON_TABLE(r, '$[*]' COLUMNS (hash char(32) PATH '$.hash', size bigint unsigned PATH '$.size',
                                        attachment_name varchar(255) CHARACTER SET utf8mb4 PATH '$.attachment_name')) j
    WHERE j.hash IS NOT NULL;
   IF stored IS NOT NULL THEN
+    CALL dj_udf.check_removals(store, schema_name, JSON_EXTRACT(stored, '$[*].hash'));
+    CALL dj_udf.run_sql(CONCAT('INSERT INTO ', t, ' (hash, size, attachment_name) VALUES ', stored_rows,
+                               ' ON DUPLICATE KEY UPDATE timestamp = CURRENT_TIMESTAMP'));
     SET sizes = CONVERT(dj_object_sizes(store, schema_name, stored) USING utf8mb4);
     IF sizes IS NULL THEN CALL dj_udf.fail('dj_udf.track_many'); END IF;
     SELECT JSON_ARRAYAGG(z.hash) INTO gone

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import attach_hash
+from conftest import attach_hash, batch
 from servers import Server
 
 FORMATS = ["STATEMENT", "MIXED", "ROW"]
@@ -120,10 +120,13 @@ def test_routines_replicate_without_running_the_library_on_the_replica(pair, wor
     (blob / "inside").write_bytes(b"not the blob")
     p.sql("CALL dj_udf.purge(%s, 'main', @o, @x)", (s,))
     assert p.sql("SELECT @o, @x") == ((0, 1),)
+    # batches, tracked with one INSERT ... SELECT from the batch's result
+    p.sql("CALL dj_udf.attach_put_many('localattach', %s, %s, %s, @m)", (s, *batch([("m1.txt", b"one"), ("m2.txt", b"two")])))
+    p.sql("CALL dj_udf.blob_put_many('main', %s, %s, %s, @m)", (s, *batch([BLOB + b"1", BLOB + b"2"])))
     p.sql("CALL dj_udf.verify(%s, 'data')", (s,))
     p.sql("CALL dj_udf.sweep(%s, 'localattach', 0, @n)", (s,))
 
-    assert [w[1] for w in p.warnings if w[0] == 1592] == [], "no statement the routines log is unsafe"
+    assert [w[1] for w in p.warnings if w[0] == 1592] == [], ("no statement the routines log is unsafe", p.warnings)
     caught_up(primary, replica)
     mine, theirs = snapshot(primary, s), snapshot(replica, s)
     assert mine["queue"][0][-1].startswith("dj_delete_objects: delete "), mine["queue"]
