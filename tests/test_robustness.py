@@ -34,12 +34,14 @@ def test_no_memory_growth_over_many_calls(db, world):
 
 
 def test_a_put_of_client_bytes_costs_no_more_than_the_server_receiving_them(db, world):
-    """32 MiB sent to a put: the function, passed the bytes as the README
+    """48 MiB sent to a put: the function, passed the bytes as the README
     says, holds no more than `SELECT LENGTH` of them; the routines no more
     than an empty procedure with a longblob parameter. MariaDB copies a
     loadable function's constant string arguments (a statement parameter, a
     routine's variable), and a copy would show as a whole payload more."""
-    s, pid, n = db.schema, world.server_pid(), 32 << 20
+    # above 32 MiB, the most glibc's mmap threshold rises to: every copy
+    # of the payload is a mapping of its own, never memory malloc kept
+    s, pid, n = db.schema, world.server_pid(), 48 << 20
     db.sql(f"CREATE PROCEDURE `{s}`.takes(IN data longblob) BEGIN END")
     forms = {
         "received": ("SELECT LENGTH(%s)", ()),
@@ -49,8 +51,12 @@ def test_a_put_of_client_bytes_costs_no_more_than_the_server_receiving_them(db, 
         "dj_udf.attach_put": (f"CALL dj_udf.attach_put('localattach', '{s}', %s, %s, @h)", ("r{}.bin",)),
         "dj_udf.blob_put": (f"CALL dj_udf.blob_put('localattach', '{s}', %s, @h)", ()),
     }
+    # The least of four rounds, the forms taken in turn: what a statement
+    # finds already resident (memory malloc kept from earlier work) lowers
+    # its peak by chance, while a copy of the payload (a mapping of its own)
+    # is new memory every time.
     cost = {}
-    for rnd in range(2):  # the first round pays what the server allocates once
+    for rnd in range(4):
         for what, (q, names) in forms.items():
             conn = world.connect()
             try:
@@ -58,11 +64,11 @@ def test_a_put_of_client_bytes_costs_no_more_than_the_server_receiving_them(db, 
                 base = reset_peak(pid)["VmRSS"]
                 with conn.cursor() as cur:
                     cur.execute(q, tuple(name.format(rnd) for name in names) + (b"mYm\0" + os.urandom(n - 4),))
-                cost[what] = vm(pid)["VmHWM"] - base
+                cost[what] = min(cost.get(what, n << 10), vm(pid)["VmHWM"] - base)
             finally:
                 conn.close()
     shown = ", ".join(f"{what} {c / n:.2f}x" for what, c in cost.items())
-    print(f"\nserver peak, 32 MiB of client bytes: {shown}")
+    print(f"\nserver peak, 48 MiB of client bytes: {shown}")
     for what, ref in [("dj_attach_put", "received"), ("dj_blob_put", "received"),
                       ("dj_udf.attach_put", "received by a routine"), ("dj_udf.blob_put", "received by a routine")]:
         assert cost[what] < cost[ref] + n / 2, f"{what} holds a copy of the bytes: {shown}"
